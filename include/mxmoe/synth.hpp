@@ -1,0 +1,41 @@
+// Random gpt-oss-shaped layers and inputs, reproducible from a seed on every platform.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mxmoe/moe.hpp"
+
+namespace mxmoe {
+
+struct ModelPreset {
+  std::string name;
+  MoeShape shape;
+  int layers = 0;
+  SwigluParams swiglu;
+};
+
+// gpt-oss-20b (H=I=2880, E=32, k=4, 24 layers), gpt-oss-120b (E=128, 36 layers) and "tiny"
+// (H=128, I=96, E=8, k=2, 2 layers) for quick runs.
+const std::vector<ModelPreset>& model_presets();
+std::optional<ModelPreset> find_preset(std::string_view name);
+std::string preset_names();
+
+// A layer with normally distributed float weights quantized to MXFP4 (std 1/sqrt(fan_in), about
+// what trained gpt-oss experts have) and small biases. Layer `layer_index` of a seed gets its own
+// stream, so checkpoints with several layers differ per layer.
+MoeLayer random_layer(const MoeShape& shape, uint64_t seed, int layer_index = 0);
+
+enum class HiddenDistribution {
+  normal,  // N(0, 1) everywhere
+  heavy,   // N(0, 1) with 1% of the channels scaled by 20, like the outlier channels of real models
+};
+std::optional<HiddenDistribution> parse_distribution(std::string_view name);
+
+std::vector<float> random_hidden(int tokens, int hidden, uint64_t seed,
+                                 HiddenDistribution distribution = HiddenDistribution::normal);
+
+}  // namespace mxmoe

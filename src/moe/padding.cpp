@@ -1,0 +1,116 @@
+#include "mxmoe/padding.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <stdexcept>
+
+#include "mxmoe/format.hpp"
+
+namespace mxmoe {
+
+namespace {
+
+int round_up(int value, int multiple) { return (value + multiple - 1) / multiple * multiple; }
+
+int effective_alignment(int alignment) {
+  if (alignment <= 0) throw std::invalid_argument("padding: alignment must be positive");
+  return std::lcm(kMxBlock, alignment);
+}
+
+// Copies the first `src.rows` rows of every group into a tensor with more rows and columns; the
+// rest stays zero with scale code 127.
+Mxfp4Tensor pad_mxfp4(const Mxfp4Tensor& src, int64_t rows, int64_t cols) {
+  Mxfp4Tensor dst(src.groups, rows, cols);
+  for (int64_t g = 0; g < src.groups; ++g) {
+    for (int64_t r = 0; r < src.rows; ++r) {
+      std::memcpy(dst.row_blocks(g, r), src.row_blocks(g, r), static_cast<size_t>(src.cols / 2));
+      std::memcpy(dst.row_scales(g, r), src.row_scales(g, r), static_cast<size_t>(src.blocks_per_row()));
+    }
+  }
+  return dst;
+}
+
+std::vector<float> pad_matrix(const std::vector<float>& src, int64_t rows, int64_t cols, int64_t new_rows,
+                              int64_t new_cols) {
+  std::vector<float> dst(static_cast<size_t>(new_rows * new_cols), 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy_n(src.begin() + r * cols, cols, dst.begin() + r * new_cols);
+  }
+  return dst;
+}
+
+}  // namespace
+
+PaddingPlan PaddingPlan::for_alignment(int hidden, int intermediate, int hidden_alignment,
+                                       int intermediate_alignment) {
+  if (hidden <= 0 || intermediate <= 0) throw std::invalid_argument("padding: dims must be positive");
+  return {hidden, intermediate, round_up(hidden, effective_alignment(hidden_alignment)),
+          round_up(intermediate, effective_alignment(intermediate_alignment))};
+}
+
+std::string PaddingPlan::to_string() const {
+  return "hidden " + std::to_string(hidden) + " -> " + std::to_string(padded_hidden) + ", intermediate " +
+         std::to_string(intermediate) + " -> " + std::to_string(padded_intermediate);
+}
+
+void PaddingPlan::check_padded_layer(const MoeShape& shape, const std::string& backend) const {
+  if (shape.hidden != padded_hidden || shape.intermediate != padded_intermediate) {
+    throw std::logic_error("backend '" + backend + "' was given a layer with hidden " + std::to_string(shape.hidden) +
+                           " and intermediate " + std::to_string(shape.intermediate) +
+                           ", but the padding plan says " + to_string());
+  }
+}
+
+MoeLayer pad_layer(const MoeLayer& layer, const PaddingPlan& plan) {
+  layer.validate();
+  const MoeShape& s = layer.shape;
+  if (s.hidden != plan.hidden || s.intermediate != plan.intermediate) {
+    throw std::invalid_argument("pad_layer: layer has " + s.to_string() + ", the plan is for " + plan.to_string());
+  }
+  if (plan.padded_hidden < plan.hidden || plan.padded_intermediate < plan.intermediate ||
+      plan.padded_hidden % kMxBlock || plan.padded_intermediate % kMxBlock) {
+    throw std::invalid_argument("pad_layer: invalid plan " + plan.to_string());
+  }
+  if (plan.is_identity()) return layer;
+  const int64_t E = s.experts, H = s.hidden, I = s.intermediate;
+  const int64_t Hp = plan.padded_hidden, Ip = plan.padded_intermediate;
+
+  MoeLayer padded;
+  padded.shape = {plan.padded_hidden, plan.padded_intermediate, s.experts, s.top_k};
+  padded.swiglu = layer.swiglu;
+  padded.router_weight = pad_matrix(layer.router_weight, E, H, E, Hp);
+  padded.router_bias = layer.router_bias;
+  // Gate and linear rows stay interleaved: padded units are appended as (gate, linear) pairs.
+  padded.gate_up = pad_mxfp4(layer.gate_up, 2 * Ip, Hp);
+  padded.gate_up_bias = pad_matrix(layer.gate_up_bias, E, 2 * I, E, 2 * Ip);
+  padded.down = pad_mxfp4(layer.down, Hp, Ip);
+  padded.down_bias = pad_matrix(layer.down_bias, E, H, E, Hp);
+  return padded;
+}
+
+std::vector<float> pad_hidden(std::span<const float> x, int tokens, const PaddingPlan& plan) {
+  if (x.size() != static_cast<size_t>(tokens) * plan.hidden) {
+    throw std::invalid_argument("pad_hidden: expected " + std::to_string(tokens) + " x " +
+                                std::to_string(plan.hidden) + " values, got " + std::to_string(x.size()));
+  }
+  std::vector<float> out(static_cast<size_t>(tokens) * plan.padded_hidden, 0.0f);
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::copy_n(x.begin() + t * plan.hidden, plan.hidden, out.begin() + t * plan.padded_hidden);
+  }
+  return out;
+}
+
+std::vector<float> unpad_hidden(std::span<const float> x, int tokens, const PaddingPlan& plan) {
+  if (x.size() != static_cast<size_t>(tokens) * plan.padded_hidden) {
+    throw std::invalid_argument("unpad_hidden: expected " + std::to_string(tokens) + " x " +
+                                std::to_string(plan.padded_hidden) + " values, got " + std::to_string(x.size()));
+  }
+  std::vector<float> out(static_cast<size_t>(tokens) * plan.hidden);
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::copy_n(x.begin() + t * plan.padded_hidden, plan.hidden, out.begin() + t * plan.hidden);
+  }
+  return out;
+}
+
+}  // namespace mxmoe

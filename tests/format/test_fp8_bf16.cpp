@@ -1,0 +1,117 @@
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "mxmoe/format.hpp"
+
+namespace mxmoe {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+TEST(Fp8E4m3, DecodesHandPickedCodes) {
+  EXPECT_EQ(fp8_e4m3_to_float(0x00), 0.0f);
+  EXPECT_TRUE(std::signbit(fp8_e4m3_to_float(0x80)));
+  EXPECT_EQ(fp8_e4m3_to_float(0x01), std::ldexp(1.0f, -9));      // smallest subnormal
+  EXPECT_EQ(fp8_e4m3_to_float(0x07), 7 * std::ldexp(1.0f, -9));  // largest subnormal
+  EXPECT_EQ(fp8_e4m3_to_float(0x08), std::ldexp(1.0f, -6));      // smallest normal
+  EXPECT_EQ(fp8_e4m3_to_float(0x38), 1.0f);
+  EXPECT_EQ(fp8_e4m3_to_float(0x3C), 1.5f);
+  EXPECT_EQ(fp8_e4m3_to_float(0x7E), 448.0f);
+  EXPECT_EQ(fp8_e4m3_to_float(0xFE), -448.0f);
+  EXPECT_EQ(fp8_e4m3_to_float(0x78), 256.0f);  // exponent 15 is a normal binade in E4M3FN
+  EXPECT_TRUE(std::isnan(fp8_e4m3_to_float(0x7F)));
+  EXPECT_TRUE(std::isnan(fp8_e4m3_to_float(0xFF)));
+}
+
+TEST(Fp8E4m3, EveryCodeRoundTrips) {
+  for (int code = 0; code < 256; ++code) {
+    if ((code & 0x7F) == 0x7F) continue;  // NaN
+    EXPECT_EQ(float_to_fp8_e4m3(fp8_e4m3_to_float(static_cast<uint8_t>(code))), code) << code;
+  }
+}
+
+TEST(Fp8E4m3, RoundsToNearestEven) {
+  const float q = std::ldexp(1.0f, -9);  // subnormal quantum
+  EXPECT_EQ(float_to_fp8_e4m3(0.5f * q), 0x00);   // tie -> 0 (even)
+  EXPECT_EQ(float_to_fp8_e4m3(0.51f * q), 0x01);
+  EXPECT_EQ(float_to_fp8_e4m3(1.5f * q), 0x02);   // tie -> 2 (even)
+  EXPECT_EQ(float_to_fp8_e4m3(2.5f * q), 0x02);   // tie -> 2 (even)
+  EXPECT_EQ(float_to_fp8_e4m3(7.5f * q), 0x08);   // tie across into the normal range
+  EXPECT_EQ(float_to_fp8_e4m3(1.0625f), 0x38);    // 1 + 1/16: tie between 1 and 1.125 -> 1
+  EXPECT_EQ(float_to_fp8_e4m3(1.1875f), 0x3A);    // tie between 1.125 and 1.25 -> 1.25
+  EXPECT_EQ(float_to_fp8_e4m3(1.07f), 0x39);
+  EXPECT_EQ(float_to_fp8_e4m3(15.5f), 0x58);      // tie between 15 and 16 -> 16 (carry into exponent)
+  EXPECT_EQ(float_to_fp8_e4m3(-3.3f), 0xC5);      // -3.25
+}
+
+TEST(Fp8E4m3, SaturatesAndKeepsNan) {
+  EXPECT_EQ(float_to_fp8_e4m3(448.0f), 0x7E);
+  EXPECT_EQ(float_to_fp8_e4m3(460.0f), 0x7E);
+  EXPECT_EQ(float_to_fp8_e4m3(1e6f), 0x7E);
+  EXPECT_EQ(float_to_fp8_e4m3(kInf), 0x7E);
+  EXPECT_EQ(float_to_fp8_e4m3(-kInf), 0xFE);
+  EXPECT_EQ(float_to_fp8_e4m3(std::nanf("")) & 0x7F, 0x7F);
+  EXPECT_EQ(float_to_fp8_e4m3(1e-30f), 0x00);
+}
+
+TEST(Bf16, RoundsToNearestEven) {
+  EXPECT_EQ(float_to_bf16(1.0f), 0x3F80);
+  EXPECT_EQ(float_to_bf16(-1.0f), 0xBF80);
+  EXPECT_EQ(float_to_bf16(1.0f + std::ldexp(1.0f, -8)), 0x3F80);      // tie -> even
+  EXPECT_EQ(float_to_bf16(1.0f + 3 * std::ldexp(1.0f, -8)), 0x3F82);  // tie -> even
+  EXPECT_EQ(float_to_bf16(1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -20)), 0x3F81);
+  EXPECT_EQ(float_to_bf16(3.14159265f), 0x4049);
+}
+
+TEST(Bf16, SubnormalsOverflowAndNan) {
+  EXPECT_EQ(float_to_bf16(std::ldexp(1.0f, -130)), 0x0008);                        // subnormal, exact
+  EXPECT_EQ(float_to_bf16(std::bit_cast<float>(0x00008000u)), 0x0000);              // tie -> even
+  EXPECT_EQ(float_to_bf16(std::bit_cast<float>(0x00018000u)), 0x0002);              // tie -> even
+  EXPECT_EQ(float_to_bf16(std::numeric_limits<float>::max()), 0x7F80);             // rounds to Inf
+  EXPECT_EQ(float_to_bf16(kInf), 0x7F80);
+  EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(std::nanf("")))));
+  // A NaN whose payload sits in the low half must not become Inf.
+  EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(std::bit_cast<float>(0x7F800001u)))));
+  EXPECT_EQ(bf16_to_float(0x3FC0), 1.5f);
+  for (uint32_t bits = 0; bits < 0x10000; bits += 7) {
+    const float v = bf16_to_float(static_cast<uint16_t>(bits));
+    if (!std::isnan(v)) EXPECT_EQ(float_to_bf16(v), bits);
+  }
+}
+
+TEST(Fp8Tensor, DynamicScaleIsAmaxOver448) {
+  std::vector<float> x = {1.0f, -896.0f, 3.0f};
+  EXPECT_EQ(fp8_dynamic_scale(x), 2.0f);
+  std::vector<uint8_t> codes(3);
+  quantize_fp8(x, 2.0f, codes);
+  EXPECT_EQ(codes[1], 0xFE);                       // -448 * 2
+  EXPECT_EQ(fp8_e4m3_to_float(codes[0]), 0.5f);
+  EXPECT_EQ(fp8_e4m3_to_float(codes[2]), 1.5f);
+  std::vector<float> back(3);
+  dequantize_fp8(codes, 2.0f, back);
+  EXPECT_EQ(back, x);
+  std::vector<float> zeros(5, 0.0f);
+  EXPECT_EQ(fp8_dynamic_scale(zeros), 1.0f);
+}
+
+TEST(Fp8Tensor, StaticScaleSaturatesAndBadInputsAreErrors) {
+  std::vector<float> x = {1000.0f, -0.001f};
+  std::vector<uint8_t> codes(2);
+  quantize_fp8(x, 1.0f, codes);
+  EXPECT_EQ(fp8_e4m3_to_float(codes[0]), 448.0f);
+  EXPECT_THROW(quantize_fp8(x, 0.0f, codes), std::invalid_argument);
+  EXPECT_THROW(quantize_fp8(x, -1.0f, codes), std::invalid_argument);
+  EXPECT_THROW(quantize_fp8(x, kInf, codes), std::invalid_argument);
+  x[1] = std::nanf("");
+  EXPECT_THROW(quantize_fp8(x, 1.0f, codes), std::domain_error);
+  EXPECT_THROW(fp8_dynamic_scale(x), std::domain_error);
+  x[1] = kInf;
+  EXPECT_THROW(fp8_dynamic_scale(x), std::domain_error);
+}
+
+}  // namespace
+}  // namespace mxmoe

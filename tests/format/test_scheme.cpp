@@ -1,0 +1,65 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "mxmoe/format.hpp"
+#include "mxmoe/scheme.hpp"
+
+namespace mxmoe {
+namespace {
+
+TEST(Scheme, NamesRoundTrip) {
+  for (Scheme s : kAllSchemes) EXPECT_EQ(parse_scheme(scheme_name(s)), s);
+  EXPECT_FALSE(parse_scheme("w4a2").has_value());
+  EXPECT_EQ(scheme_names(), "w4a16, w4a8, w4a4, w4a32");
+}
+
+TEST(Scheme, W4a16RoundsEachValueToBf16) {
+  std::vector<float> x = {1.0f + std::ldexp(1.0f, -9), 3.14159265f, -2.0f};
+  std::vector<float> q(3);
+  EXPECT_EQ(quantize_activations(Scheme::w4a16, x, 1, 3, q), 1.0f);
+  EXPECT_EQ(q[0], 1.0f);
+  EXPECT_EQ(q[1], bf16_to_float(0x4049));
+  EXPECT_EQ(q[2], -2.0f);
+}
+
+TEST(Scheme, W4a8UsesOneScaleForTheWholeTensor) {
+  std::vector<float> x = {4.48f, 1.0f, -0.3f, 2.0f};  // amax 4.48 -> scale 0.01
+  std::vector<float> q(4);
+  const float scale = quantize_activations(Scheme::w4a8, x, 2, 2, q);
+  EXPECT_FLOAT_EQ(scale, 0.01f);
+  EXPECT_EQ(q[0], 448.0f);
+  for (size_t i = 0; i < x.size(); ++i) {
+    EXPECT_EQ(q[i], fp8_e4m3_to_float(float_to_fp8_e4m3(x[i] / scale)));
+    EXPECT_NEAR(q[i] * scale, x[i], std::fabs(x[i]) / 16 + 1e-6) << i;  // 3 mantissa bits
+  }
+}
+
+TEST(Scheme, W4a4QuantizesEveryRowBlockOnItsOwn) {
+  std::vector<float> x(64);
+  for (int i = 0; i < 32; ++i) x[i] = 0.01f * (i - 16);   // row 0: small values
+  for (int i = 32; i < 64; ++i) x[i] = 100.0f * (i - 40);  // row 1: large values
+  std::vector<float> q(64);
+  EXPECT_EQ(quantize_activations(Scheme::w4a4, x, 2, 32, q), 1.0f);
+  uint8_t packed[16];
+  for (int row = 0; row < 2; ++row) {
+    const float scale = e8m0_to_float(quantize_mxfp4_block(x.data() + 32 * row, packed));
+    for (int i = 0; i < 32; ++i) EXPECT_EQ(q[32 * row + i], e2m1_to_float(mxfp4_code(packed, i)) * scale);
+  }
+  std::vector<float> odd(40), odd_q(40);
+  EXPECT_THROW(quantize_activations(Scheme::w4a4, odd, 1, 40, odd_q), std::invalid_argument);
+}
+
+TEST(Scheme, NonFiniteActivationsAreRejectedInEveryScheme) {
+  for (Scheme s : kAllSchemes) {
+    std::vector<float> x(32, 1.0f), q(32);
+    x[7] = std::nanf("");
+    EXPECT_THROW(quantize_activations(s, x, 1, 32, q), std::domain_error) << scheme_name(s);
+    x[7] = -std::numeric_limits<float>::infinity();
+    EXPECT_THROW(quantize_activations(s, x, 1, 32, q), std::domain_error) << scheme_name(s);
+  }
+}
+
+}  // namespace
+}  // namespace mxmoe
