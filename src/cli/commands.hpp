@@ -10,5 +10,6 @@ namespace mxmoe::cli {
 using Action = std::function<int()>;
 
 void add_demo_command(CLI::App& app, Action& action);
+void add_explain_command(CLI::App& app, Action& action);
 
 }  // namespace mxmoe::cli

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
 
   mxmoe::cli::Action action;
   mxmoe::cli::add_demo_command(app, action);
+  mxmoe::cli::add_explain_command(app, action);
 
   try {
     app.parse(argc, argv);

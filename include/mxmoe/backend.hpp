@@ -1,0 +1,87 @@
+// Backends: what each one declares it can run (data for the oracle) and how it runs a layer.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "mxmoe/device.hpp"
+#include "mxmoe/moe.hpp"
+#include "mxmoe/padding.hpp"
+#include "mxmoe/scheme.hpp"
+
+namespace mxmoe {
+
+// The problem the oracle plans for: one MoE layer under one scheme.
+struct Problem {
+  Scheme scheme = Scheme::w4a16;
+  int experts = 0;
+  int top_k = 0;
+  int hidden = 0;
+  int intermediate = 0;
+  int tokens = 0;  // a hint for sizing; 0 when unknown
+  bool bias = true;
+
+  static Problem for_layer(const MoeLayer& layer, Scheme scheme, int tokens = 0);
+  // Throws std::invalid_argument for non-positive dims or top_k outside [1, experts].
+  void validate() const;
+  std::string to_string() const;
+};
+
+// Everything a backend needs to know to run: the oracle's choice, made concrete.
+struct ExecutionPlan {
+  std::string backend;
+  Scheme scheme = Scheme::w4a16;
+  DeviceSpec device;
+  PaddingPlan padding;  // the layer handed to the backend has the padded dims
+  int threads = 0;      // CPU threads; 0: all
+};
+
+// A layer prepared by a backend (weights repacked or uploaded once), ready to run batches.
+class PreparedMoe {
+ public:
+  virtual ~PreparedMoe() = default;
+  // hidden: [tokens, padded_hidden]. Returns [tokens, padded_hidden] outputs and the routing.
+  virtual MoeOutput forward(std::span<const float> hidden, int tokens) = 0;
+};
+
+// A backend's declaration. The oracle reads only this: the rules are data, plus at most a small
+// predicate for what data cannot say.
+struct BackendDeclaration {
+  std::string name;
+  std::string summary;
+
+  // Devices. The reference runs on the host for every device; others name one kind.
+  bool runs_on_any_device = false;
+  DeviceKind device_kind = DeviceKind::cpu;
+  int min_sm = 0;               // CUDA: the oldest compute capability its code runs on
+  std::vector<int> exact_sm;    // CUDA: architecture-specific code ("a" targets) runs only on these
+  std::vector<Scheme> schemes;
+  std::vector<std::pair<Scheme, int>> scheme_min_sm;  // e.g. FP8 tensor cores from sm_89
+
+  // Shapes: hidden and intermediate must be multiples of these (the MXFP4 block 32 is implied).
+  int hidden_alignment = 32;
+  int intermediate_alignment = 32;
+  bool can_pad = true;  // whether unaligned dims may be padded up to the alignment
+
+  int rank = 0;  // higher is preferred among eligible backends
+
+  // Whether this binary contains the backend, and why not.
+  bool built = true;
+  std::string not_built_reason;
+
+  // Optional extra rule: returns a rejection reason, or "" to accept.
+  std::function<std::string(const DeviceSpec&, const Problem&)> extra_check;
+
+  // Prepares a layer that already has the plan's padded dims. Backends that repack or upload the
+  // weights let go of the layer afterwards; the reference keeps sharing it.
+  std::function<std::unique_ptr<PreparedMoe>(std::shared_ptr<const MoeLayer> padded_layer, const ExecutionPlan& plan)>
+      prepare;
+};
+
+// The product registry: every backend that exists, in one table (src/backends/registry.cpp).
+const std::vector<BackendDeclaration>& backend_registry();
+
+}  // namespace mxmoe

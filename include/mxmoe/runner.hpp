@@ -1,0 +1,42 @@
+// The engine's front door: give it a layer, a scheme and a device; it asks the oracle for a
+// backend, pads the layer by the oracle's plan, prepares the backend once, and runs batches.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+
+#include "mxmoe/backend.hpp"
+#include "mxmoe/oracle.hpp"
+
+namespace mxmoe {
+
+struct RunnerOptions {
+  // A backend name, or "auto" to let the oracle choose (then MXMOE_BACKEND, if set, forces one).
+  std::string backend = "auto";
+  int threads = 0;  // CPU threads; 0: all
+  const std::vector<BackendDeclaration>* registry = nullptr;  // the product registry unless set
+};
+
+class MoeRunner {
+ public:
+  // `device` must be this machine's (detected): planning for other devices is select_backend's job.
+  // Throws OracleError when no backend (or not the forced one) can run here.
+  MoeRunner(const MoeLayer& layer, Scheme scheme, const DeviceSpec& device, const RunnerOptions& options = {});
+  MoeRunner(std::shared_ptr<const MoeLayer> layer, Scheme scheme, const DeviceSpec& device,
+            const RunnerOptions& options = {});
+  ~MoeRunner();
+  MoeRunner(MoeRunner&&) noexcept;
+  MoeRunner& operator=(MoeRunner&&) noexcept;
+
+  const Decision& decision() const { return decision_; }
+
+  // hidden: [tokens, hidden] with the layer's real (unpadded) hidden size; returns the same shape.
+  MoeOutput forward(std::span<const float> hidden, int tokens);
+
+ private:
+  Decision decision_;
+  std::unique_ptr<PreparedMoe> prepared_;
+};
+
+}  // namespace mxmoe

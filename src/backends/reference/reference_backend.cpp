@@ -1,0 +1,39 @@
+// The float64 reference as a backend: slow, exact, and available on every device (it runs on the
+// host CPU), so any configuration can be checked against it.
+#include "mxmoe/backend.hpp"
+
+namespace mxmoe {
+
+namespace {
+
+class ReferenceMoe final : public PreparedMoe {
+ public:
+  ReferenceMoe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan)
+      : layer_(std::move(layer)), plan_(plan) {
+    plan_.padding.check_padded_layer(layer_->shape, plan_.backend);
+  }
+  MoeOutput forward(std::span<const float> hidden, int tokens) override {
+    return reference_forward(*layer_, hidden, tokens, plan_.scheme, {.threads = plan_.threads});
+  }
+
+ private:
+  std::shared_ptr<const MoeLayer> layer_;
+  ExecutionPlan plan_;
+};
+
+}  // namespace
+
+BackendDeclaration reference_backend() {
+  BackendDeclaration b;
+  b.name = "reference";
+  b.summary = "float64 reference on the host CPU; exact, slow; the ground truth";
+  b.runs_on_any_device = true;
+  b.schemes = {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4, Scheme::w4a32};
+  b.rank = 0;
+  b.prepare = [](std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan) -> std::unique_ptr<PreparedMoe> {
+    return std::make_unique<ReferenceMoe>(std::move(layer), plan);
+  };
+  return b;
+}
+
+}  // namespace mxmoe

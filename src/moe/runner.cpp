@@ -1,0 +1,44 @@
+#include "mxmoe/runner.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace mxmoe {
+
+MoeRunner::MoeRunner(const MoeLayer& layer, Scheme scheme, const DeviceSpec& device, const RunnerOptions& options)
+    : MoeRunner(std::make_shared<const MoeLayer>(layer), scheme, device, options) {}
+
+MoeRunner::MoeRunner(std::shared_ptr<const MoeLayer> layer, Scheme scheme, const DeviceSpec& device,
+                     const RunnerOptions& options) {
+  if (!device.detected) {
+    throw std::invalid_argument("cannot run on " + device.id() +
+                                ": it is a planning target, not a device of this machine (use --device auto, cpu:native "
+                                "or cuda)");
+  }
+  layer->validate();
+  const auto& registry = options.registry ? *options.registry : backend_registry();
+  decision_ = select_backend(device, Problem::for_layer(*layer, scheme), resolve_forced_backend(options.backend), registry);
+  const auto& declaration = *std::find_if(registry.begin(), registry.end(),
+                                          [&](const BackendDeclaration& b) { return b.name == decision_.chosen; });
+  ExecutionPlan plan{decision_.chosen, scheme, device, decision_.padding, options.threads};
+  if (!decision_.padding.is_identity()) layer = std::make_shared<const MoeLayer>(pad_layer(*layer, decision_.padding));
+  prepared_ = declaration.prepare(std::move(layer), plan);
+}
+
+MoeRunner::~MoeRunner() = default;
+MoeRunner::MoeRunner(MoeRunner&&) noexcept = default;
+MoeRunner& MoeRunner::operator=(MoeRunner&&) noexcept = default;
+
+MoeOutput MoeRunner::forward(std::span<const float> hidden, int tokens) {
+  const PaddingPlan& plan = decision_.padding;
+  if (tokens < 0 || hidden.size() != static_cast<size_t>(tokens) * plan.hidden) {
+    throw std::invalid_argument("forward: hidden states hold " + std::to_string(hidden.size()) + " values, expected " +
+                                std::to_string(tokens) + " tokens x " + std::to_string(plan.hidden));
+  }
+  if (plan.is_identity()) return prepared_->forward(hidden, tokens);
+  MoeOutput out = prepared_->forward(pad_hidden(hidden, tokens, plan), tokens);
+  out.output = unpad_hidden(out.output, tokens, plan);
+  return out;
+}
+
+}  // namespace mxmoe

@@ -1,0 +1,28 @@
+#include <stdexcept>
+#include <string>
+
+#include "mxmoe/backend.hpp"
+
+namespace mxmoe {
+
+Problem Problem::for_layer(const MoeLayer& layer, Scheme scheme, int tokens) {
+  return {scheme, layer.shape.experts, layer.shape.top_k, layer.shape.hidden, layer.shape.intermediate, tokens, true};
+}
+
+void Problem::validate() const {
+  if (experts <= 0 || hidden <= 0 || intermediate <= 0) {
+    throw std::invalid_argument("problem: experts, hidden and intermediate must be positive: " + to_string());
+  }
+  if (top_k < 1 || top_k > experts) throw std::invalid_argument("problem: top_k must be in [1, experts]: " + to_string());
+  if (tokens < 0) throw std::invalid_argument("problem: tokens must not be negative: " + to_string());
+}
+
+std::string Problem::to_string() const {
+  std::string s = std::string(scheme_name(scheme)) + ", E=" + std::to_string(experts) + " k=" + std::to_string(top_k) +
+                  " H=" + std::to_string(hidden) + " I=" + std::to_string(intermediate);
+  if (tokens > 0) s += " T=" + std::to_string(tokens);
+  if (!bias) s += ", no bias";
+  return s;
+}
+
+}  // namespace mxmoe
