@@ -11,5 +11,9 @@ using Action = std::function<int()>;
 
 void add_demo_command(CLI::App& app, Action& action);
 void add_explain_command(CLI::App& app, Action& action);
+void add_synth_command(CLI::App& app, Action& action);
+void add_inspect_command(CLI::App& app, Action& action);
+void add_run_command(CLI::App& app, Action& action);
+void add_quantize_command(CLI::App& app, Action& action);
 
 }  // namespace mxmoe::cli

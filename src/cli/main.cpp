@@ -13,6 +13,10 @@ int main(int argc, char** argv) {
   mxmoe::cli::Action action;
   mxmoe::cli::add_demo_command(app, action);
   mxmoe::cli::add_explain_command(app, action);
+  mxmoe::cli::add_synth_command(app, action);
+  mxmoe::cli::add_inspect_command(app, action);
+  mxmoe::cli::add_run_command(app, action);
+  mxmoe::cli::add_quantize_command(app, action);
 
   try {
     app.parse(argc, argv);

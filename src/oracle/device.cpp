@@ -51,7 +51,9 @@ std::string sm_name(int sm) { return "sm_" + std::to_string(sm); }
 std::string CpuFeatures::to_string() const {
   std::string s;
   auto add = [&](bool on, const char* name) {
-    if (on) s += (s.empty() ? "" : " ") + std::string(name);
+    if (!on) return;
+    if (!s.empty()) s += ' ';
+    s += name;
   };
   add(avx2, "avx2");
   add(avx512, "avx512");
@@ -113,6 +115,28 @@ DeviceSpec DeviceSpec::parse(std::string_view text) {
   if (sm.starts_with("cuda:")) sm.remove_prefix(5);
   if (sm.starts_with("sm_")) return parse_sm(text, sm);
   bad_device(text, "not a device");
+}
+
+DeviceSpec DeviceSpec::for_running(std::string_view text) {
+  const DeviceSpec wanted = parse(text);
+  if (wanted.detected) return wanted;
+  const auto gpus = detect_cuda_devices();
+  const DeviceSpec cpu = detect_cpu();
+  std::string present = cpu.id();
+  for (const auto& g : gpus) present += ", " + g.id() + " (" + g.name + ")";
+  if (wanted.kind == DeviceKind::cuda) {
+    for (const auto& g : gpus) {
+      if (g.sm == wanted.sm) return g;
+    }
+  } else {
+    const CpuFeatures& w = wanted.cpu;
+    const CpuFeatures& h = cpu.cpu;
+    if ((!w.avx2 || h.avx2) && (!w.avx512 || h.avx512) && (!w.avx512_bf16 || h.avx512_bf16) &&
+        (!w.avx512_vnni || h.avx512_vnni) && (!w.neon || h.neon)) {
+      return cpu;
+    }
+  }
+  throw std::invalid_argument("device '" + std::string(text) + "' is not on this machine, which has: " + present);
 }
 
 std::string DeviceSpec::id() const {

@@ -1,0 +1,88 @@
+// gpt-oss checkpoints: the Hugging Face layout and OpenAI's original layout, their config.json,
+// and loading one MoE layer. docs/CHECKPOINTS.md maps every tensor name to the layer's fields.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mxmoe/moe.hpp"
+#include "mxmoe/safetensors.hpp"
+
+namespace mxmoe {
+
+enum class GptOssLayout {
+  huggingface,  // model.layers.L.mlp.router.*, model.layers.L.mlp.experts.*_proj_{blocks,scales,bias}
+  openai,       // block.L.mlp.gate.*, block.L.mlp.mlp{1,2}_weight.{blocks,scales}, mlp{1,2}_bias
+};
+std::string_view layout_name(GptOssLayout layout);
+
+// Names of layer L's MoE tensors in a layout.
+struct GptOssTensorNames {
+  std::string router_weight, router_bias;
+  std::string gate_up_blocks, gate_up_scales, gate_up_bias;
+  std::string down_blocks, down_scales, down_bias;
+  static GptOssTensorNames of(GptOssLayout layout, int layer);
+  std::vector<std::string> all() const;
+};
+
+struct GptOssConfig {
+  GptOssLayout layout = GptOssLayout::huggingface;
+  MoeShape shape;
+  int layers = 0;
+  SwigluParams swiglu;
+
+  // Reads config.json of either layout (HF: num_local_experts, num_experts_per_tok; OpenAI:
+  // num_experts, experts_per_token). Missing or invalid keys throw FormatError naming file and key.
+  static GptOssConfig read(const std::filesystem::path& config_json, GptOssLayout layout);
+  // A config.json for this layout: the keys above plus what identifies a gpt-oss MXFP4 checkpoint.
+  std::string to_json() const;
+};
+
+// What layer L of a checkpoint must hold: names, shapes implied by the config, and dtypes
+// (U8 for blocks and scales; BF16, F16 or F32 for router weights and biases).
+struct ExpectedTensor {
+  std::string name;
+  bool floating = false;
+  std::vector<int64_t> shape;
+};
+std::vector<ExpectedTensor> expected_layer_tensors(const GptOssConfig& config, int layer);
+
+class GptOssCheckpoint {
+ public:
+  // A directory with config.json and safetensors (single file or sharded). The layout is detected
+  // from the tensor names.
+  static GptOssCheckpoint open(const std::filesystem::path& dir);
+  static GptOssCheckpoint from_store(TensorStore store);
+
+  // The layout of the MoE tensors in `store`; nullopt when it has none. Throws FormatError when it
+  // mixes both layouts.
+  static std::optional<GptOssLayout> detect_layout(const TensorStore& store);
+
+  const GptOssConfig& config() const { return config_; }
+  const TensorStore& store() const { return store_; }
+
+  // Loads layer L: dtypes and shapes checked against the config, FormatError naming the file and
+  // tensor otherwise; NaN scale codes are rejected with the expert and row.
+  MoeLayer load_layer(int layer) const;
+
+  // Every problem found in the checkpoint without throwing: missing tensors, wrong dtypes or
+  // shapes, tensors of layers beyond the config. Empty when consistent.
+  std::vector<std::string> inconsistencies() const;
+
+ private:
+  GptOssConfig config_;
+  TensorStore store_;
+};
+
+// A layer's tensors in a layout, ready for write_safetensors. Biases and router weights are
+// written as BF16, as in the released checkpoints. `storage` owns the bytes the tensors point to.
+struct LayerTensors {
+  std::vector<TensorToWrite> tensors;
+  std::vector<std::vector<uint8_t>> storage;
+};
+LayerTensors gptoss_layer_tensors(const MoeLayer& layer, int layer_index, GptOssLayout layout);
+
+}  // namespace mxmoe
