@@ -86,6 +86,8 @@ inline float round_to_bf16(float value) { return bf16_to_float(float_to_bf16(val
 // The dynamic scale is amax / 448 (computed in float), or 1 when the tensor is all zeros; a static
 // scale must be finite and positive. Non-finite inputs throw std::domain_error.
 float fp8_dynamic_scale(std::span<const float> values);
+// The largest magnitude; NaN or Inf throws std::domain_error naming the element.
+float finite_abs_max(std::span<const float> values);
 // Writes codes = fp8(value / scale), the division done in float.
 void quantize_fp8(std::span<const float> values, float scale, std::span<uint8_t> codes);
 void dequantize_fp8(std::span<const uint8_t> codes, float scale, std::span<float> values);

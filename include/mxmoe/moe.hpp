@@ -92,6 +92,9 @@ struct Routing {
 // gpt-oss routing in float64: logits = x W_r^T + b_r, the k largest logits (equal logits: the lower
 // expert index first), softmax over those k only.
 Routing route(const MoeLayer& layer, std::span<const float> hidden, int tokens);
+// The same from the router's tensors alone: router_weight [E, H], router_bias [E].
+Routing route(std::span<const float> router_weight, std::span<const float> router_bias, const MoeShape& shape,
+              std::span<const float> hidden, int tokens);
 
 // The SwiGLU of gpt-oss on one (gate, linear) pair.
 double swiglu(double gate, double linear, const SwigluParams& params);

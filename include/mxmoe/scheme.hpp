@@ -32,4 +32,11 @@ std::string scheme_names();
 float quantize_activations(Scheme scheme, std::span<const float> input, int64_t rows, int64_t cols,
                            std::span<float> output);
 
+// The same in two steps, so the work can be split across threads with identical results:
+// the tensor scale from the largest magnitude of the whole tensor (finite_abs_max of every part,
+// combined with max), then any set of rows quantized with that scale.
+float activation_tensor_scale(Scheme scheme, float abs_max);
+void quantize_activation_rows(Scheme scheme, std::span<const float> input, int64_t rows, int64_t cols,
+                              float tensor_scale, std::span<float> output);
+
 }  // namespace mxmoe

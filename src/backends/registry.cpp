@@ -3,7 +3,8 @@
 #include "mxmoe/backend.hpp"
 
 #define MXMOE_BACKENDS(X) \
-  X(reference_backend)
+  X(reference_backend)    \
+  X(cpu_backend)
 
 namespace mxmoe {
 

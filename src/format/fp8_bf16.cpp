@@ -48,15 +48,19 @@ uint16_t float_to_bf16(float value) {
 
 float bf16_to_float(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
 
-float fp8_dynamic_scale(std::span<const float> values) {
+float finite_abs_max(std::span<const float> values) {
   float amax = 0.0f;
   for (size_t i = 0; i < values.size(); ++i) {
     if (!std::isfinite(values[i])) {
-      throw std::domain_error("fp8 quantization: element " + std::to_string(i) + " is " +
-                              (std::isnan(values[i]) ? "NaN" : "Inf"));
+      throw std::domain_error("element " + std::to_string(i) + " is " + (std::isnan(values[i]) ? "NaN" : "Inf"));
     }
     amax = std::fmax(amax, std::fabs(values[i]));
   }
+  return amax;
+}
+
+float fp8_dynamic_scale(std::span<const float> values) {
+  const float amax = finite_abs_max(values);
   return amax > 0.0f ? amax / kFp8E4m3Max : 1.0f;
 }
 

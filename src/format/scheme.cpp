@@ -45,56 +45,59 @@ const std::array<float, 256>& fp8_values() {
   return table;
 }
 
-void check_finite(std::span<const float> input) {
-  for (size_t i = 0; i < input.size(); ++i) {
-    if (!std::isfinite(input[i])) {
-      throw std::domain_error("activation element " + std::to_string(i) + " is " +
-                              (std::isnan(input[i]) ? "NaN" : "Inf"));
-    }
-  }
-}
-
 }  // namespace
 
-float quantize_activations(Scheme scheme, std::span<const float> input, int64_t rows, int64_t cols,
-                           std::span<float> output) {
+float activation_tensor_scale(Scheme scheme, float abs_max) {
+  if (scheme != Scheme::w4a8) return 1.0f;
+  return abs_max > 0.0f ? abs_max / kFp8E4m3Max : 1.0f;
+}
+
+void quantize_activation_rows(Scheme scheme, std::span<const float> input, int64_t rows, int64_t cols,
+                              float tensor_scale, std::span<float> output) {
   const size_t n = static_cast<size_t>(rows * cols);
   if (input.size() != n || output.size() != n) {
-    throw std::invalid_argument("quantize_activations: spans do not hold " + std::to_string(rows) +
-                                " x " + std::to_string(cols) + " values");
+    throw std::invalid_argument("quantize_activations: spans do not hold " + std::to_string(rows) + " x " +
+                                std::to_string(cols) + " values");
   }
   switch (scheme) {
     case Scheme::w4a32:
-      check_finite(input);
       std::copy(input.begin(), input.end(), output.begin());
-      return 1.0f;
+      return;
     case Scheme::w4a16:
-      check_finite(input);
       for (size_t i = 0; i < n; ++i) output[i] = round_to_bf16(input[i]);
-      return 1.0f;
+      return;
     case Scheme::w4a8: {
-      const float scale = fp8_dynamic_scale(input);  // also rejects non-finite values
       const auto& values = fp8_values();
-      for (size_t i = 0; i < n; ++i) output[i] = values[float_to_fp8_e4m3(input[i] / scale)];
-      return scale;
+      for (size_t i = 0; i < n; ++i) output[i] = values[float_to_fp8_e4m3(input[i] / tensor_scale)];
+      return;
     }
     case Scheme::w4a4: {
       if (cols % kMxBlock != 0) {
-        throw std::invalid_argument("w4a4 activations need a multiple of 32 columns, got " +
-                                    std::to_string(cols));
+        throw std::invalid_argument("w4a4 activations need a multiple of 32 columns, got " + std::to_string(cols));
       }
       uint8_t packed[kMxBlockBytes];
       for (size_t b = 0; b < n / kMxBlock; ++b) {
         const float* block = input.data() + b * kMxBlock;
         const float scale = e8m0_to_float(quantize_mxfp4_block(block, packed));
-        for (int i = 0; i < kMxBlock; ++i) {
-          output[b * kMxBlock + i] = e2m1_to_float(mxfp4_code(packed, i)) * scale;
-        }
+        for (int i = 0; i < kMxBlock; ++i) output[b * kMxBlock + i] = e2m1_to_float(mxfp4_code(packed, i)) * scale;
       }
-      return 1.0f;
+      return;
     }
   }
   throw std::invalid_argument("quantize_activations: unknown scheme");
+}
+
+float quantize_activations(Scheme scheme, std::span<const float> input, int64_t rows, int64_t cols,
+                           std::span<float> output) {
+  float abs_max = 0.0f;
+  try {
+    abs_max = finite_abs_max(input);  // every scheme rejects NaN and Inf
+  } catch (const std::domain_error& e) {
+    throw std::domain_error(std::string("activation ") + e.what());
+  }
+  const float scale = activation_tensor_scale(scheme, abs_max);
+  quantize_activation_rows(scheme, input, rows, cols, scale, output);
+  return scale;
 }
 
 }  // namespace mxmoe

@@ -10,7 +10,12 @@
 namespace mxmoe {
 
 Routing route(const MoeLayer& layer, std::span<const float> hidden, int tokens) {
-  const int H = layer.shape.hidden, E = layer.shape.experts, k = layer.shape.top_k;
+  return route(layer.router_weight, layer.router_bias, layer.shape, hidden, tokens);
+}
+
+Routing route(std::span<const float> router_weight, std::span<const float> router_bias, const MoeShape& shape,
+              std::span<const float> hidden, int tokens) {
+  const int H = shape.hidden, E = shape.experts, k = shape.top_k;
   if (tokens < 0 || hidden.size() != static_cast<size_t>(tokens) * H) {
     throw std::invalid_argument("route: hidden states hold " + std::to_string(hidden.size()) +
                                 " values, expected tokens x hidden = " + std::to_string(tokens) + " x " +
@@ -33,10 +38,10 @@ Routing route(const MoeLayer& layer, std::span<const float> hidden, int tokens) 
     for (int64_t t = begin; t < end; ++t) {
       const float* x = hidden.data() + t * H;
       for (int e = 0; e < E; ++e) {
-        const float* w = layer.router_weight.data() + static_cast<int64_t>(e) * H;
+        const float* w = router_weight.data() + static_cast<int64_t>(e) * H;
         double sum = 0.0;
         for (int h = 0; h < H; ++h) sum += static_cast<double>(x[h]) * w[h];
-        logits[e] = sum + layer.router_bias[e];
+        logits[e] = sum + router_bias[e];
       }
       std::iota(order.begin(), order.end(), 0);
       std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int a, int b) {

@@ -1,0 +1,186 @@
+// The CPU backend: tokens grouped by expert, so each expert's weights are read once per batch;
+// MXFP4 decoded on the fly by SIMD kernels; threads over (expert, strip of 32 output rows).
+//
+// Every output element is computed by one thread in a fixed order, so results do not depend on
+// the thread count. Activations are quantized by the same functions as the reference.
+#include <algorithm>
+#include <numeric>
+#include <stdexcept>
+
+#include "backends/cpu/cpu_moe.hpp"
+#include "backends/cpu/kernels.hpp"
+#include "mxmoe/backend.hpp"
+#include "mxmoe/format.hpp"
+#include "util/parallel.hpp"
+
+namespace mxmoe {
+
+namespace {
+
+using cpu::kStripRows;
+
+// Quantizes a [rows, cols] tensor with the scheme in parallel; returns the tensor scale.
+float quantize_parallel(Scheme scheme, const char* what, const float* input, int64_t rows, int64_t cols, float* output,
+                        int threads) {
+  constexpr int64_t kRowsPerChunk = 16;
+  const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  std::vector<float> chunk_max(static_cast<size_t>(chunks), 0.0f);
+  detail::parallel_for(chunks, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t r0 = c * kRowsPerChunk, r1 = std::min(rows, r0 + kRowsPerChunk);
+      try {
+        chunk_max[c] = finite_abs_max({input + r0 * cols, static_cast<size_t>((r1 - r0) * cols)});
+      } catch (const std::domain_error& e) {
+        throw std::domain_error(std::string(what) + " rows " + std::to_string(r0) + " to " + std::to_string(r1 - 1) +
+                                " hold a non-finite value (" + e.what() + " of those rows)");
+      }
+    }
+  });
+  const float scale = activation_tensor_scale(scheme, *std::max_element(chunk_max.begin(), chunk_max.end()));
+  detail::parallel_for(chunks, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t r0 = c * kRowsPerChunk, r1 = std::min(rows, r0 + kRowsPerChunk);
+      const size_t n = static_cast<size_t>((r1 - r0) * cols);
+      quantize_activation_rows(scheme, {input + r0 * cols, n}, r1 - r0, cols, scale, {output + r0 * cols, n});
+    }
+  });
+  return scale;
+}
+
+// Scratch owned by each pool thread: a decoded panel and a product tile.
+struct ThreadScratch {
+  std::vector<float> panel;
+  std::vector<float> tile;
+};
+thread_local ThreadScratch scratch;
+
+float* grow(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+class CpuMoe final : public PreparedMoe {
+ public:
+  CpuMoe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan)
+      : shape_(layer->shape), swiglu_(layer->swiglu), scheme_(plan.scheme), threads_(plan.threads) {
+    plan.padding.check_padded_layer(layer->shape, plan.backend);
+    layer->validate();
+    router_weight_ = layer->router_weight;
+    router_bias_ = layer->router_bias;
+    // gate_up strips hold 16 gate rows then the 16 matching linear rows, so the SwiGLU epilogue
+    // reads two contiguous halves of a tile.
+    constexpr int64_t kUnits = kStripRows / 2;
+    auto gate_up_row = [](int64_t r) {
+      const int64_t strip = r / kStripRows, i = r % kStripRows;
+      const int64_t unit = strip * kUnits + i % kUnits;
+      return 2 * unit + (i >= kUnits ? 1 : 0);
+    };
+    gate_up_ = cpu::pack_matrix(layer->gate_up, gate_up_row);
+    down_ = cpu::pack_matrix(layer->down, [](int64_t r) { return r; });
+    const int64_t E = shape_.experts, I = shape_.intermediate;
+    gate_up_bias_.resize(layer->gate_up_bias.size());
+    for (int64_t e = 0; e < E; ++e) {
+      for (int64_t r = 0; r < 2 * I; ++r) gate_up_bias_[e * 2 * I + r] = layer->gate_up_bias[e * 2 * I + gate_up_row(r)];
+    }
+    down_bias_ = layer->down_bias;
+  }
+
+  MoeOutput forward(std::span<const float> hidden, int tokens) override {
+    const int64_t T = tokens, H = shape_.hidden, I = shape_.intermediate, E = shape_.experts;
+    const int k = shape_.top_k;
+    const int64_t P = T * k;  // (token, slot) pairs
+    MoeOutput result;
+    result.routing = route(router_weight_, router_bias_, shape_, hidden, tokens);  // also rejects NaN and Inf
+    result.output.assign(static_cast<size_t>(T * H), 0.0f);
+    if (T == 0) return result;
+
+    // Pairs sorted by expert (stable: token order within an expert).
+    std::vector<int64_t> offsets(E + 1, 0), sorted(P), position(P);
+    for (int64_t p = 0; p < P; ++p) ++offsets[result.routing.expert_ids[p] + 1];
+    std::partial_sum(offsets.begin(), offsets.end(), offsets.begin());
+    {
+      std::vector<int64_t> next(offsets.begin(), offsets.end() - 1);
+      for (int64_t p = 0; p < P; ++p) {
+        const int64_t q = next[result.routing.expert_ids[p]]++;
+        sorted[q] = p;
+        position[p] = q;
+      }
+    }
+    std::vector<int64_t> active;
+    for (int64_t e = 0; e < E; ++e) {
+      if (offsets[e + 1] > offsets[e]) active.push_back(e);
+    }
+
+    // Inputs quantized once, then gathered in expert order.
+    std::vector<float> x_quantized(static_cast<size_t>(T * H));
+    const float x_scale = quantize_parallel(scheme_, "hidden states", hidden.data(), T, H, x_quantized.data(), threads_);
+    std::vector<float> gathered(static_cast<size_t>(P * H));
+    detail::parallel_for(P, threads_, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t q = begin; q < end; ++q) {
+        std::copy_n(x_quantized.data() + (sorted[q] / k) * H, H, gathered.data() + q * H);
+      }
+    });
+
+    // gate_up + bias + SwiGLU, one strip of 16 units at a time.
+    std::vector<float> intermediate(static_cast<size_t>(P * I));
+    const int64_t gate_up_strips = gate_up_.strips();
+    detail::parallel_for(static_cast<int64_t>(active.size()) * gate_up_strips, threads_, 1, [&](int64_t begin, int64_t end) {
+      float* panel = grow(scratch.panel, static_cast<size_t>(H * kStripRows));
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t e = active[item / gate_up_strips], s = item % gate_up_strips;
+        const int64_t M = offsets[e + 1] - offsets[e];
+        float* tile = grow(scratch.tile, static_cast<size_t>(M * kStripRows));
+        cpu::strip_matmul(gate_up_.strip_tiles(e, s), gate_up_.strip_scales(e, s), gate_up_.kblocks(),
+                          gathered.data() + offsets[e] * H, H, M, tile, kStripRows, panel);
+        cpu::swiglu_strip(tile, kStripRows, M, x_scale, gate_up_bias_.data() + e * 2 * I + s * kStripRows, swiglu_.alpha,
+                          swiglu_.limit, intermediate.data() + offsets[e] * I + s * (kStripRows / 2), I);
+      }
+    });
+    gathered = {};
+
+    // One scale over every pair's intermediate (w4a8), then the down projection + bias.
+    std::vector<float> y(intermediate.size());
+    const float y_scale = quantize_parallel(scheme_, "intermediate activations", intermediate.data(), P, I, y.data(), threads_);
+    intermediate = {};
+    std::vector<float> pair_out(static_cast<size_t>(P * H));
+    const int64_t down_strips = down_.strips();
+    detail::parallel_for(static_cast<int64_t>(active.size()) * down_strips, threads_, 1, [&](int64_t begin, int64_t end) {
+      float* panel = grow(scratch.panel, static_cast<size_t>(I * kStripRows));
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t e = active[item / down_strips], s = item % down_strips;
+        const int64_t M = offsets[e + 1] - offsets[e];
+        float* C = pair_out.data() + offsets[e] * H + s * kStripRows;
+        cpu::strip_matmul(down_.strip_tiles(e, s), down_.strip_scales(e, s), down_.kblocks(), y.data() + offsets[e] * I,
+                          I, M, C, H, panel);
+        cpu::scale_bias_strip(C, H, M, y_scale, down_bias_.data() + e * H + s * kStripRows);
+      }
+    });
+
+    // Weighted sum over each token's k experts, in slot order.
+    detail::parallel_for(T, threads_, 16, [&](int64_t begin, int64_t end) {
+      cpu::weighted_sum_rows(pair_out.data(), H, position.data(), result.routing.weights.data(), k, begin, end,
+                             result.output.data());
+    });
+    return result;
+  }
+
+ private:
+  MoeShape shape_;
+  SwigluParams swiglu_;
+  Scheme scheme_;
+  int threads_;
+  std::vector<float> router_weight_, router_bias_;
+  cpu::PackedMatrix gate_up_, down_;
+  std::vector<float> gate_up_bias_, down_bias_;
+};
+
+}  // namespace
+
+namespace cpu {
+
+std::unique_ptr<PreparedMoe> make_cpu_moe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan) {
+  return std::make_unique<CpuMoe>(std::move(layer), plan);
+}
+
+}  // namespace cpu
+}  // namespace mxmoe

@@ -1,0 +1,63 @@
+// SIMD kernels of the CPU backend (Highway, with runtime dispatch to AVX-512, AVX2 or portable
+// code). They multiply activations by MXFP4 weights decoded on the fly; nothing here knows about
+// experts or schemes.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "mxmoe/moe.hpp"
+
+namespace mxmoe::cpu {
+
+// Weights are repacked once into strips of 32 output rows. Within a strip, each 32-wide block of
+// the reduction dim is a tile of 16 x 32 bytes: byte [kk][n] holds row n's codes for k = 2kk (low
+// nibble) and 2kk + 1 (high nibble), which is byte 16b + kk of the gpt-oss row. Loading 32
+// consecutive bytes thus gives two k-steps for the whole strip. The strip's 32 scale codes for the
+// block follow the same order. All gpt-oss dims are multiples of 32, so strips never have tails.
+inline constexpr int kStripRows = 32;
+inline constexpr int kTileBytes = 16 * kStripRows;
+
+struct PackedMatrix {
+  int64_t groups = 0;  // experts
+  int64_t rows = 0;    // N, a multiple of 32
+  int64_t cols = 0;    // K, a multiple of 32
+  std::vector<uint8_t> tiles;
+  std::vector<uint8_t> scales;
+
+  int64_t strips() const { return rows / kStripRows; }
+  int64_t kblocks() const { return cols / 32; }
+  const uint8_t* strip_tiles(int64_t group, int64_t strip) const {
+    return tiles.data() + (group * strips() + strip) * kblocks() * kTileBytes;
+  }
+  const uint8_t* strip_scales(int64_t group, int64_t strip) const {
+    return scales.data() + (group * strips() + strip) * kblocks() * kStripRows;
+  }
+};
+
+// Repacks `t`; packed row r of a group is row source_row(r) of the original.
+PackedMatrix pack_matrix(const Mxfp4Tensor& t, const std::function<int64_t(int64_t)>& source_row);
+
+// C[m, 0:32) = sum_k A[m, k] * W[strip row, k] for m < M: A is [M, K] with row stride lda, C has
+// row stride ldc. `panel` is scratch of at least K * 32 floats, used when M is large enough to
+// decode the strip once and reuse it.
+void strip_matmul(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, const float* A, int64_t lda,
+                  int64_t M, float* C, int64_t ldc, float* panel);
+
+// gpt-oss SwiGLU on a gate_up strip packed as [16 gates, 16 linears]: for each of M rows,
+// y[u] = swiglu(C[u] * scale + bias[u], C[16 + u] * scale + bias[16 + u]) for u < 16.
+void swiglu_strip(const float* C, int64_t ldc, int64_t M, float scale, const float* bias, float alpha, float limit,
+                  float* y, int64_t ldy);
+
+// C[m, 0:32) = C[m, 0:32) * scale + bias[0:32) for m < M.
+void scale_bias_strip(float* C, int64_t ldc, int64_t M, float scale, const float* bias);
+
+// out[t, :] = sum_j weights[t*k + j] * rows[index[t*k + j], :], j in order, for t in [begin, end).
+void weighted_sum_rows(const float* rows, int64_t cols, const int64_t* index, const float* weights, int k,
+                       int64_t begin, int64_t end, float* out);
+
+// The instruction set the dispatcher picked on this machine ("AVX3", "AVX2", "EMU128", ...).
+const char* kernel_target();
+
+}  // namespace mxmoe::cpu

@@ -1,0 +1,33 @@
+#include "backends/cpu/kernels.hpp"
+#include "util/parallel.hpp"
+
+namespace mxmoe::cpu {
+
+PackedMatrix pack_matrix(const Mxfp4Tensor& t, const std::function<int64_t(int64_t)>& source_row) {
+  PackedMatrix p;
+  p.groups = t.groups;
+  p.rows = t.rows;
+  p.cols = t.cols;
+  p.tiles.resize(t.blocks.size());
+  p.scales.resize(t.scales.size());
+  const int64_t strips = p.strips(), kblocks = p.kblocks();
+  detail::parallel_for(p.groups * strips, 0, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t g = i / strips, s = i % strips;
+      uint8_t* tiles = p.tiles.data() + i * kblocks * kTileBytes;
+      uint8_t* scales = p.scales.data() + i * kblocks * kStripRows;
+      for (int n = 0; n < kStripRows; ++n) {
+        const int64_t row = source_row(s * kStripRows + n);
+        const uint8_t* row_bytes = t.row_blocks(g, row);
+        const uint8_t* row_scales = t.row_scales(g, row);
+        for (int64_t b = 0; b < kblocks; ++b) {
+          for (int kk = 0; kk < 16; ++kk) tiles[b * kTileBytes + kk * kStripRows + n] = row_bytes[b * 16 + kk];
+          scales[b * kStripRows + n] = row_scales[b];
+        }
+      }
+    }
+  });
+  return p;
+}
+
+}  // namespace mxmoe::cpu

@@ -1,0 +1,68 @@
+// Checks a backend against the float64 reference on fresh random data; shared by the CPU and
+// CUDA backend tests.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+
+#include "mxmoe/runner.hpp"
+#include "mxmoe/synth.hpp"
+#include "support.hpp"
+
+namespace mxmoe::test {
+
+// Error bounds per scheme, relative L2 over the whole output.
+//
+// A backend sees the same quantized inputs as the reference; its GEMMs multiply exactly (E2M1
+// times bf16, FP8 or E2M1 values fit a float) and accumulate in fp32, which alone gives about
+// 1e-7 (measured 5e-8 to 1.3e-7). The intermediate activation is then quantized again, from a
+// value that differs from the reference's by a relative eps ~ 1e-6. An element within eps of a
+// rounding boundary lands on the other side: with p mantissa bits after the leading one that
+// happens to a fraction ~ 2 eps 2^p of the elements, each moving by 2^-p of itself, so the
+// output moves by about sqrt(2 eps 2^-p) relative: 1.3e-4 for bf16 (p = 7), 5e-4 for FP8 (p = 3),
+// 1e-3 for E2M1 (p = 1). The bounds allow three times that. Any real defect (a wrong scale, a
+// dropped block, a swapped row) moves the output by 1e-2 or more.
+inline double error_bound(Scheme scheme) {
+  switch (scheme) {
+    case Scheme::w4a16: return 4e-4;
+    case Scheme::w4a8: return 1.5e-3;
+    case Scheme::w4a4: return 3e-3;
+    case Scheme::w4a32: return 1e-5;
+  }
+  return 0;
+}
+
+// Random layers are costly at gpt-oss sizes: one per shape per test binary.
+inline const MoeLayer& shared_layer(const MoeShape& shape) {
+  static std::map<std::tuple<int, int, int, int>, std::unique_ptr<MoeLayer>> layers;
+  static const uint64_t seed = fresh_seed();
+  auto& slot = layers[{shape.hidden, shape.intermediate, shape.experts, shape.top_k}];
+  if (!slot) slot = std::make_unique<MoeLayer>(random_layer(shape, seed));
+  return *slot;
+}
+
+struct CheckResult {
+  double relative_error = 0;
+  MoeOutput output;
+};
+
+// Runs `backend` on a fresh random batch and compares with the reference on the backend's own
+// routing (so a near-tie routed differently by a GPU's float router cannot fail the expert math);
+// the routing itself must agree with the reference's except on near-tied tokens.
+inline CheckResult check_against_reference(const MoeLayer& layer, Scheme scheme, int tokens, const std::string& backend,
+                                           const DeviceSpec& device, uint64_t input_seed) {
+  MoeRunner runner(layer, scheme, device, {.backend = backend});
+  EXPECT_EQ(runner.decision().chosen, backend);
+  const auto x = random_hidden(tokens, layer.shape.hidden, input_seed, HiddenDistribution::heavy);
+  CheckResult r;
+  r.output = runner.forward(x, tokens);
+  EXPECT_EQ(r.output.output.size(), x.size());
+  EXPECT_TRUE(all_finite(r.output.output));
+  const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &r.output.routing});
+  r.relative_error = relative_l2(r.output.output, expected.output);
+  return r;
+}
+
+}  // namespace mxmoe::test

@@ -1,0 +1,94 @@
+#include <gtest/gtest.h>
+
+#include "backends/backend_check.hpp"
+#include "mxmoe/oracle.hpp"
+
+namespace mxmoe {
+namespace {
+
+struct Case {
+  MoeShape shape;
+  int tokens;
+  Scheme scheme;
+};
+
+class CpuBackendMatchesReference : public ::testing::TestWithParam<Case> {};
+
+TEST_P(CpuBackendMatchesReference, WithinTheSchemeBound) {
+  const Case c = GetParam();
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("input seed " + std::to_string(seed));
+  const MoeLayer& layer = test::shared_layer(c.shape);
+  const auto r = test::check_against_reference(layer, c.scheme, c.tokens, "cpu", DeviceSpec::detect_cpu(), seed);
+  EXPECT_LE(r.relative_error, test::error_bound(c.scheme)) << c.shape.to_string() << " T=" << c.tokens;
+  // The CPU backend routes with the reference's own float64 router: identical routing.
+  const auto x = random_hidden(c.tokens, c.shape.hidden, seed, HiddenDistribution::heavy);
+  const Routing expected = route(layer, x, c.tokens);
+  EXPECT_EQ(r.output.routing.expert_ids, expected.expert_ids);
+  EXPECT_EQ(r.output.routing.weights, expected.weights);
+}
+
+std::vector<Case> cases() {
+  std::vector<Case> all;
+  const MoeShape shapes[] = {{128, 96, 8, 2}, {96, 64, 4, 2}, {2880, 2880, 32, 4}};
+  for (const auto& shape : shapes) {
+    for (int tokens : {1, 7, 64, 512}) {
+      for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) all.push_back({shape, tokens, scheme});
+    }
+  }
+  return all;
+}
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  const Case& c = info.param;
+  return "H" + std::to_string(c.shape.hidden) + "_I" + std::to_string(c.shape.intermediate) + "_E" +
+         std::to_string(c.shape.experts) + "_T" + std::to_string(c.tokens) + "_" + std::string(scheme_name(c.scheme));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CpuBackendMatchesReference, ::testing::ValuesIn(cases()), case_name);
+
+TEST(CpuBackend, ResultsDoNotDependOnTheThreadCount) {
+  const uint64_t seed = test::fresh_seed();
+  const MoeLayer& layer = test::shared_layer({128, 96, 8, 2});
+  const auto x = random_hidden(100, 128, seed);
+  for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
+    MoeRunner one(layer, scheme, DeviceSpec::detect_cpu(), {.backend = "cpu", .threads = 1});
+    MoeRunner three(layer, scheme, DeviceSpec::detect_cpu(), {.backend = "cpu", .threads = 3});
+    const auto a = one.forward(x, 100), b = three.forward(x, 100);
+    EXPECT_EQ(a.output, b.output) << scheme_name(scheme);
+    EXPECT_EQ(a.output, one.forward(x, 100).output) << "a second run differs";
+  }
+}
+
+TEST(CpuBackend, IsChosenOnCpusAndRunsGptOssDimsUnpadded) {
+  const Decision d = select_backend(DeviceSpec::parse("cpu:avx2"), {Scheme::w4a16, 32, 4, 2880, 2880, 1, true});
+  EXPECT_EQ(d.chosen, "cpu");
+  EXPECT_TRUE(d.padding.is_identity());
+  EXPECT_EQ(select_backend(DeviceSpec::parse("cpu"), {Scheme::w4a4, 8, 2, 96, 64, 1, true}).chosen, "cpu");
+}
+
+TEST(CpuBackend, RefusesTheExactModeWithAReason) {
+  const MoeLayer& layer = test::shared_layer({128, 96, 8, 2});
+  try {
+    MoeRunner runner(layer, Scheme::w4a32, DeviceSpec::detect_cpu(), {.backend = "cpu"});
+    FAIL() << "w4a32 accepted";
+  } catch (const OracleError& e) {
+    EXPECT_NE(std::string(e.what()).find("does not support scheme w4a32"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Backends that would work: reference"), std::string::npos) << e.what();
+  }
+  // Without forcing, the oracle sends w4a32 to the reference.
+  EXPECT_EQ(MoeRunner(layer, Scheme::w4a32, DeviceSpec::detect_cpu()).decision().chosen, "reference");
+}
+
+TEST(CpuBackend, RejectsNonFiniteInputs) {
+  const MoeLayer& layer = test::shared_layer({128, 96, 8, 2});
+  MoeRunner runner(layer, Scheme::w4a16, DeviceSpec::detect_cpu(), {.backend = "cpu"});
+  auto x = random_hidden(3, 128, 1);
+  x[200] = std::nanf("");
+  EXPECT_THROW(runner.forward(x, 3), std::domain_error);
+  EXPECT_THROW(runner.forward(std::span<const float>(x).first(10), 3), std::invalid_argument);
+  EXPECT_TRUE(runner.forward({}, 0).output.empty());
+}
+
+}  // namespace
+}  // namespace mxmoe
