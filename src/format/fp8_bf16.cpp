@@ -39,15 +39,6 @@ uint8_t float_to_fp8_e4m3(float value) {
   return static_cast<uint8_t>(sign | code);
 }
 
-uint16_t float_to_bf16(float value) {
-  const uint32_t bits = std::bit_cast<uint32_t>(value);
-  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x0040u);
-  const uint32_t rounding = 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>((bits + rounding) >> 16);
-}
-
-float bf16_to_float(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
-
 float finite_abs_max(std::span<const float> values) {
   float amax = 0.0f;
   for (size_t i = 0; i < values.size(); ++i) {

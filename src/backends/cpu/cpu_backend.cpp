@@ -4,6 +4,7 @@
 // Every output element is computed by one thread in a fixed order, so results do not depend on
 // the thread count. Activations are quantized by the same functions as the reference.
 #include <algorithm>
+#include <mutex>
 #include <numeric>
 #include <stdexcept>
 
@@ -18,6 +19,10 @@ namespace mxmoe {
 namespace {
 
 using cpu::kStripRows;
+
+// Adjacent strips are adjacent in memory: handing a thread several in a row gives the hardware
+// prefetcher long sequential streams.
+constexpr int64_t kStripsPerChunk = 4;
 
 // Quantizes a [rows, cols] tensor with the scheme in parallel; returns the tensor scale.
 float quantize_parallel(Scheme scheme, const char* what, const float* input, int64_t rows, int64_t cols, float* output,
@@ -45,6 +50,21 @@ float quantize_parallel(Scheme scheme, const char* what, const float* input, int
     }
   });
   return scale;
+}
+
+// Exact bf16 copies of quantized activations for the bf16 dot-product kernels; left empty when
+// this CPU has none.
+void bf16_copy(const std::vector<float>& values, int threads, std::vector<uint16_t>& out) {
+  out.clear();
+  if (!cpu::bf16_dot_available()) return;
+  out.resize(values.size());
+  detail::parallel_for(static_cast<int64_t>(values.size()), threads, 1 << 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) out[i] = float_to_bf16(values[i]);
+  });
+}
+
+const uint16_t* bf16_or_null(const std::vector<uint16_t>& v, int64_t offset) {
+  return v.empty() ? nullptr : v.data() + offset;
 }
 
 // Scratch owned by each pool thread: a decoded panel and a product tile.
@@ -86,6 +106,7 @@ class CpuMoe final : public PreparedMoe {
   }
 
   MoeOutput forward(std::span<const float> hidden, int tokens) override {
+    std::lock_guard<std::mutex> lock(mutex_);  // the workspace is shared by calls
     const int64_t T = tokens, H = shape_.hidden, I = shape_.intermediate, E = shape_.experts;
     const int k = shape_.top_k;
     const int64_t P = T * k;  // (token, slot) pairs
@@ -93,78 +114,93 @@ class CpuMoe final : public PreparedMoe {
     result.routing = route(router_weight_, router_bias_, shape_, hidden, tokens);  // also rejects NaN and Inf
     result.output.assign(static_cast<size_t>(T * H), 0.0f);
     if (T == 0) return result;
+    Workspace& w = workspace_;
 
     // Pairs sorted by expert (stable: token order within an expert).
-    std::vector<int64_t> offsets(E + 1, 0), sorted(P), position(P);
-    for (int64_t p = 0; p < P; ++p) ++offsets[result.routing.expert_ids[p] + 1];
-    std::partial_sum(offsets.begin(), offsets.end(), offsets.begin());
-    {
-      std::vector<int64_t> next(offsets.begin(), offsets.end() - 1);
-      for (int64_t p = 0; p < P; ++p) {
-        const int64_t q = next[result.routing.expert_ids[p]]++;
-        sorted[q] = p;
-        position[p] = q;
-      }
+    w.offsets.assign(E + 1, 0);
+    w.sorted.resize(P);
+    w.position.resize(P);
+    for (int64_t p = 0; p < P; ++p) ++w.offsets[result.routing.expert_ids[p] + 1];
+    std::partial_sum(w.offsets.begin(), w.offsets.end(), w.offsets.begin());
+    w.next.assign(w.offsets.begin(), w.offsets.end() - 1);
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t q = w.next[result.routing.expert_ids[p]]++;
+      w.sorted[q] = p;
+      w.position[p] = q;
     }
-    std::vector<int64_t> active;
+    w.active.clear();
     for (int64_t e = 0; e < E; ++e) {
-      if (offsets[e + 1] > offsets[e]) active.push_back(e);
+      if (w.offsets[e + 1] > w.offsets[e]) w.active.push_back(e);
     }
+    const auto& offsets = w.offsets;
+    const auto& active = w.active;
 
     // Inputs quantized once, then gathered in expert order.
-    std::vector<float> x_quantized(static_cast<size_t>(T * H));
-    const float x_scale = quantize_parallel(scheme_, "hidden states", hidden.data(), T, H, x_quantized.data(), threads_);
-    std::vector<float> gathered(static_cast<size_t>(P * H));
+    w.x_quantized.resize(T * H);
+    const float x_scale = quantize_parallel(scheme_, "hidden states", hidden.data(), T, H, w.x_quantized.data(), threads_);
+    w.gathered.resize(P * H);
     detail::parallel_for(P, threads_, 64, [&](int64_t begin, int64_t end) {
       for (int64_t q = begin; q < end; ++q) {
-        std::copy_n(x_quantized.data() + (sorted[q] / k) * H, H, gathered.data() + q * H);
+        std::copy_n(w.x_quantized.data() + (w.sorted[q] / k) * H, H, w.gathered.data() + q * H);
       }
     });
+    bf16_copy(w.gathered, threads_, w.gathered_bf16);
 
     // gate_up + bias + SwiGLU, one strip of 16 units at a time.
-    std::vector<float> intermediate(static_cast<size_t>(P * I));
+    w.intermediate.resize(P * I);
     const int64_t gate_up_strips = gate_up_.strips();
-    detail::parallel_for(static_cast<int64_t>(active.size()) * gate_up_strips, threads_, 1, [&](int64_t begin, int64_t end) {
+    detail::parallel_for(static_cast<int64_t>(active.size()) * gate_up_strips, threads_, kStripsPerChunk,
+                         [&](int64_t begin, int64_t end) {
       float* panel = grow(scratch.panel, static_cast<size_t>(H * kStripRows));
       for (int64_t item = begin; item < end; ++item) {
         const int64_t e = active[item / gate_up_strips], s = item % gate_up_strips;
         const int64_t M = offsets[e + 1] - offsets[e];
         float* tile = grow(scratch.tile, static_cast<size_t>(M * kStripRows));
-        cpu::strip_matmul(gate_up_.strip_tiles(e, s), gate_up_.strip_scales(e, s), gate_up_.kblocks(),
-                          gathered.data() + offsets[e] * H, H, M, tile, kStripRows, panel);
+        const cpu::Activations a{w.gathered.data() + offsets[e] * H, bf16_or_null(w.gathered_bf16, offsets[e] * H), H};
+        cpu::strip_matmul(gate_up_.strip_tiles(e, s), gate_up_.strip_scales(e, s), gate_up_.kblocks(), a, M, tile,
+                          kStripRows, panel);
         cpu::swiglu_strip(tile, kStripRows, M, x_scale, gate_up_bias_.data() + e * 2 * I + s * kStripRows, swiglu_.alpha,
-                          swiglu_.limit, intermediate.data() + offsets[e] * I + s * (kStripRows / 2), I);
+                          swiglu_.limit, w.intermediate.data() + offsets[e] * I + s * (kStripRows / 2), I);
       }
     });
-    gathered = {};
 
     // One scale over every pair's intermediate (w4a8), then the down projection + bias.
-    std::vector<float> y(intermediate.size());
-    const float y_scale = quantize_parallel(scheme_, "intermediate activations", intermediate.data(), P, I, y.data(), threads_);
-    intermediate = {};
-    std::vector<float> pair_out(static_cast<size_t>(P * H));
+    w.y.resize(P * I);
+    const float y_scale =
+        quantize_parallel(scheme_, "intermediate activations", w.intermediate.data(), P, I, w.y.data(), threads_);
+    bf16_copy(w.y, threads_, w.y_bf16);
+    w.pair_out.resize(P * H);
     const int64_t down_strips = down_.strips();
-    detail::parallel_for(static_cast<int64_t>(active.size()) * down_strips, threads_, 1, [&](int64_t begin, int64_t end) {
+    detail::parallel_for(static_cast<int64_t>(active.size()) * down_strips, threads_, kStripsPerChunk,
+                         [&](int64_t begin, int64_t end) {
       float* panel = grow(scratch.panel, static_cast<size_t>(I * kStripRows));
       for (int64_t item = begin; item < end; ++item) {
         const int64_t e = active[item / down_strips], s = item % down_strips;
         const int64_t M = offsets[e + 1] - offsets[e];
-        float* C = pair_out.data() + offsets[e] * H + s * kStripRows;
-        cpu::strip_matmul(down_.strip_tiles(e, s), down_.strip_scales(e, s), down_.kblocks(), y.data() + offsets[e] * I,
-                          I, M, C, H, panel);
+        float* C = w.pair_out.data() + offsets[e] * H + s * kStripRows;
+        const cpu::Activations a{w.y.data() + offsets[e] * I, bf16_or_null(w.y_bf16, offsets[e] * I), I};
+        cpu::strip_matmul(down_.strip_tiles(e, s), down_.strip_scales(e, s), down_.kblocks(), a, M, C, H, panel);
         cpu::scale_bias_strip(C, H, M, y_scale, down_bias_.data() + e * H + s * kStripRows);
       }
     });
 
     // Weighted sum over each token's k experts, in slot order.
     detail::parallel_for(T, threads_, 16, [&](int64_t begin, int64_t end) {
-      cpu::weighted_sum_rows(pair_out.data(), H, position.data(), result.routing.weights.data(), k, begin, end,
+      cpu::weighted_sum_rows(w.pair_out.data(), H, w.position.data(), result.routing.weights.data(), k, begin, end,
                              result.output.data());
     });
     return result;
   }
 
  private:
+  // Buffers reused across calls: a prefill batch needs hundreds of MB, and fresh pages each call
+  // cost as much as a tenth of the work.
+  struct Workspace {
+    std::vector<int64_t> offsets, next, sorted, position, active;
+    std::vector<float> x_quantized, gathered, intermediate, y, pair_out;
+    std::vector<uint16_t> gathered_bf16, y_bf16;
+  };
+
   MoeShape shape_;
   SwigluParams swiglu_;
   Scheme scheme_;
@@ -172,6 +208,8 @@ class CpuMoe final : public PreparedMoe {
   std::vector<float> router_weight_, router_bias_;
   cpu::PackedMatrix gate_up_, down_;
   std::vector<float> gate_up_bias_, down_bias_;
+  Workspace workspace_;
+  std::mutex mutex_;
 };
 
 }  // namespace

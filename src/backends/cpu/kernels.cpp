@@ -7,7 +7,9 @@
 //   (exact: E2M1 times a power of two fits in a float), then a register-blocked FMA kernel streams
 //   it for every MR rows of tokens.
 #include <algorithm>
+#include <bit>
 #include <cstddef>
+#include <utility>
 
 #include "backends/cpu/kernels.hpp"
 
@@ -39,11 +41,12 @@ constexpr int kLanes = static_cast<int>(hn::MaxLanes(DF()));
 // (32 registers on AVX-512, 16 on AVX2) with room for weights and a broadcast.
 constexpr int kPanelNV = 2;
 constexpr int kPanelMR = kLanes >= 16 ? 8 : (kLanes >= 8 ? 6 : 4);
-constexpr int kGemvNV = 2;
+constexpr int kGemvNV = kLanes >= 16 ? 2 : 1;
 constexpr int kGemvMR = kLanes >= 16 ? 4 : 2;
 // Below this many rows, decoding in registers beats decoding a panel once.
 constexpr int64_t kGemvMaxRows = kLanes >= 16 ? 4 : 2;
 static_assert(kStripRows % (kPanelNV * kLanes) == 0 && kStripRows % (kGemvNV * kLanes) == 0);
+static_assert(std::endian::native == std::endian::little, "packed code words are little-endian");
 
 HWY_ALIGN constexpr float kE2m1Values[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
                                              -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
@@ -68,6 +71,22 @@ HWY_INLINE VF DecodeE2m1(VU codes) {
 // kLanes bytes -> one byte per 32-bit lane.
 HWY_INLINE VU LoadBytes(const uint8_t* p) { return hn::PromoteTo(DU(), hn::LoadU(D8(), p)); }
 
+// kLanes rows' 32-bit code words of one 8-step group (see kernels.hpp for the layout).
+HWY_INLINE VU LoadWords(const uint8_t* group, int row) {
+  return hn::LoadU(DU(), reinterpret_cast<const uint32_t*>(group) + row);
+}
+
+// The codes of k-step I (0..7) of a group, one per lane.
+template <int I>
+HWY_INLINE VU StepCodes(VU words) {
+  constexpr int kShift = 4 * nibble_of_step(I);
+  if constexpr (kShift == 28) {
+    return hn::ShiftRight<28>(words);
+  } else {
+    return hn::And(hn::ShiftRight<kShift>(words), hn::Set(DU(), 15));
+  }
+}
+
 // E8M0 codes -> 2^(code - 127) as floats: the code is the float's exponent field, except code 0,
 // the subnormal 2^-127.
 HWY_INLINE VF DecodeScales(const uint8_t* p) {
@@ -81,6 +100,16 @@ template <int V>
 struct Const {
   static constexpr int value = V;
 };
+
+// f(Const<0>) ... f(Const<7>): the eight k-steps of a group, unrolled.
+template <class F, int... I>
+HWY_INLINE void ForEachStepImpl(F&& f, std::integer_sequence<int, I...>) {
+  (f(Const<I>()), ...);
+}
+template <class F>
+HWY_INLINE void ForEachStep(F&& f) {
+  ForEachStepImpl(f, std::make_integer_sequence<int, 8>());
+}
 
 // Calls f(Const<rows>) for 1 <= rows <= MaxRows, so each row count gets its own unrolled kernel.
 template <int MaxRows, class F>
@@ -99,8 +128,6 @@ template <int MR, int NV>
 HWY_INLINE void GemvPass(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, int n_lo, const float* A,
                          int64_t lda, float* C, int64_t ldc) {
   const DF df;
-  const DU du;
-  const VU low_nibble = hn::Set(du, 15);
   VF acc[MR][NV];
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) {
@@ -108,33 +135,33 @@ HWY_INLINE void GemvPass(const uint8_t* tiles, const uint8_t* scales, int64_t kb
     for (int j = 0; j < NV; ++j) acc[m][j] = hn::Zero(df);
   }
   for (int64_t b = 0; b < kblocks; ++b) {
-    const uint8_t* tile = tiles + b * kTileBytes + n_lo;
-    const float* a = A + b * 32;
-    VF part[MR][NV];
+    // Two accumulators per output vector (even and odd k-steps): independent FMA chains.
+    VF part[MR][NV][2];
 #pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
 #pragma GCC unroll 16
-      for (int j = 0; j < NV; ++j) part[m][j] = hn::Zero(df);
+      for (int j = 0; j < NV; ++j) part[m][j][0] = part[m][j][1] = hn::Zero(df);
     }
 #pragma GCC unroll 4
-    for (int kk = 0; kk < 16; ++kk) {
+    for (int q = 0; q < 4; ++q) {
+      const uint8_t* group = tiles + b * kTileBytes + q * kGroupBytes;
+      const float* a = A + b * 32 + q * 8;
 #pragma GCC unroll 16
       for (int j = 0; j < NV; ++j) {
-        const VU codes = LoadBytes(tile + kk * kStripRows + j * kLanes);
-        const VF even = DecodeE2m1(hn::And(codes, low_nibble));
-        const VF odd = DecodeE2m1(hn::ShiftRight<4>(codes));
+        const VU words = LoadWords(group, n_lo + j * kLanes);
+        ForEachStep([&](auto step) {
+          constexpr int i = decltype(step)::value;
+          const VF w = DecodeE2m1(StepCodes<i>(words));
 #pragma GCC unroll 16
-        for (int m = 0; m < MR; ++m) {
-          part[m][j] = hn::MulAdd(even, hn::Set(df, a[m * lda + 2 * kk]), part[m][j]);
-          part[m][j] = hn::MulAdd(odd, hn::Set(df, a[m * lda + 2 * kk + 1]), part[m][j]);
-        }
+          for (int m = 0; m < MR; ++m) part[m][j][i & 1] = hn::MulAdd(w, hn::Set(df, a[m * lda + i]), part[m][j][i & 1]);
+        });
       }
     }
 #pragma GCC unroll 16
     for (int j = 0; j < NV; ++j) {
       const VF scale = DecodeScales(scales + b * kStripRows + n_lo + j * kLanes);
 #pragma GCC unroll 16
-      for (int m = 0; m < MR; ++m) acc[m][j] = hn::MulAdd(part[m][j], scale, acc[m][j]);
+      for (int m = 0; m < MR; ++m) acc[m][j] = hn::MulAdd(hn::Add(part[m][j][0], part[m][j][1]), scale, acc[m][j]);
     }
   }
 #pragma GCC unroll 16
@@ -147,24 +174,22 @@ HWY_INLINE void GemvPass(const uint8_t* tiles, const uint8_t* scales, int64_t kb
 // The whole strip as an fp32 panel [K][32] with the scales applied.
 HWY_INLINE void DecodePanel(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, float* panel) {
   const DF df;
-  const DU du;
-  const VU low_nibble = hn::Set(du, 15);
   constexpr int kVectors = kStripRows / kLanes;
   for (int64_t b = 0; b < kblocks; ++b) {
     VF scale[kVectors];
 #pragma GCC unroll 32
     for (int j = 0; j < kVectors; ++j) scale[j] = DecodeScales(scales + b * kStripRows + j * kLanes);
-    const uint8_t* tile = tiles + b * kTileBytes;
-    float* out = panel + b * 32 * kStripRows;
-#pragma GCC unroll 2
-    for (int kk = 0; kk < 16; ++kk) {
+#pragma GCC unroll 1
+    for (int q = 0; q < 4; ++q) {
+      const uint8_t* group = tiles + b * kTileBytes + q * kGroupBytes;
+      float* out = panel + (b * 32 + q * 8) * kStripRows;
 #pragma GCC unroll 32
       for (int j = 0; j < kVectors; ++j) {
-        const VU codes = LoadBytes(tile + kk * kStripRows + j * kLanes);
-        hn::StoreU(hn::Mul(DecodeE2m1(hn::And(codes, low_nibble)), scale[j]), df,
-                   out + (2 * kk) * kStripRows + j * kLanes);
-        hn::StoreU(hn::Mul(DecodeE2m1(hn::ShiftRight<4>(codes)), scale[j]), df,
-                   out + (2 * kk + 1) * kStripRows + j * kLanes);
+        const VU words = LoadWords(group, j * kLanes);
+        ForEachStep([&](auto step) {
+          constexpr int i = decltype(step)::value;
+          hn::StoreU(hn::Mul(DecodeE2m1(StepCodes<i>(words)), scale[j]), df, out + i * kStripRows + j * kLanes);
+        });
       }
     }
   }
@@ -235,9 +260,13 @@ namespace mxmoe::cpu {
 HWY_EXPORT(StripMatmul);
 HWY_EXPORT(TargetName);
 
-void strip_matmul(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, const float* A, int64_t lda,
-                  int64_t M, float* C, int64_t ldc, float* panel) {
-  HWY_DYNAMIC_DISPATCH(StripMatmul)(tiles, scales, kblocks, A, lda, M, C, ldc, panel);
+void strip_matmul(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, const Activations& A, int64_t M,
+                  float* C, int64_t ldc, float* panel) {
+  if (A.bf16 && M <= kBf16MaxRows && bf16_dot_available()) {
+    strip_matmul_bf16(tiles, scales, kblocks, A.bf16, A.stride, M, C, ldc);
+  } else {
+    HWY_DYNAMIC_DISPATCH(StripMatmul)(tiles, scales, kblocks, A.f32, A.stride, M, C, ldc, panel);
+  }
 }
 
 const char* kernel_target() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }

@@ -12,12 +12,18 @@
 namespace mxmoe::cpu {
 
 // Weights are repacked once into strips of 32 output rows. Within a strip, each 32-wide block of
-// the reduction dim is a tile of 16 x 32 bytes: byte [kk][n] holds row n's codes for k = 2kk (low
-// nibble) and 2kk + 1 (high nibble), which is byte 16b + kk of the gpt-oss row. Loading 32
-// consecutive bytes thus gives two k-steps for the whole strip. The strip's 32 scale codes for the
-// block follow the same order. All gpt-oss dims are multiples of 32, so strips never have tails.
+// the reduction dim is a tile of 512 bytes: four groups of 8 k-steps, each 32 little-endian 32-bit
+// words, one per row. Word n of group q holds row n's codes for k = 8q + {0, 2, 4, 6} in nibbles
+// 0..3 and k = 8q + {1, 3, 5, 7} in nibbles 4..7. A plain vector load thus gives one code per row
+// in every nibble (no widening shuffle), and the even/odd split puts consecutive k-pairs in the
+// two 16-bit halves, as bf16 dot-product instructions want them. The strip's 32 scale codes for
+// the block follow in row order. All gpt-oss dims are multiples of 32: strips never have tails.
 inline constexpr int kStripRows = 32;
 inline constexpr int kTileBytes = 16 * kStripRows;
+inline constexpr int kGroupBytes = 4 * kStripRows;  // 8 k-steps of one strip
+
+// Position in a 32-bit word (nibble index) of k-step 8q + i, i < 8.
+constexpr int nibble_of_step(int i) { return (i % 2) * 4 + i / 2; }
 
 struct PackedMatrix {
   int64_t groups = 0;  // experts
@@ -39,11 +45,27 @@ struct PackedMatrix {
 // Repacks `t`; packed row r of a group is row source_row(r) of the original.
 PackedMatrix pack_matrix(const Mxfp4Tensor& t, const std::function<int64_t(int64_t)>& source_row);
 
-// C[m, 0:32) = sum_k A[m, k] * W[strip row, k] for m < M: A is [M, K] with row stride lda, C has
-// row stride ldc. `panel` is scratch of at least K * 32 floats, used when M is large enough to
-// decode the strip once and reuse it.
-void strip_matmul(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, const float* A, int64_t lda,
-                  int64_t M, float* C, int64_t ldc, float* panel);
+// Activation rows for a strip product: fp32 always; bf16 copies (exact, since quantized activations
+// are bf16 values) when the caller made them for the bf16 dot-product kernels.
+struct Activations {
+  const float* f32 = nullptr;
+  const uint16_t* bf16 = nullptr;  // may be null
+  int64_t stride = 0;              // elements between rows, the same for both
+};
+
+// C[m, 0:32) = sum_k A[m, k] * W[strip row, k] for m < M; C has row stride ldc. `panel` is scratch
+// of at least K * 32 floats, used when M is large enough to decode the strip once and reuse it.
+void strip_matmul(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, const Activations& A, int64_t M,
+                  float* C, int64_t ldc, float* panel);
+
+// Whether this CPU runs the AVX512-BF16 kernels (then callers should pass bf16 activations), and
+// up to how many token rows they beat decoding an fp32 panel.
+bool bf16_dot_available();
+inline constexpr int64_t kBf16MaxRows = 1 << 30;
+
+// The AVX512-BF16 strip product (kernels_avx512bf16.cpp); only when bf16_dot_available().
+void strip_matmul_bf16(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, const uint16_t* A, int64_t lda,
+                       int64_t M, float* C, int64_t ldc);
 
 // gpt-oss SwiGLU on a gate_up strip packed as [16 gates, 16 linears]: for each of M rows,
 // y[u] = swiglu(C[u] * scale + bias[u], C[16 + u] * scale + bias[16 + u]) for u < 16.

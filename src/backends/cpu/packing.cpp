@@ -1,4 +1,5 @@
 #include "backends/cpu/kernels.hpp"
+#include "mxmoe/format.hpp"
 #include "util/parallel.hpp"
 
 namespace mxmoe::cpu {
@@ -21,7 +22,15 @@ PackedMatrix pack_matrix(const Mxfp4Tensor& t, const std::function<int64_t(int64
         const uint8_t* row_bytes = t.row_blocks(g, row);
         const uint8_t* row_scales = t.row_scales(g, row);
         for (int64_t b = 0; b < kblocks; ++b) {
-          for (int kk = 0; kk < 16; ++kk) tiles[b * kTileBytes + kk * kStripRows + n] = row_bytes[b * 16 + kk];
+          for (int q = 0; q < 4; ++q) {
+            uint32_t word = 0;
+            for (int i = 0; i < 8; ++i) {
+              const uint32_t code = mxfp4_code(row_bytes + b * 16, 8 * q + i);
+              word |= code << (4 * nibble_of_step(i));
+            }
+            uint8_t* at = tiles + b * kTileBytes + q * kGroupBytes + 4 * n;
+            for (int byte = 0; byte < 4; ++byte) at[byte] = static_cast<uint8_t>(word >> (8 * byte));
+          }
           scales[b * kStripRows + n] = row_scales[b];
         }
       }
