@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "backends/backend_check.hpp"
+#include "backends/cpu/kernels.hpp"
 #include "mxmoe/oracle.hpp"
 
 namespace mxmoe {
@@ -88,6 +89,51 @@ TEST(CpuBackend, RejectsNonFiniteInputs) {
   EXPECT_THROW(runner.forward(x, 3), std::domain_error);
   EXPECT_THROW(runner.forward(std::span<const float>(x).first(10), 3), std::invalid_argument);
   EXPECT_TRUE(runner.forward({}, 0).output.empty());
+}
+
+}  // namespace
+}  // namespace mxmoe
+
+namespace mxmoe {
+namespace {
+
+// Every kernel path this machine can run, not just its best: the bf16 dot-product kernel, the
+// Highway fp32 kernels for AVX-512, AVX2 and portable code, each with few token rows (decoded in
+// registers) and many (decoded panel).
+class CpuKernelIsa : public ::testing::TestWithParam<cpu::KernelIsa> {
+ protected:
+  void TearDown() override { cpu::pin_kernels_for_test(cpu::KernelIsa::best); }
+};
+
+TEST_P(CpuKernelIsa, MatchesTheReference) {
+  const cpu::KernelIsa isa = GetParam();
+  if (!cpu::pin_kernels_for_test(isa)) GTEST_SKIP() << "this CPU cannot run " << cpu::kernel_isa_name(isa);
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE(std::string(cpu::kernel_isa_name(isa)) + " (" + cpu::kernel_target() + "), input seed " +
+               std::to_string(seed));
+  const MoeLayer& layer = test::shared_layer({256, 192, 8, 2});
+  for (int tokens : {1, 3, 40}) {  // per expert: a few rows (register decode) and many (panel)
+    for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
+      const auto r = test::check_against_reference(layer, scheme, tokens, "cpu", DeviceSpec::detect_cpu(), seed + tokens);
+      EXPECT_LE(r.relative_error, test::error_bound(scheme)) << "T=" << tokens << " " << scheme_name(scheme);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, CpuKernelIsa,
+                         ::testing::Values(cpu::KernelIsa::avx512_bf16, cpu::KernelIsa::avx512, cpu::KernelIsa::avx2,
+                                           cpu::KernelIsa::portable),
+                         [](const auto& info) { return std::string(cpu::kernel_isa_name(info.param)); });
+
+TEST(CpuKernels, PinningChangesTheDispatchedTarget) {
+  const auto isas = cpu::runnable_kernel_isas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.back(), cpu::KernelIsa::portable);
+  if (cpu::pin_kernels_for_test(cpu::KernelIsa::avx2)) EXPECT_STREQ(cpu::kernel_target(), "AVX2");
+  ASSERT_TRUE(cpu::pin_kernels_for_test(cpu::KernelIsa::portable));
+  EXPECT_STRNE(cpu::kernel_target(), "AVX2");
+  EXPECT_STRNE(cpu::kernel_target(), "AVX3");
+  cpu::pin_kernels_for_test(cpu::KernelIsa::best);
 }
 
 }  // namespace

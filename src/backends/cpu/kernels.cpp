@@ -260,9 +260,13 @@ namespace mxmoe::cpu {
 HWY_EXPORT(StripMatmul);
 HWY_EXPORT(TargetName);
 
+namespace {
+bool bf16_pinned_off = false;
+}  // namespace
+
 void strip_matmul(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, const Activations& A, int64_t M,
                   float* C, int64_t ldc, float* panel) {
-  if (A.bf16 && M <= kBf16MaxRows && bf16_dot_available()) {
+  if (A.bf16 && M <= kBf16MaxRows && !bf16_pinned_off && bf16_dot_available()) {
     strip_matmul_bf16(tiles, scales, kblocks, A.bf16, A.stride, M, C, ldc);
   } else {
     HWY_DYNAMIC_DISPATCH(StripMatmul)(tiles, scales, kblocks, A.f32, A.stride, M, C, ldc, panel);
@@ -270,6 +274,60 @@ void strip_matmul(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, 
 }
 
 const char* kernel_target() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+
+const char* kernel_isa_name(KernelIsa isa) {
+  switch (isa) {
+    case KernelIsa::best: return "best";
+    case KernelIsa::avx512_bf16: return "avx512bf16";
+    case KernelIsa::avx512: return "avx512";
+    case KernelIsa::avx2: return "avx2";
+    case KernelIsa::portable: return "portable";
+  }
+  return "?";
+}
+
+namespace {
+
+int64_t highway_targets_of(KernelIsa isa) {
+  switch (isa) {
+    case KernelIsa::avx512_bf16:
+    case KernelIsa::avx512: return HWY_AVX3;
+    case KernelIsa::avx2: return HWY_AVX2;
+    case KernelIsa::portable: return HWY_EMU128 | HWY_SCALAR;
+    case KernelIsa::best: return 0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::vector<KernelIsa> runnable_kernel_isas() {
+  // Read once, before any pinning changes what Highway reports as supported.
+  static const std::vector<KernelIsa> isas = [] {
+    std::vector<KernelIsa> list;
+    if (bf16_dot_available()) list.push_back(KernelIsa::avx512_bf16);
+    const int64_t targets = hwy::SupportedTargets() & HWY_TARGETS;
+    for (KernelIsa isa : {KernelIsa::avx512, KernelIsa::avx2, KernelIsa::portable}) {
+      if ((targets & highway_targets_of(isa)) != 0) list.push_back(isa);
+    }
+    return list;
+  }();
+  return isas;
+}
+
+bool pin_kernels_for_test(KernelIsa isa) {
+  if (isa == KernelIsa::best) {
+    hwy::SetSupportedTargetsForTest(0);
+    bf16_pinned_off = false;
+    (void)runnable_kernel_isas();
+    return true;
+  }
+  const auto runnable = runnable_kernel_isas();
+  if (std::find(runnable.begin(), runnable.end(), isa) == runnable.end()) return false;
+  hwy::SetSupportedTargetsForTest(highway_targets_of(isa));
+  bf16_pinned_off = isa != KernelIsa::avx512_bf16;
+  return true;
+}
 
 }  // namespace mxmoe::cpu
 #endif

@@ -82,4 +82,13 @@ void weighted_sum_rows(const float* rows, int64_t cols, const int64_t* index, co
 // The instruction set the dispatcher picked on this machine ("AVX3", "AVX2", "EMU128", ...).
 const char* kernel_target();
 
+// Tests and benchmarks pin the kernels to one instruction set, so every path is checked on a
+// machine that would otherwise always take its best one. `best` undoes it.
+enum class KernelIsa { best, avx512_bf16, avx512, avx2, portable };
+const char* kernel_isa_name(KernelIsa isa);
+// The instruction sets this machine can run, best first.
+std::vector<KernelIsa> runnable_kernel_isas();
+// Returns false (and changes nothing) when this machine cannot run `isa`.
+bool pin_kernels_for_test(KernelIsa isa);
+
 }  // namespace mxmoe::cpu
