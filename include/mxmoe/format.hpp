@@ -3,9 +3,10 @@
 // All conversions round to nearest, ties to even, and are exact where the target can hold the value.
 #pragma once
 
-#include <bit>
 #include <cstdint>
 #include <span>
+
+#include "mxmoe/codecs.hpp"
 
 namespace mxmoe {
 
@@ -79,13 +80,8 @@ uint8_t float_to_fp8_e4m3(float value);
 // ---------------------------------------------------------------------------------------------
 // BF16: the upper half of an IEEE float. NaN stays a (quiet) NaN; overflow rounds to Inf.
 // Inline: activation quantization calls these for every element.
-inline uint16_t float_to_bf16(float value) {
-  const uint32_t bits = std::bit_cast<uint32_t>(value);
-  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x0040u);
-  const uint32_t rounding = 0x7FFFu + ((bits >> 16) & 1u);  // round to nearest, ties to even
-  return static_cast<uint16_t>((bits + rounding) >> 16);
-}
-inline float bf16_to_float(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
+inline uint16_t float_to_bf16(float value) { return codec::bf16_bits(value); }
+inline float bf16_to_float(uint16_t bits) { return codec::bf16_value(bits); }
 inline float round_to_bf16(float value) { return bf16_to_float(float_to_bf16(value)); }
 
 // ---------------------------------------------------------------------------------------------

@@ -99,16 +99,27 @@ Routing route(std::span<const float> router_weight, std::span<const float> route
 // The SwiGLU of gpt-oss on one (gate, linear) pair.
 double swiglu(double gate, double linear, const SwigluParams& params);
 
+// The per-tensor activation scales a forward used: the FP8 scales of w4a8 (hidden states, and the
+// intermediate of all (token, expert) pairs); 1 for the other schemes.
+struct ActivationScales {
+  float hidden = 1.0f;
+  float intermediate = 1.0f;
+};
+
 struct ReferenceOptions {
   // Use this routing instead of computing it, so a backend's expert math can be checked on its own
   // routing when near-tied logits could route differently.
   const Routing* routing = nullptr;
+  // Use these per-tensor scales instead of computing them: w4a8 scales depend on the whole batch,
+  // so checking a sample of a large batch's tokens needs the batch's scales.
+  const ActivationScales* scales = nullptr;
   int threads = 0;  // 0: all hardware threads
 };
 
 struct MoeOutput {
   std::vector<float> output;  // [T, H]
   Routing routing;
+  ActivationScales scales;
 };
 
 // The ground truth for every backend: weights dequantized exactly, activations quantized as the

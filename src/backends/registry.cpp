@@ -4,7 +4,8 @@
 
 #define MXMOE_BACKENDS(X) \
   X(reference_backend)    \
-  X(cpu_backend)
+  X(cpu_backend)          \
+  X(cuda_backend)
 
 namespace mxmoe {
 

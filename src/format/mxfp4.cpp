@@ -16,18 +16,13 @@ uint8_t quantize_mxfp4_block(const float* values, uint8_t* packed) {
     }
     amax = std::fmax(amax, std::fabs(values[i]));
   }
-  int shared = 0;
-  if (amax > 0.0f) {
-    // ilogb is floor(log2|x|) for every finite non-zero float, subnormals included.
-    shared = std::ilogb(amax) - 2;
-    if (shared < -127) shared = -127;
-    // floor(log2(amax)) <= 127 for a float, so shared <= 125 and 2^-shared is a normal float:
-    // the scaling below is exact.
-  }
-  const float inverse_scale = std::ldexp(1.0f, -shared);
+  const int shared = codec::mx_shared_exponent(amax);
+  // floor(log2(amax)) <= 127 for a float, so shared <= 125 and 2^-shared is a normal float: the
+  // scaling below is exact.
+  const float inverse_scale = codec::pow2(-shared);
   for (int i = 0; i < kMxBlockBytes; ++i) {
-    const uint8_t lo = float_to_e2m1(values[2 * i] * inverse_scale);
-    const uint8_t hi = float_to_e2m1(values[2 * i + 1] * inverse_scale);
+    const uint8_t lo = codec::e2m1_code(values[2 * i] * inverse_scale);
+    const uint8_t hi = codec::e2m1_code(values[2 * i + 1] * inverse_scale);
     packed[i] = static_cast<uint8_t>(lo | (hi << 4));
   }
   return static_cast<uint8_t>(shared + 127);

@@ -184,6 +184,8 @@ class CpuMoe final : public PreparedMoe {
       }
     });
 
+    result.scales = {x_scale, y_scale};
+
     // Weighted sum over each token's k experts, in slot order.
     detail::parallel_for(T, threads_, 16, [&](int64_t begin, int64_t end) {
       cpu::weighted_sum_rows(w.pair_out.data(), H, w.position.data(), result.routing.weights.data(), k, begin, end,

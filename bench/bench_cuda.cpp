@@ -1,0 +1,209 @@
+// CUDA-event benchmark of the CUDA backend at gpt-oss-20b and gpt-oss-120b shapes, compared with
+// two ceilings measured in the same run: this GPU's device-to-device copy bandwidth, and cuBLAS
+// bf16 dense GEMMs doing the same FLOPs.
+//
+//   build/bench/mxmoe_bench_cuda [--json FILE] [--schemes w4a16,w4a8,w4a4] [--tokens 1,16,128,1024,8192]
+//                                [--shapes gpt-oss-20b,gpt-oss-120b] [--reps 20]
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/cuda_check.hpp"
+#include "backends/cuda/cuda_moe.hpp"
+#include "backends/cuda/device_buffer.hpp"
+#include "mxmoe/format.hpp"
+#include "mxmoe/synth.hpp"
+
+namespace {
+
+using mxmoe::cuda::DeviceBuffer;
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');) out.push_back(item);
+  return out;
+}
+
+void check_cublas(cublasStatus_t status, const char* what) {
+  if (status != CUBLAS_STATUS_SUCCESS) throw std::runtime_error(std::string("cuBLAS error in ") + what);
+}
+
+// Median of `reps` timings (ms) of f() on `stream`, after `warmup` untimed runs.
+template <class F>
+double median_ms(cudaStream_t stream, int warmup, int reps, F&& f) {
+  for (int i = 0; i < warmup; ++i) f(i);
+  cudaEvent_t start, stop;
+  MXMOE_CUDA_CHECK(cudaEventCreate(&start));
+  MXMOE_CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<double> times;
+  for (int i = 0; i < reps; ++i) {
+    MXMOE_CUDA_CHECK(cudaEventRecord(start, stream));
+    f(i);
+    MXMOE_CUDA_CHECK(cudaEventRecord(stop, stream));
+    MXMOE_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    MXMOE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+// Random bf16 values (never zeros: they run faster than real data).
+DeviceBuffer random_bf16(size_t count, uint64_t seed) {
+  std::vector<uint16_t> host(count);
+  uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (auto& v : host) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    v = mxmoe::float_to_bf16(static_cast<float>(static_cast<int64_t>(state % 2001) - 1000) / 1000.0f);
+  }
+  DeviceBuffer d(count * 2);
+  MXMOE_CUDA_CHECK(cudaMemcpy(d.as<void>(), host.data(), count * 2, cudaMemcpyHostToDevice));
+  return d;
+}
+
+double copy_bandwidth_gbs(cudaStream_t stream) {
+  const size_t bytes = size_t{1} << 31;
+  DeviceBuffer a(bytes), b(bytes);
+  MXMOE_CUDA_CHECK(cudaMemsetAsync(a.as<void>(), 1, bytes, stream));
+  const double ms = median_ms(stream, 2, 10, [&](int) {
+    MXMOE_CUDA_CHECK(cudaMemcpyAsync(b.as<void>(), a.as<void>(), bytes, cudaMemcpyDeviceToDevice, stream));
+  });
+  return 2.0 * static_cast<double>(bytes) / (ms * 1e-3) / 1e9;  // bytes read plus bytes written
+}
+
+// cuBLAS bf16 GEMMs with the FLOPs of one MoE layer: [T*k, H] x [H, 2I] and [T*k, I] x [I, H].
+double dense_equivalent_ms(cublasHandle_t handle, cudaStream_t stream, int64_t rows, int H, int I) {
+  DeviceBuffer a = random_bf16(static_cast<size_t>(rows) * std::max(H, I), 1);
+  DeviceBuffer w1 = random_bf16(static_cast<size_t>(H) * 2 * I, 2), w2 = random_bf16(static_cast<size_t>(I) * H, 3);
+  DeviceBuffer c(static_cast<size_t>(rows) * 2 * I * 2);
+  const float one = 1.0f, zero = 0.0f;
+  check_cublas(cublasSetStream(handle, stream), "cublasSetStream");
+  auto gemm = [&](const DeviceBuffer& w, int n, int k) {
+    // Column-major: C[n, rows] = W[n, k] * A[k, rows].
+    check_cublas(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, static_cast<int>(rows), k, &one, w.as<void>(), CUDA_R_16BF,
+                              k, a.as<void>(), CUDA_R_16BF, k, &zero, c.as<void>(), CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx");
+  };
+  return median_ms(stream, 3, 20, [&](int) {
+    gemm(w1, 2 * I, H);
+    gemm(w2, H, I);
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace mxmoe;
+  std::string json_path, schemes_arg = "w4a16,w4a8,w4a4", tokens_arg = "1,16,128,1024,8192",
+                         shapes_arg = "gpt-oss-20b,gpt-oss-120b";
+  int reps = 20;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&] {
+      if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
+      return std::string(argv[++i]);
+    };
+    if (a == "--json") json_path = next();
+    else if (a == "--schemes") schemes_arg = next();
+    else if (a == "--tokens") tokens_arg = next();
+    else if (a == "--shapes") shapes_arg = next();
+    else if (a == "--reps") reps = std::stoi(next());
+    else {
+      std::fprintf(stderr, "usage: %s [--json FILE] [--schemes LIST] [--tokens LIST] [--shapes LIST] [--reps N]\n", argv[0]);
+      return 2;
+    }
+  }
+  try {
+    const auto gpus = detect_cuda_devices();
+    if (gpus.empty()) {
+      std::fprintf(stderr, "mxmoe_bench_cuda: no CUDA GPU on this machine\n");
+      return 1;
+    }
+    const DeviceSpec gpu = gpus.front();
+    cudaStream_t stream;
+    MXMOE_CUDA_CHECK(cudaStreamCreate(&stream));
+    cublasHandle_t handle;
+    check_cublas(cublasCreate(&handle), "cublasCreate");
+    const double copy_gbs = copy_bandwidth_gbs(stream);
+    std::printf("GPU: %s (%s, %d SMs); device-to-device copy %.0f GB/s (read + write)\n", gpu.name.c_str(),
+                gpu.id().c_str(), gpu.sm_count, copy_gbs);
+    std::printf("%-13s %-6s %6s %10s %9s %11s %10s %12s %9s\n", "shape", "scheme", "T", "time ms", "TFLOP/s",
+                "weight GB/s", "vs copy", "cuBLAS ms", "vs cuBLAS");
+    nlohmann::ordered_json results = {{"gpu", gpu.name},
+                                      {"device", gpu.id()},
+                                      {"copy_bandwidth_gbs", copy_gbs},
+                                      {"runs", nlohmann::ordered_json::array()}};
+    for (const std::string& shape_name : split(shapes_arg)) {
+      const auto preset = find_preset(shape_name);
+      if (!preset) throw std::invalid_argument("unknown shape " + shape_name + "; known: " + preset_names());
+      const MoeShape shape = preset->shape;
+      const auto layer = std::make_shared<const MoeLayer>(random_layer(shape, 2024));
+      const double expert_bytes = (3.0 * shape.hidden * shape.intermediate) * 17.0 / 32.0 +
+                                  4.0 * (2.0 * shape.intermediate + shape.hidden);
+      std::vector<double> dense_ms;  // per token count, shared by the schemes
+      const auto token_counts = split(tokens_arg);
+      for (const std::string& scheme_name_arg : split(schemes_arg)) {
+        const auto scheme = parse_scheme(scheme_name_arg);
+        if (!scheme) throw std::invalid_argument("unknown scheme " + scheme_name_arg);
+        if (*scheme == Scheme::w4a8 && gpu.sm < 89) {
+          std::printf("%-13s %-6s skipped: FP8 tensor cores need sm_89\n", shape_name.c_str(), scheme_name_arg.c_str());
+          continue;
+        }
+        const ExecutionPlan plan{"cuda", *scheme, gpu,
+                                 PaddingPlan::for_alignment(shape.hidden, shape.intermediate, 32, 32), 0};
+        auto moe = cuda::make_cuda_moe(layer, plan);
+        for (size_t ti = 0; ti < token_counts.size(); ++ti) {
+          const int T = std::stoi(token_counts[ti]);
+          // Several batches in turn, with different experts, so repeated runs do not just hit L2.
+          constexpr int kBatches = 4;
+          std::vector<DeviceBuffer> inputs;
+          double bytes = 0;
+          for (int b = 0; b < kBatches; ++b) {
+            const auto x = random_hidden(T, shape.hidden, 100 + b);
+            const Routing r = route(*layer, x, T);
+            bytes += expert_bytes * static_cast<double>(std::set<int>(r.expert_ids.begin(), r.expert_ids.end()).size());
+            inputs.emplace_back(x.size() * sizeof(float));
+            MXMOE_CUDA_CHECK(cudaMemcpy(inputs.back().as<void>(), x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice));
+          }
+          bytes /= kBatches;
+          DeviceBuffer out(static_cast<size_t>(T) * shape.hidden * sizeof(float));
+          const double ms = median_ms(moe->stream(), 3, reps, [&](int i) {
+            moe->forward_on_device(inputs[i % kBatches].as<float>(), T, out.as<float>());
+          });
+          if (dense_ms.size() <= ti) dense_ms.push_back(dense_equivalent_ms(handle, stream, static_cast<int64_t>(T) * shape.top_k,
+                                                                           shape.hidden, shape.intermediate));
+          const double flops = 2.0 * T * shape.top_k * 3.0 * shape.hidden * shape.intermediate;
+          const double tflops = flops / (ms * 1e-3) / 1e12, gbs = bytes / (ms * 1e-3) / 1e9;
+          std::printf("%-13s %-6s %6d %10.3f %9.1f %11.0f %10.2f %12.3f %9.2f\n", shape_name.c_str(),
+                      scheme_name_arg.c_str(), T, ms, tflops, gbs, gbs / copy_gbs, dense_ms[ti], dense_ms[ti] / ms);
+          std::fflush(stdout);
+          results["runs"].push_back({{"shape", shape_name}, {"scheme", scheme_name_arg}, {"tokens", T}, {"ms", ms},
+                                     {"tflops", tflops}, {"weight_gbs", gbs}, {"ratio_copy", gbs / copy_gbs},
+                                     {"cublas_dense_ms", dense_ms[ti]}, {"ratio_cublas", dense_ms[ti] / ms}});
+        }
+      }
+    }
+    if (!json_path.empty()) std::ofstream(json_path) << results.dump(2) << "\n";
+    cublasDestroy(handle);
+    cudaStreamDestroy(stream);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mxmoe_bench_cuda: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

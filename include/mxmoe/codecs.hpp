@@ -1,0 +1,111 @@
+// Scalar conversions shared by host code and CUDA kernels, so every backend rounds exactly as the
+// reference does. The checked, documented API is format.hpp; these are its building blocks and
+// take finite inputs unless noted.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define MXMOE_HD __host__ __device__ __forceinline__
+#else
+#define MXMOE_HD inline
+#endif
+
+namespace mxmoe::codec {
+
+MXMOE_HD uint32_t float_bits(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, sizeof b);
+  return b;
+}
+
+MXMOE_HD float bits_float(uint32_t b) {
+  float v;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
+}
+
+// floor(log2|v|) for finite non-zero v, subnormals included.
+MXMOE_HD int floor_log2(float v) {
+  const uint32_t b = float_bits(v) & 0x7FFFFFFFu;
+  const int exponent = static_cast<int>(b >> 23);
+  if (exponent != 0) return exponent - 127;
+  int top = 22;  // subnormal: position of the highest mantissa bit
+  while (top > 0 && !((b >> top) & 1u)) --top;
+  return top - 149;
+}
+
+// 2^e as a float for e in [-126, 127].
+MXMOE_HD float pow2(int e) { return bits_float(static_cast<uint32_t>(e + 127) << 23); }
+
+// Round-to-nearest-even onto the E2M1 grid with saturation at 6; the sign is kept (also for -0).
+MXMOE_HD uint8_t e2m1_code(float v) {
+  const float a = bits_float(float_bits(v) & 0x7FFFFFFFu);
+  // Each comparison passes one midpoint; a tie goes to the even code (mantissa bit 0).
+  const int magnitude = (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) + (a >= 3.5f) + (a > 5.0f);
+  return static_cast<uint8_t>(magnitude | ((float_bits(v) >> 28) & 0x8u));
+}
+
+MXMOE_HD float e2m1_value(uint8_t code) {
+  const int m = code & 7;
+  const float magnitude = m < 2 ? 0.5f * m : static_cast<float>((2 + (m & 1)) << ((m >> 1) - 1)) * 0.5f;
+  return (code & 8) ? -magnitude : magnitude;
+}
+
+// The OCP MX shared exponent of a block with largest magnitude `amax` (clamped at -127); an
+// all-zero block gets 0 (scale 1).
+MXMOE_HD int mx_shared_exponent(float amax) {
+  if (!(amax > 0.0f)) return 0;
+  const int e = floor_log2(amax) - 2;
+  return e < -127 ? -127 : e;
+}
+
+// 2^shared as a float: exact for every shared exponent in [-127, 125].
+MXMOE_HD float mx_scale_value(int shared) {
+  return shared == -127 ? bits_float(0x00400000u) : pow2(shared);
+}
+
+// RNE to bf16.
+MXMOE_HD uint16_t bf16_bits(float v) {
+  const uint32_t b = float_bits(v);
+  if ((b & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((b >> 16) | 0x0040u);
+  return static_cast<uint16_t>((b + 0x7FFFu + ((b >> 16) & 1u)) >> 16);
+}
+
+MXMOE_HD float bf16_value(uint16_t bits) { return bits_float(static_cast<uint32_t>(bits) << 16); }
+
+// RNE to FP8 E4M3 with saturation at +-448 (and for +-Inf); NaN -> the NaN code.
+MXMOE_HD uint8_t fp8_e4m3_code(float v) {
+  const uint32_t b = float_bits(v);
+  const uint8_t sign = static_cast<uint8_t>((b >> 24) & 0x80u);
+  const uint32_t mag = b & 0x7FFFFFFFu;
+  if (mag > 0x7F800000u) return sign | 0x7F;
+  if (mag >= 0x43E00000u) return sign | 0x7E;  // >= 448
+  if (mag < 0x3C800000u) {                    // below 2^-6: multiples of 2^-9
+    // q = mag / 2^-9 rounded to nearest-even: the float's bits give it exactly.
+    const float scaled = bits_float(mag) * 512.0f;  // exact: a power-of-two scaling
+    const uint32_t whole = static_cast<uint32_t>(scaled);
+    const float rest = scaled - static_cast<float>(whole);
+    const uint32_t q = whole + ((rest > 0.5f || (rest == 0.5f && (whole & 1u))) ? 1u : 0u);
+    return static_cast<uint8_t>(sign | q);
+  }
+  const uint32_t exponent = (mag >> 23) - 127 + 7;
+  const uint32_t mantissa = mag & 0x7FFFFFu;
+  uint32_t code = (exponent << 3) | (mantissa >> 20);
+  const uint32_t rest = mantissa & 0xFFFFFu;
+  if (rest > 0x80000u || (rest == 0x80000u && (code & 1u))) ++code;
+  if (code > 0x7Eu) code = 0x7Eu;
+  return static_cast<uint8_t>(sign | code);
+}
+
+MXMOE_HD float fp8_e4m3_value(uint8_t code) {
+  const int exponent = (code >> 3) & 0xF;
+  const int mantissa = code & 0x7;
+  float magnitude = exponent == 0 ? static_cast<float>(mantissa) * (1.0f / 512.0f)
+                                  : (1.0f + static_cast<float>(mantissa) * 0.125f) * pow2(exponent - 7);
+  if (exponent == 0xF && mantissa == 0x7) magnitude = bits_float(0x7FC00000u);
+  return (code & 0x80) ? -magnitude : magnitude;
+}
+
+}  // namespace mxmoe::codec

@@ -1,0 +1,148 @@
+// Activation quantization per scheme, the weighted combine of expert outputs, and a decode check.
+// Quantization uses the same scalar codecs as the CPU reference (mxmoe/codecs.hpp): the GEMMs see
+// bit-identical inputs.
+#include <cuda_bf16.h>
+
+#include "backends/cuda/cuda_check.hpp"
+#include "backends/cuda/device_utils.cuh"
+#include "backends/cuda/kernels.hpp"
+#include "mxmoe/codecs.hpp"
+
+namespace mxmoe::cuda {
+
+namespace {
+
+int blocks_for(int64_t n, int threads, int cap = 4096) {
+  return static_cast<int>(std::min<int64_t>(cap, std::max<int64_t>(1, (n + threads - 1) / threads)));
+}
+
+__global__ void abs_max_kernel(const float* x, int64_t n, uint32_t* amax_bits) {
+  float m = 0.0f;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    m = fmaxf(m, fabsf(x[i]));
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, offset));
+  // Non-negative floats order like their bits, so an integer max combines blocks exactly.
+  if (threadIdx.x % 32 == 0) atomicMax(amax_bits, __float_as_uint(m));
+}
+
+__device__ __forceinline__ float fp8_scale_from(const uint32_t* amax_bits) {
+  const float amax = __uint_as_float(*amax_bits);
+  return amax > 0.0f ? amax / 448.0f : 1.0f;  // IEEE division, as on the host
+}
+
+__global__ void quantize_bf16_kernel(const float* x, int64_t n, uint16_t* out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = codec::bf16_bits(x[i]);
+  }
+}
+
+__global__ void quantize_fp8_kernel(const float* x, int64_t n, const uint32_t* amax_bits, uint8_t* out) {
+  const float scale = fp8_scale_from(amax_bits);
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = codec::fp8_e4m3_code(x[i] / scale);
+  }
+}
+
+// One warp per 32-value block along rows: the OCP MX rule, then the dequantized values as bf16
+// (exact: an E2M1 value times a power of two).
+__global__ void quantize_mxfp4_kernel(const float* x, int64_t blocks, uint16_t* out) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32; b < blocks; b += warps) {
+    const float v = x[b * 32 + lane];
+    float amax = fabsf(v);
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
+    const int shared = codec::mx_shared_exponent(amax);
+    const uint8_t code = codec::e2m1_code(v * codec::pow2(-shared));
+    out[b * 32 + lane] = codec::bf16_bits(codec::e2m1_value(code) * codec::mx_scale_value(shared));
+  }
+}
+
+__global__ void store_scale_kernel(const uint32_t* amax_bits, bool fp8, float* tensor_scale) {
+  *tensor_scale = fp8 ? fp8_scale_from(amax_bits) : 1.0f;
+}
+
+__global__ void combine_kernel(const float* pair_out, const int32_t* position, const float* weights, int hidden,
+                               int top_k, float* out) {
+  const int t = blockIdx.y;
+  const int h = blockIdx.x * blockDim.x + threadIdx.x;
+  if (h >= hidden) return;
+  float sum = 0.0f;
+  for (int j = 0; j < top_k; ++j) {
+    const int64_t q = position[static_cast<int64_t>(t) * top_k + j];
+    sum += weights[static_cast<int64_t>(t) * top_k + j] * pair_out[q * hidden + h];
+  }
+  out[static_cast<int64_t>(t) * hidden + h] = sum;
+}
+
+__global__ void decode_codes_kernel(float* out) {
+  const uint32_t byte = threadIdx.x;  // 256 threads: every pair of codes
+  const uint32_t lo = byte & 0xF, hi = byte >> 4;
+  const uint32_t bf = decode_bf16x2(lo | (hi << 16), e8m0_bf16x2(127));
+  out[2 * byte] = __bfloat162float(__ushort_as_bfloat16(static_cast<unsigned short>(bf & 0xFFFF)));
+  out[2 * byte + 1] = __bfloat162float(__ushort_as_bfloat16(static_cast<unsigned short>(bf >> 16)));
+  const uint32_t f8 = decode_e4m3x4(lo | (hi << 8));
+  out[512 + 2 * byte] = codec::fp8_e4m3_value(static_cast<uint8_t>(f8 & 0xFF)) * 64.0f;
+  out[512 + 2 * byte + 1] = codec::fp8_e4m3_value(static_cast<uint8_t>((f8 >> 8) & 0xFF)) * 64.0f;
+}
+
+}  // namespace
+
+void launch_abs_max(const float* x, int64_t n, uint32_t* amax_bits, cudaStream_t stream) {
+  if (n == 0) return;
+  abs_max_kernel<<<blocks_for(n, 256, 1024), 256, 0, stream>>>(x, n, amax_bits);
+  MXMOE_CUDA_CHECK_LAUNCH("abs_max_kernel");
+}
+
+void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, const uint32_t* amax_bits, void* out,
+                     float* tensor_scale, cudaStream_t stream) {
+  const int64_t n = rows * cols;
+  store_scale_kernel<<<1, 1, 0, stream>>>(amax_bits, scheme == Scheme::w4a8, tensor_scale);
+  MXMOE_CUDA_CHECK_LAUNCH("store_scale_kernel");
+  if (n == 0) return;
+  switch (scheme) {
+    case Scheme::w4a16:
+      quantize_bf16_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n, static_cast<uint16_t*>(out));
+      MXMOE_CUDA_CHECK_LAUNCH("quantize_bf16_kernel");
+      return;
+    case Scheme::w4a8:
+      quantize_fp8_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n, amax_bits, static_cast<uint8_t*>(out));
+      MXMOE_CUDA_CHECK_LAUNCH("quantize_fp8_kernel");
+      return;
+    case Scheme::w4a4:
+      if (cols % 32) throw CudaError("w4a4 quantization needs a multiple of 32 columns");
+      quantize_mxfp4_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n / 32, static_cast<uint16_t*>(out));
+      MXMOE_CUDA_CHECK_LAUNCH("quantize_mxfp4_kernel");
+      return;
+    case Scheme::w4a32:
+      break;
+  }
+  throw CudaError("the CUDA backend does not run scheme " + std::string(scheme_name(scheme)));
+}
+
+void launch_combine(const float* pair_out, const int32_t* position, const float* weights, int tokens, int hidden,
+                    int top_k, float* out, cudaStream_t stream) {
+  if (tokens == 0) return;
+  const dim3 grid((hidden + 255) / 256, tokens);
+  combine_kernel<<<grid, 256, 0, stream>>>(pair_out, position, weights, hidden, top_k, out);
+  MXMOE_CUDA_CHECK_LAUNCH("combine_kernel");
+}
+
+void decode_all_codes_for_test(float* host_out) {
+  float* d = nullptr;
+  MXMOE_CUDA_CHECK(cudaMalloc(&d, 1024 * sizeof(float)));
+  decode_codes_kernel<<<1, 256>>>(d);
+  const cudaError_t launched = cudaGetLastError();
+  const cudaError_t copied = cudaMemcpy(host_out, d, 1024 * sizeof(float), cudaMemcpyDeviceToHost);
+  cudaFree(d);
+  check(launched, "launch of decode_codes_kernel", __FILE__, __LINE__);
+  check(copied, "cudaMemcpy(decoded codes)", __FILE__, __LINE__);
+}
+
+}  // namespace mxmoe::cuda

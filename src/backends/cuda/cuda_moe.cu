@@ -1,0 +1,229 @@
+// The CUDA MoE layer: routing, sorting, quantization, the two grouped GEMMs and the combine all run
+// on the device; the host only uploads the batch and reads back outputs and routing.
+#include "backends/cuda/cuda_moe.hpp"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <mutex>
+#include <stdexcept>
+
+#include "backends/cuda/cuda_check.hpp"
+#include "backends/cuda/device_buffer.hpp"
+#include "backends/cuda/kernels.hpp"
+#include "backends/cuda/layout.hpp"
+#include "mxmoe/format.hpp"
+
+namespace mxmoe::cuda {
+
+namespace {
+
+template <class T>
+DeviceBuffer upload(const std::vector<T>& host) {
+  DeviceBuffer d(std::max<size_t>(host.size() * sizeof(T), 1));
+  MXMOE_CUDA_CHECK(cudaMemcpy(d.as<void>(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+
+// Restores the caller's current device when it goes out of scope.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    MXMOE_CUDA_CHECK(cudaGetDevice(&previous_));
+    MXMOE_CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~DeviceScope() { cudaSetDevice(previous_); }
+
+ private:
+  int previous_ = 0;
+};
+
+class CudaMoeImpl final : public CudaMoe {
+ public:
+  CudaMoeImpl(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan)
+      : shape_(layer->shape), swiglu_(layer->swiglu), scheme_(plan.scheme), device_(plan.device.ordinal) {
+    plan.padding.check_padded_layer(layer->shape, plan.backend);
+    layer->validate();
+    if (scheme_ == Scheme::w4a32) throw std::invalid_argument("the cuda backend does not run scheme w4a32");
+    DeviceScope scope(device_);
+    cudaDeviceProp prop{};
+    MXMOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+    const int sm = prop.major * 10 + prop.minor;
+    const int needed = scheme_ == Scheme::w4a8 ? 89 : 80;
+    if (sm < needed) {
+      throw std::runtime_error("the cuda backend needs " + sm_name(needed) + " or newer for " +
+                               std::string(scheme_name(scheme_)) + "; GPU " + std::to_string(device_) + " (" +
+                               prop.name + ") is " + sm_name(sm));
+    }
+    const WeightLayout layout = scheme_ == Scheme::w4a8 ? WeightLayout::fp8_mma : WeightLayout::bf16_mma;
+    {
+      const PackedWeights gate_up = pack_weights(layer->gate_up, layout);
+      gate_up_words_ = upload(gate_up.words);
+      gate_up_scales_ = upload(gate_up.scales);
+    }
+    {
+      const PackedWeights down = pack_weights(layer->down, layout);
+      down_words_ = upload(down.words);
+      down_scales_ = upload(down.scales);
+    }
+    gate_up_bias_ = upload(layer->gate_up_bias);
+    down_bias_ = upload(layer->down_bias);
+    router_weight_ = upload(layer->router_weight);
+    router_bias_ = upload(layer->router_bias);
+    MXMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  }
+
+  ~CudaMoeImpl() override {
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  cudaStream_t stream() const override { return stream_; }
+
+  MoeOutput forward(std::span<const float> hidden, int tokens) override {
+    const int64_t T = tokens, H = shape_.hidden, k = shape_.top_k;
+    if (tokens < 0 || static_cast<int64_t>(hidden.size()) != T * H) {
+      throw std::invalid_argument("cuda forward: expected " + std::to_string(T) + " x " + std::to_string(H) + " values");
+    }
+    try {
+      finite_abs_max(hidden);
+    } catch (const std::domain_error& e) {
+      throw std::domain_error(std::string("hidden states: ") + e.what());
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    DeviceScope scope(device_);
+    MoeOutput result;
+    result.output.resize(T * H);
+    result.routing = {tokens, static_cast<int>(k), std::vector<int32_t>(T * k), std::vector<float>(T * k)};
+    if (tokens == 0) return result;
+
+    input_.reserve(T * H * sizeof(float));
+    output_.reserve(T * H * sizeof(float));
+    MXMOE_CUDA_CHECK(cudaMemcpyAsync(input_.as<void>(), hidden.data(), T * H * sizeof(float), cudaMemcpyHostToDevice, stream_));
+    run(input_.as<float>(), tokens, output_.as<float>());
+    MXMOE_CUDA_CHECK(cudaMemcpyAsync(result.output.data(), output_.as<void>(), T * H * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    MXMOE_CUDA_CHECK(cudaMemcpyAsync(result.routing.expert_ids.data(), expert_ids_.as<void>(), T * k * sizeof(int32_t),
+                                     cudaMemcpyDeviceToHost, stream_));
+    MXMOE_CUDA_CHECK(cudaMemcpyAsync(result.routing.weights.data(), expert_weights_.as<void>(), T * k * sizeof(float),
+                                     cudaMemcpyDeviceToHost, stream_));
+    float scales[2];
+    MXMOE_CUDA_CHECK(cudaMemcpyAsync(scales, tensor_scales_.as<void>(), sizeof scales, cudaMemcpyDeviceToHost, stream_));
+    MXMOE_CUDA_CHECK(cudaStreamSynchronize(stream_));  // also surfaces errors raised while kernels ran
+    result.scales = {scales[0], scales[1]};
+    return result;
+  }
+
+  void poison_buffers_for_test(bool on) override { poison_ = on; }
+
+  void forward_on_device(const float* hidden, int tokens, float* out) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    DeviceScope scope(device_);
+    run(hidden, tokens, out);
+  }
+
+ private:
+  // Enqueues the whole layer on stream_.
+  void run(const float* x, int tokens, float* out) {
+    if (tokens == 0) return;
+    const int64_t T = tokens, H = shape_.hidden, I = shape_.intermediate, E = shape_.experts, k = shape_.top_k;
+    const int64_t P = T * k;
+    const bool fp8 = scheme_ == Scheme::w4a8;
+    const int64_t activation_bytes = fp8 ? 1 : 2;
+    const int64_t active_bound = std::min(E, P);
+    const GemmTile tile = choose_gemm_tile(static_cast<double>(P) / static_cast<double>(active_bound), fp8);
+    const int tile_rows = gemm_tile_rows(tile, fp8);
+    const int max_tiles = static_cast<int>((P + tile_rows - 1) / tile_rows + active_bound);
+
+    expert_ids_.reserve(P * sizeof(int32_t));
+    expert_weights_.reserve(P * sizeof(float));
+    counts_.reserve(E * sizeof(int32_t));
+    pair_offsets_.reserve((E + 1) * sizeof(int32_t));
+    tile_offsets_.reserve((E + 1) * sizeof(int32_t));
+    source_rows_.reserve(P * sizeof(int32_t));
+    position_.reserve(P * sizeof(int32_t));
+    amax_.reserve(2 * sizeof(uint32_t));
+    tensor_scales_.reserve(2 * sizeof(float));
+    x_quantized_.reserve(T * H * activation_bytes);
+    intermediate_.reserve(P * I * sizeof(float));
+    y_quantized_.reserve(P * I * activation_bytes);
+    pair_out_.reserve(P * H * sizeof(float));
+
+    if (poison_) {
+      for (DeviceBuffer* b : {&expert_ids_, &expert_weights_, &pair_offsets_, &tile_offsets_, &source_rows_, &position_,
+                              &tensor_scales_, &x_quantized_, &intermediate_, &y_quantized_, &pair_out_}) {
+        MXMOE_CUDA_CHECK(cudaMemsetAsync(b->as<void>(), 0xFF, b->bytes(), stream_));
+      }
+      MXMOE_CUDA_CHECK(cudaMemsetAsync(out, 0xFF, T * H * sizeof(float), stream_));
+    }
+    MXMOE_CUDA_CHECK(cudaMemsetAsync(counts_.as<void>(), 0, E * sizeof(int32_t), stream_));
+    MXMOE_CUDA_CHECK(cudaMemsetAsync(amax_.as<void>(), 0, 2 * sizeof(uint32_t), stream_));
+    launch_router(x, router_weight_.as<float>(), router_bias_.as<float>(), tokens, static_cast<int>(H),
+                  static_cast<int>(E), static_cast<int>(k), expert_ids_.as<int32_t>(), expert_weights_.as<float>(),
+                  counts_.as<int32_t>(), stream_);
+    launch_sort_pairs(expert_ids_.as<int32_t>(), counts_.as<int32_t>(), static_cast<int>(P), static_cast<int>(E),
+                      static_cast<int>(k), tile_rows, pair_offsets_.as<int32_t>(), tile_offsets_.as<int32_t>(),
+                      source_rows_.as<int32_t>(), position_.as<int32_t>(), stream_);
+
+    uint32_t* amax = amax_.as<uint32_t>();
+    float* scales = tensor_scales_.as<float>();
+    if (fp8) launch_abs_max(x, T * H, amax, stream_);
+    launch_quantize(scheme_, x, T, H, amax, x_quantized_.as<void>(), scales, stream_);
+
+    GemmProblem gate_up;
+    gate_up.weights = gate_up_words_.as<uint32_t>();
+    gate_up.scales = gate_up_scales_.as<uint8_t>();
+    gate_up.a = x_quantized_.as<void>();
+    gate_up.a_rows = source_rows_.as<int32_t>();
+    gate_up.pair_offsets = pair_offsets_.as<int32_t>();
+    gate_up.tile_offsets = tile_offsets_.as<int32_t>();
+    gate_up.experts = static_cast<int>(E);
+    gate_up.n = static_cast<int>(2 * I);
+    gate_up.k = static_cast<int>(H);
+    gate_up.max_tiles = max_tiles;
+    gate_up.bias = gate_up_bias_.as<float>();
+    gate_up.a_scale = scales;
+    gate_up.out = intermediate_.as<float>();
+    gate_up.gate_up = true;
+    gate_up.alpha = swiglu_.alpha;
+    gate_up.limit = swiglu_.limit;
+    fp8 ? launch_gemm_fp8(gate_up, tile, stream_) : launch_gemm_bf16(gate_up, tile, stream_);
+
+    if (fp8) launch_abs_max(intermediate_.as<float>(), P * I, amax + 1, stream_);
+    launch_quantize(scheme_, intermediate_.as<float>(), P, I, amax + 1, y_quantized_.as<void>(), scales + 1, stream_);
+
+    GemmProblem down = gate_up;
+    down.weights = down_words_.as<uint32_t>();
+    down.scales = down_scales_.as<uint8_t>();
+    down.a = y_quantized_.as<void>();
+    down.a_rows = nullptr;
+    down.n = static_cast<int>(H);
+    down.k = static_cast<int>(I);
+    down.bias = down_bias_.as<float>();
+    down.a_scale = scales + 1;
+    down.out = pair_out_.as<float>();
+    down.gate_up = false;
+    fp8 ? launch_gemm_fp8(down, tile, stream_) : launch_gemm_bf16(down, tile, stream_);
+
+    launch_combine(pair_out_.as<float>(), position_.as<int32_t>(), expert_weights_.as<float>(), tokens,
+                   static_cast<int>(H), static_cast<int>(k), out, stream_);
+  }
+
+  MoeShape shape_;
+  SwigluParams swiglu_;
+  Scheme scheme_;
+  int device_;
+  cudaStream_t stream_ = nullptr;
+  bool poison_ = false;
+  std::mutex mutex_;
+  DeviceBuffer gate_up_words_, gate_up_scales_, down_words_, down_scales_;
+  DeviceBuffer gate_up_bias_, down_bias_, router_weight_, router_bias_;
+  DeviceBuffer input_, output_, expert_ids_, expert_weights_, counts_, pair_offsets_, tile_offsets_, source_rows_,
+      position_, amax_, tensor_scales_, x_quantized_, intermediate_, y_quantized_, pair_out_;
+};
+
+}  // namespace
+
+std::unique_ptr<CudaMoe> make_cuda_moe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan) {
+  return std::make_unique<CudaMoeImpl>(std::move(layer), plan);
+}
+
+}  // namespace mxmoe::cuda

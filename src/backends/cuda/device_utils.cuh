@@ -1,0 +1,90 @@
+// Small device helpers: tensor-core instructions, async copies, decoders.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace mxmoe::cuda {
+
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, zero-filled when `valid` is false.
+__device__ __forceinline__ void cp_async_16(void* smem, const void* global, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(smem)), "l"(global),
+               "r"(valid ? 16 : 0));
+}
+
+__device__ __forceinline__ void cp_async_8(void* smem, const void* global, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smem_address(smem)), "l"(global),
+               "r"(valid ? 8 : 0));
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(smem)));
+}
+
+__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// FP8 E4M3 tensor cores exist from sm_89 (Ada) on; the host never launches FP8 kernels on older GPUs.
+__device__ __forceinline__ void mma_e4m3_16832(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) { return *reinterpret_cast<uint32_t*>(&v); }
+__device__ __forceinline__ __nv_bfloat162 bits_bf16x2(uint32_t v) { return *reinterpret_cast<__nv_bfloat162*>(&v); }
+
+// Two E2M1 codes (bits 0-3 and 16-19 of v) -> bf16x2 of their values times `scale2`.
+// The codes' bits placed in a bf16's exponent and top mantissa bit read as value * 2^-126 (code 1,
+// 0.5, lands on the subnormal 2^-127): multiplying by 2^126 gives the value exactly, and by the
+// block scale (a power of two) keeps it exact.
+__device__ __forceinline__ uint32_t decode_bf16x2(uint32_t v, __nv_bfloat162 scale2) {
+  const uint32_t bits = ((v & 0x00070007u) << 6) | ((v & 0x00080008u) << 12);
+  const __nv_bfloat162 two126 = bits_bf16x2(0x7E807E80u);
+  return bf16x2_bits(__hmul2(__hmul2(bits_bf16x2(bits), two126), scale2));
+}
+
+// Four E2M1 codes (bits 0-3 of each byte) -> four FP8 E4M3 bytes of their values times 2^-6 (code
+// 1 lands on the E4M3 subnormal 2^-7); the caller folds 2^6 into the block scale.
+__device__ __forceinline__ uint32_t decode_e4m3x4(uint32_t v) {
+  return ((v & 0x07070707u) << 2) | ((v & 0x08080808u) << 4);
+}
+
+// E8M0 code -> 2^(code - 127) as float; 0 is the subnormal 2^-127.
+__device__ __forceinline__ float e8m0_float(uint32_t code) {
+  return __uint_as_float(code == 0 ? 0x00400000u : code << 23);
+}
+
+// E8M0 code -> bf16x2 of 2^(code - 127) in both halves.
+__device__ __forceinline__ __nv_bfloat162 e8m0_bf16x2(uint32_t code) {
+  const uint32_t half = code == 0 ? 0x0040u : code << 7;
+  return bits_bf16x2(half | (half << 16));
+}
+
+}  // namespace mxmoe::cuda

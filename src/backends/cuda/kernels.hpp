@@ -1,0 +1,65 @@
+// Host-side launchers of the CUDA backend's kernels. All take a stream and check their launch.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "mxmoe/scheme.hpp"
+
+namespace mxmoe::cuda {
+
+// logits = x W^T + b in fp32, the k largest (equal logits: lower expert first), softmax over them.
+// Also counts the (token, slot) pairs per expert into `counts` (zeroed by the caller).
+void launch_router(const float* x, const float* router_weight, const float* router_bias, int tokens, int hidden,
+                   int experts, int top_k, int32_t* expert_ids, float* expert_weights, int32_t* counts,
+                   cudaStream_t stream);
+
+// Pairs sorted by expert, stable in token order: pair_offsets [E+1], tile_offsets [E+1] (tiles of
+// `tile_rows` pairs), source_rows[q] = token of sorted pair q, position[p] = sorted index of pair p.
+void launch_sort_pairs(const int32_t* expert_ids, const int32_t* counts, int pairs, int experts, int top_k, int tile_rows,
+                       int32_t* pair_offsets, int32_t* tile_offsets, int32_t* source_rows, int32_t* position,
+                       cudaStream_t stream);
+
+// Largest magnitude of `n` floats, as float bits, max-combined into *amax_bits (zeroed first).
+void launch_abs_max(const float* x, int64_t n, uint32_t* amax_bits, cudaStream_t stream);
+
+// The scheme's activation quantization of a [rows, cols] fp32 tensor into the GEMM input format:
+// bf16 for w4a16 and w4a4 (MXFP4 values are exact in bf16), FP8 E4M3 codes for w4a8 with the scale
+// amax / 448 from *amax_bits, which is also written to *tensor_scale (1 for the other schemes).
+void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, const uint32_t* amax_bits, void* out,
+                     float* tensor_scale, cudaStream_t stream);
+
+struct GemmProblem {
+  const uint32_t* weights = nullptr;  // packed (layout.hpp) [E][N/8][K/32][32]
+  const uint8_t* scales = nullptr;    // [E][N/8][K/32][8]
+  const void* a = nullptr;            // [rows][K], bf16 or FP8 codes
+  const int32_t* a_rows = nullptr;    // source row per sorted pair; null: the pair itself
+  const int32_t* pair_offsets = nullptr;
+  const int32_t* tile_offsets = nullptr;
+  int experts = 0, n = 0, k = 0;
+  int max_tiles = 0;                  // launch bound on the tiles of all experts
+  const float* bias = nullptr;        // [E][N]
+  const float* a_scale = nullptr;     // device scalar multiplying the products
+  float* out = nullptr;               // gate_up: [pairs][N/2] SwiGLU units; down: [pairs][N]
+  bool gate_up = false;
+  float alpha = 1.702f, limit = 7.0f;
+};
+
+enum class GemmTile { small, medium, large };
+// Rows of the tile the GEMM uses for a batch averaging `rows_per_expert` pairs per active expert.
+GemmTile choose_gemm_tile(double rows_per_expert, bool fp8);
+int gemm_tile_rows(GemmTile tile, bool fp8);
+
+void launch_gemm_bf16(const GemmProblem& p, GemmTile tile, cudaStream_t stream);
+void launch_gemm_fp8(const GemmProblem& p, GemmTile tile, cudaStream_t stream);
+
+// out[t] = sum_j weights[t*k + j] * pair_out[position[t*k + j]], j in order.
+void launch_combine(const float* pair_out, const int32_t* position, const float* weights, int tokens, int hidden,
+                    int top_k, float* out, cudaStream_t stream);
+
+// Test hook: decodes all 256 packed bytes (two codes each) through both GEMM decoders on the
+// device; out receives 512 floats per path (bf16 path first), code order low nibble first.
+void decode_all_codes_for_test(float* host_out);
+
+}  // namespace mxmoe::cuda

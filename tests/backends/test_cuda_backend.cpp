@@ -1,0 +1,214 @@
+// The CUDA backend against the float64 reference. GPU tests skip (saying so) on machines without a
+// GPU; scripts/gpu-check runs them on one.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "backends/backend_check.hpp"
+#include "mxmoe/format.hpp"
+#include "mxmoe/oracle.hpp"
+
+#ifdef MXMOE_WITH_CUDA
+#include "backends/cuda/cuda_moe.hpp"
+#include "backends/cuda/kernels.hpp"
+#endif
+
+namespace mxmoe {
+namespace {
+
+bool have_gpu() { return !detect_cuda_devices().empty(); }
+
+#define REQUIRE_GPU() \
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU on this machine (scripts/gpu-check runs these on one)"
+
+TEST(CudaBackend, IsRefusedClearlyWhereItCannotRun) {
+  const MoeLayer& layer = test::shared_layer({128, 96, 8, 2});
+  try {
+    MoeRunner runner(layer, Scheme::w4a16, DeviceSpec::detect_cpu(), {.backend = "cuda"});
+    FAIL() << "cuda accepted on a CPU device";
+  } catch (const OracleError& e) {
+    EXPECT_NE(std::string(e.what()).find("backend 'cuda' (forced by --backend) cannot run on cpu"), std::string::npos)
+        << e.what();
+  }
+  const Problem p{Scheme::w4a8, 32, 4, 2880, 2880, 0, true};
+  const Decision sm80 = select_backend(DeviceSpec::parse("sm_80"), p);
+  EXPECT_NE(sm80.chosen, "cuda");
+  EXPECT_NE(sm80.verdict("cuda")->reason.find("needs sm_89"), std::string::npos) << sm80.verdict("cuda")->reason;
+  EXPECT_EQ(select_backend(DeviceSpec::parse("sm_75"), {Scheme::w4a16, 32, 4, 2880, 2880, 0, true}).verdict("cuda")->status,
+            VerdictStatus::rejected);
+}
+
+TEST(CudaBackend, IsPlannedForEveryGpuFromSm80) {
+  const auto& registry = backend_registry();
+  const auto cuda = std::find_if(registry.begin(), registry.end(), [](const auto& b) { return b.name == "cuda"; });
+  ASSERT_NE(cuda, registry.end());
+  for (const char* device : {"sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120"}) {
+    for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
+      const Decision d = select_backend(DeviceSpec::parse(device), {scheme, 32, 4, 2880, 2880, 0, true});
+      const bool fp8_too_old = scheme == Scheme::w4a8 && (std::string(device) == "sm_80" || std::string(device) == "sm_86");
+      if (cuda->built && !fp8_too_old) {
+        EXPECT_EQ(d.chosen, "cuda") << device << " " << scheme_name(scheme);
+        EXPECT_TRUE(d.padding.is_identity()) << "2880 runs unpadded";
+      } else {
+        EXPECT_NE(d.chosen, "cuda") << device << " " << scheme_name(scheme);
+      }
+    }
+  }
+}
+
+#ifdef MXMOE_WITH_CUDA
+
+TEST(CudaKernels, WeightDecodersGiveExactE2m1Values) {
+  REQUIRE_GPU();
+  std::vector<float> decoded(1024);
+  cuda::decode_all_codes_for_test(decoded.data());
+  for (int byte = 0; byte < 256; ++byte) {
+    for (int half = 0; half < 2; ++half) {
+      const float expected = e2m1_to_float(static_cast<uint8_t>(half ? byte >> 4 : byte & 0xF));
+      EXPECT_EQ(decoded[2 * byte + half], expected) << "bf16 path, byte " << byte;
+      EXPECT_EQ(decoded[512 + 2 * byte + half], expected) << "fp8 path, byte " << byte;
+    }
+  }
+}
+
+struct Case {
+  MoeShape shape;
+  int tokens;
+  Scheme scheme;
+};
+
+// Reference cost grows with tokens; beyond this many, a sample of tokens is checked (with the
+// batch's own w4a8 scales, which depend on every token).
+constexpr int kFullReferenceTokens = 1000;
+constexpr int kSampledTokens = 192;
+
+class CudaBackendMatchesReference : public ::testing::TestWithParam<Case> {};
+
+TEST_P(CudaBackendMatchesReference, WithinTheSchemeBound) {
+  REQUIRE_GPU();
+  const Case c = GetParam();
+  const DeviceSpec gpu = DeviceSpec::detect();
+  if (c.scheme == Scheme::w4a8 && gpu.sm < 89) GTEST_SKIP() << "w4a8 needs sm_89; this GPU is " << gpu.id();
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("input seed " + std::to_string(seed));
+  const MoeLayer& layer = test::shared_layer(c.shape);
+  MoeRunner runner(layer, c.scheme, gpu, {.backend = "cuda"});
+  ASSERT_EQ(runner.decision().chosen, "cuda");
+  const auto x = random_hidden(c.tokens, c.shape.hidden, seed, HiddenDistribution::heavy);
+  const MoeOutput got = runner.forward(x, c.tokens);
+  ASSERT_TRUE(test::all_finite(got.output));
+
+  // Routing: the GPU's fp32 router agrees with the float64 one except on near-tied logits.
+  const Routing expected_routing = route(layer, x, c.tokens);
+  const int k = c.shape.top_k;
+  int same_sets = 0;
+  for (int t = 0; t < c.tokens; ++t) {
+    const std::set<int> a(got.routing.expert_ids.begin() + t * k, got.routing.expert_ids.begin() + (t + 1) * k);
+    const std::set<int> b(expected_routing.expert_ids.begin() + t * k, expected_routing.expert_ids.begin() + (t + 1) * k);
+    same_sets += a == b;
+    if (a == b) {
+      for (int j = 0; j < k; ++j) {
+        EXPECT_NEAR(got.routing.weights[t * k + j], expected_routing.weights[t * k + j], 2e-5) << "token " << t;
+      }
+    }
+  }
+  EXPECT_GE(same_sets, c.tokens - std::max(1, c.tokens / 200)) << "routing agrees on " << same_sets << " of " << c.tokens;
+
+  // Expert math on the GPU's own routing.
+  std::vector<int> sample;
+  if (c.tokens <= kFullReferenceTokens) {
+    for (int t = 0; t < c.tokens; ++t) sample.push_back(t);
+  } else {
+    for (int i = 0; i < kSampledTokens; ++i) sample.push_back(static_cast<int>((static_cast<int64_t>(i) * 7919) % c.tokens));
+  }
+  std::vector<float> xs, got_rows;
+  Routing rs{static_cast<int>(sample.size()), k, {}, {}};
+  for (int t : sample) {
+    xs.insert(xs.end(), x.begin() + static_cast<int64_t>(t) * c.shape.hidden, x.begin() + static_cast<int64_t>(t + 1) * c.shape.hidden);
+    got_rows.insert(got_rows.end(), got.output.begin() + static_cast<int64_t>(t) * c.shape.hidden,
+                    got.output.begin() + static_cast<int64_t>(t + 1) * c.shape.hidden);
+    rs.expert_ids.insert(rs.expert_ids.end(), got.routing.expert_ids.begin() + t * k, got.routing.expert_ids.begin() + (t + 1) * k);
+    rs.weights.insert(rs.weights.end(), got.routing.weights.begin() + t * k, got.routing.weights.begin() + (t + 1) * k);
+  }
+  const bool sampled = sample.size() < static_cast<size_t>(c.tokens);
+  const MoeOutput expected = reference_forward(layer, xs, rs.tokens, c.scheme,
+                                               {.routing = &rs, .scales = sampled ? &got.scales : nullptr});
+  if (!sampled) {
+    EXPECT_FLOAT_EQ(got.scales.hidden, expected.scales.hidden);
+    EXPECT_NEAR(got.scales.intermediate, expected.scales.intermediate, 1e-5 * expected.scales.intermediate);
+  }
+  EXPECT_LE(test::relative_l2(got_rows, expected.output), test::error_bound(c.scheme))
+      << c.shape.to_string() << " T=" << c.tokens << (sampled ? " (sampled)" : "");
+}
+
+std::vector<Case> cases() {
+  std::vector<Case> all;
+  const MoeShape shapes[] = {{128, 96, 8, 2}, {96, 64, 4, 2}, {2880, 2880, 32, 4}, {2880, 2880, 128, 4}};
+  for (const auto& shape : shapes) {
+    for (int tokens : {1, 3, 64, 1000, 8192}) {
+      for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) all.push_back({shape, tokens, scheme});
+    }
+  }
+  return all;
+}
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  const Case& c = info.param;
+  return "H" + std::to_string(c.shape.hidden) + "_I" + std::to_string(c.shape.intermediate) + "_E" +
+         std::to_string(c.shape.experts) + "_T" + std::to_string(c.tokens) + "_" + std::string(scheme_name(c.scheme));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaBackendMatchesReference, ::testing::ValuesIn(cases()), case_name);
+
+// Every output element and every intermediate is written: with all buffers filled with NaN before
+// the run, none survives into the output.
+TEST(CudaBackend, WritesEveryOutputWithPoisonedBuffers) {
+  REQUIRE_GPU();
+  const DeviceSpec gpu = DeviceSpec::detect();
+  const MoeLayer& layer = test::shared_layer({96, 64, 4, 2});
+  for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
+    if (scheme == Scheme::w4a8 && gpu.sm < 89) continue;
+    ExecutionPlan plan{"cuda", scheme, gpu, PaddingPlan::for_alignment(96, 64, 32, 32), 0};
+    auto prepared = cuda::make_cuda_moe(std::make_shared<const MoeLayer>(layer), plan);
+    prepared->poison_buffers_for_test(true);
+    for (int tokens : {1, 5, 37}) {
+      const auto x = random_hidden(tokens, 96, static_cast<uint64_t>(tokens));
+      const MoeOutput out = prepared->forward(x, tokens);
+      EXPECT_TRUE(test::all_finite(out.output)) << scheme_name(scheme) << " T=" << tokens;
+      const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &out.routing});
+      EXPECT_LE(test::relative_l2(out.output, expected.output), test::error_bound(scheme));
+    }
+  }
+}
+
+// Small enough for compute-sanitizer's memcheck and racecheck (scripts/gpu-check).
+TEST(CudaSanitizer, SmallBatchAllSchemes) {
+  REQUIRE_GPU();
+  const DeviceSpec gpu = DeviceSpec::detect();
+  const MoeLayer& layer = test::shared_layer({128, 96, 8, 2});
+  for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
+    if (scheme == Scheme::w4a8 && gpu.sm < 89) continue;
+    MoeRunner runner(layer, scheme, gpu, {.backend = "cuda"});
+    for (int tokens : {2, 40, 130}) {  // small, medium and large GEMM tiles
+      const auto x = random_hidden(tokens, 128, 11);
+      const MoeOutput out = runner.forward(x, tokens);
+      const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &out.routing});
+      EXPECT_LE(test::relative_l2(out.output, expected.output), test::error_bound(scheme));
+    }
+  }
+}
+
+TEST(CudaBackend, RejectsNonFiniteInputs) {
+  REQUIRE_GPU();
+  const MoeLayer& layer = test::shared_layer({128, 96, 8, 2});
+  MoeRunner runner(layer, Scheme::w4a16, DeviceSpec::detect(), {.backend = "cuda"});
+  auto x = random_hidden(3, 128, 1);
+  x[77] = std::numeric_limits<float>::infinity();
+  EXPECT_THROW(runner.forward(x, 3), std::domain_error);
+  EXPECT_TRUE(runner.forward({}, 0).output.empty());
+}
+
+#endif  // MXMOE_WITH_CUDA
+
+}  // namespace
+}  // namespace mxmoe
