@@ -33,15 +33,18 @@ __device__ __forceinline__ float fp8_scale_from(const uint32_t* amax_bits) {
   return amax > 0.0f ? amax / 448.0f : 1.0f;  // IEEE division, as on the host
 }
 
-__global__ void quantize_bf16_kernel(const float* x, int64_t n, uint16_t* out) {
+__global__ void quantize_bf16_kernel(const float* x, int64_t n, uint16_t* out, float* tensor_scale) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = 1.0f;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     out[i] = codec::bf16_bits(x[i]);
   }
 }
 
-__global__ void quantize_fp8_kernel(const float* x, int64_t n, const uint32_t* amax_bits, uint8_t* out) {
+__global__ void quantize_fp8_kernel(const float* x, int64_t n, const uint32_t* amax_bits, uint8_t* out,
+                                    float* tensor_scale) {
   const float scale = fp8_scale_from(amax_bits);
+  if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = scale;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     out[i] = codec::fp8_e4m3_code(x[i] / scale);
@@ -50,7 +53,8 @@ __global__ void quantize_fp8_kernel(const float* x, int64_t n, const uint32_t* a
 
 // One warp per 32-value block along rows: the OCP MX rule, then the dequantized values as bf16
 // (exact: an E2M1 value times a power of two).
-__global__ void quantize_mxfp4_kernel(const float* x, int64_t blocks, uint16_t* out) {
+__global__ void quantize_mxfp4_kernel(const float* x, int64_t blocks, uint16_t* out, float* tensor_scale) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = 1.0f;
   const int lane = threadIdx.x % 32;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
   for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32; b < blocks; b += warps) {
@@ -62,10 +66,6 @@ __global__ void quantize_mxfp4_kernel(const float* x, int64_t blocks, uint16_t* 
     const uint8_t code = codec::e2m1_code(v * codec::pow2(-shared));
     out[b * 32 + lane] = codec::bf16_bits(codec::e2m1_value(code) * codec::mx_scale_value(shared));
   }
-}
-
-__global__ void store_scale_kernel(const uint32_t* amax_bits, bool fp8, float* tensor_scale) {
-  *tensor_scale = fp8 ? fp8_scale_from(amax_bits) : 1.0f;
 }
 
 __global__ void combine_kernel(const float* pair_out, const int32_t* position, const float* weights, int hidden,
@@ -103,21 +103,20 @@ void launch_abs_max(const float* x, int64_t n, uint32_t* amax_bits, cudaStream_t
 void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, const uint32_t* amax_bits, void* out,
                      float* tensor_scale, cudaStream_t stream) {
   const int64_t n = rows * cols;
-  store_scale_kernel<<<1, 1, 0, stream>>>(amax_bits, scheme == Scheme::w4a8, tensor_scale);
-  MXMOE_CUDA_CHECK_LAUNCH("store_scale_kernel");
-  if (n == 0) return;
   switch (scheme) {
     case Scheme::w4a16:
-      quantize_bf16_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n, static_cast<uint16_t*>(out));
+      quantize_bf16_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n, static_cast<uint16_t*>(out), tensor_scale);
       MXMOE_CUDA_CHECK_LAUNCH("quantize_bf16_kernel");
       return;
     case Scheme::w4a8:
-      quantize_fp8_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n, amax_bits, static_cast<uint8_t*>(out));
+      quantize_fp8_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n, amax_bits, static_cast<uint8_t*>(out),
+                                                                    tensor_scale);
       MXMOE_CUDA_CHECK_LAUNCH("quantize_fp8_kernel");
       return;
     case Scheme::w4a4:
       if (cols % 32) throw CudaError("w4a4 quantization needs a multiple of 32 columns");
-      quantize_mxfp4_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n / 32, static_cast<uint16_t*>(out));
+      quantize_mxfp4_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n / 32, static_cast<uint16_t*>(out),
+                                                                      tensor_scale);
       MXMOE_CUDA_CHECK_LAUNCH("quantize_mxfp4_kernel");
       return;
     case Scheme::w4a32:

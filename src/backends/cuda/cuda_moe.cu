@@ -133,6 +133,7 @@ class CudaMoeImpl final : public CudaMoe {
     const int tile_rows = gemm_tile_rows(tile, fp8);
     const int max_tiles = static_cast<int>((P + tile_rows - 1) / tile_rows + active_bound);
 
+    logits_.reserve(T * E * sizeof(float));
     expert_ids_.reserve(P * sizeof(int32_t));
     expert_weights_.reserve(P * sizeof(float));
     counts_.reserve(E * sizeof(int32_t));
@@ -148,7 +149,7 @@ class CudaMoeImpl final : public CudaMoe {
     pair_out_.reserve(P * H * sizeof(float));
 
     if (poison_) {
-      for (DeviceBuffer* b : {&expert_ids_, &expert_weights_, &pair_offsets_, &tile_offsets_, &source_rows_, &position_,
+      for (DeviceBuffer* b : {&logits_, &expert_ids_, &expert_weights_, &pair_offsets_, &tile_offsets_, &source_rows_, &position_,
                               &tensor_scales_, &x_quantized_, &intermediate_, &y_quantized_, &pair_out_}) {
         MXMOE_CUDA_CHECK(cudaMemsetAsync(b->as<void>(), 0xFF, b->bytes(), stream_));
       }
@@ -157,7 +158,8 @@ class CudaMoeImpl final : public CudaMoe {
     MXMOE_CUDA_CHECK(cudaMemsetAsync(counts_.as<void>(), 0, E * sizeof(int32_t), stream_));
     MXMOE_CUDA_CHECK(cudaMemsetAsync(amax_.as<void>(), 0, 2 * sizeof(uint32_t), stream_));
     launch_router(x, router_weight_.as<float>(), router_bias_.as<float>(), tokens, static_cast<int>(H),
-                  static_cast<int>(E), static_cast<int>(k), expert_ids_.as<int32_t>(), expert_weights_.as<float>(),
+                  static_cast<int>(E), static_cast<int>(k), logits_.as<float>(), expert_ids_.as<int32_t>(),
+                  expert_weights_.as<float>(),
                   counts_.as<int32_t>(), stream_);
     launch_sort_pairs(expert_ids_.as<int32_t>(), counts_.as<int32_t>(), static_cast<int>(P), static_cast<int>(E),
                       static_cast<int>(k), tile_rows, pair_offsets_.as<int32_t>(), tile_offsets_.as<int32_t>(),
@@ -216,7 +218,7 @@ class CudaMoeImpl final : public CudaMoe {
   std::mutex mutex_;
   DeviceBuffer gate_up_words_, gate_up_scales_, down_words_, down_scales_;
   DeviceBuffer gate_up_bias_, down_bias_, router_weight_, router_bias_;
-  DeviceBuffer input_, output_, expert_ids_, expert_weights_, counts_, pair_offsets_, tile_offsets_, source_rows_,
+  DeviceBuffer input_, output_, logits_, expert_ids_, expert_weights_, counts_, pair_offsets_, tile_offsets_, source_rows_,
       position_, amax_, tensor_scales_, x_quantized_, intermediate_, y_quantized_, pair_out_;
 };
 

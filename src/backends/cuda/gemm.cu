@@ -83,14 +83,28 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(GemmProblem p) {
   const uint32_t* w_base = p.weights + (static_cast<int64_t>(expert) * groups + n0 / 8) * kblocks * 32;
   const uint8_t* s_base = p.scales + (static_cast<int64_t>(expert) * groups + n0 / 8) * kblocks * 8;
 
+  // The A rows this thread copies, looked up once: a lookup per stage would put a dependent global
+  // load in front of every stage's copies.
+  constexpr int kAChunksPerThread = (C::BM * C::a_chunks + kThreads - 1) / kThreads;
+  const unsigned char* a_src[kAChunksPerThread];
+#pragma unroll
+  for (int j = 0; j < kAChunksPerThread; ++j) {
+    const int i = threadIdx.x + j * kThreads;
+    const int r = i / C::a_chunks, c = i % C::a_chunks;
+    const bool valid = i < C::BM * C::a_chunks && r < rows;
+    const int64_t src_row = valid ? (p.a_rows ? p.a_rows[row0 + r] : row0 + r) : -1;
+    a_src[j] = src_row < 0 ? nullptr : a_base + src_row * p.k * C::a_elem + c * 16;
+  }
+
   auto load_stage = [&](int stage, int kb) {
     unsigned char* s = smem + stage * C::stage_bytes;
-    for (int i = threadIdx.x; i < C::BM * C::a_chunks; i += kThreads) {
+#pragma unroll
+    for (int j = 0; j < kAChunksPerThread; ++j) {
+      const int i = threadIdx.x + j * kThreads;
+      if (i >= C::BM * C::a_chunks) break;
       const int r = i / C::a_chunks, c = i % C::a_chunks;
-      const bool valid = r < rows;
-      const int64_t src_row = valid ? (p.a_rows ? p.a_rows[row0 + r] : row0 + r) : 0;
-      const unsigned char* src = a_base + (src_row * p.k + kb * 32) * C::a_elem + c * 16;
-      cp_async_16(s + a_chunk_offset<C>(r, c), src, valid);
+      const bool valid = a_src[j] != nullptr;
+      cp_async_16(s + a_chunk_offset<C>(r, c), valid ? a_src[j] + kb * 32 * C::a_elem : a_base, valid);
     }
     unsigned char* sb = s + C::a_bytes;
     // Weight groups past N (the last tile of an N that is not a multiple of BN) are zero-filled.

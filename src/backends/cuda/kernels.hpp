@@ -9,10 +9,11 @@
 
 namespace mxmoe::cuda {
 
-// logits = x W^T + b in fp32, the k largest (equal logits: lower expert first), softmax over them.
-// Also counts the (token, slot) pairs per expert into `counts` (zeroed by the caller).
+// logits = x W^T + b in fp32 (into `logits`, [T][E] scratch), the k largest (equal logits: lower
+// expert first), softmax over them. Also counts the (token, slot) pairs per expert into `counts`
+// (zeroed by the caller).
 void launch_router(const float* x, const float* router_weight, const float* router_bias, int tokens, int hidden,
-                   int experts, int top_k, int32_t* expert_ids, float* expert_weights, int32_t* counts,
+                   int experts, int top_k, float* logits, int32_t* expert_ids, float* expert_weights, int32_t* counts,
                    cudaStream_t stream);
 
 // Pairs sorted by expert, stable in token order: pair_offsets [E+1], tile_offsets [E+1] (tiles of
