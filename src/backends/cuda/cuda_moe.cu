@@ -48,6 +48,7 @@ class CudaMoeImpl final : public CudaMoe {
     DeviceScope scope(device_);
     cudaDeviceProp prop{};
     MXMOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+    sm_count_ = prop.multiProcessorCount;
     const int sm = prop.major * 10 + prop.minor;
     const int needed = scheme_ == Scheme::w4a8 ? 89 : 80;
     if (sm < needed) {
@@ -147,10 +148,19 @@ class CudaMoeImpl final : public CudaMoe {
     intermediate_.reserve(P * I * sizeof(float));
     y_quantized_.reserve(P * I * activation_bytes);
     pair_out_.reserve(P * H * sizeof(float));
+    // Split-K for decode-sized batches: enough CTAs to keep every SM streaming weights.
+    const int target_ctas = 8 * sm_count_;
+    const int gate_up_splits = choose_splits(tile, static_cast<int>(2 * I), static_cast<int>(H),
+                                             static_cast<int>(active_bound), target_ctas);
+    const int down_splits = choose_splits(tile, static_cast<int>(H), static_cast<int>(I), static_cast<int>(active_bound),
+                                          target_ctas);
+    if (gate_up_splits > 1 || down_splits > 1) {
+      partial_.reserve(static_cast<size_t>(std::max(gate_up_splits * 2 * I, down_splits * H) * P) * sizeof(float));
+    }
 
     if (poison_) {
       for (DeviceBuffer* b : {&logits_, &expert_ids_, &expert_weights_, &pair_offsets_, &tile_offsets_, &source_rows_, &position_,
-                              &tensor_scales_, &x_quantized_, &intermediate_, &y_quantized_, &pair_out_}) {
+                              &tensor_scales_, &x_quantized_, &intermediate_, &y_quantized_, &pair_out_, &partial_}) {
         MXMOE_CUDA_CHECK(cudaMemsetAsync(b->as<void>(), 0xFF, b->bytes(), stream_));
       }
       MXMOE_CUDA_CHECK(cudaMemsetAsync(out, 0xFF, T * H * sizeof(float), stream_));
@@ -187,6 +197,9 @@ class CudaMoeImpl final : public CudaMoe {
     gate_up.gate_up = true;
     gate_up.alpha = swiglu_.alpha;
     gate_up.limit = swiglu_.limit;
+    gate_up.splits = gate_up_splits;
+    gate_up.partial = partial_.as<float>();
+    gate_up.pairs = static_cast<int>(P);
     fp8 ? launch_gemm_fp8(gate_up, tile, stream_) : launch_gemm_bf16(gate_up, tile, stream_);
 
     if (fp8) launch_abs_max(intermediate_.as<float>(), P * I, amax + 1, stream_);
@@ -203,6 +216,7 @@ class CudaMoeImpl final : public CudaMoe {
     down.a_scale = scales + 1;
     down.out = pair_out_.as<float>();
     down.gate_up = false;
+    down.splits = down_splits;
     fp8 ? launch_gemm_fp8(down, tile, stream_) : launch_gemm_bf16(down, tile, stream_);
 
     launch_combine(pair_out_.as<float>(), position_.as<int32_t>(), expert_weights_.as<float>(), tokens,
@@ -213,13 +227,14 @@ class CudaMoeImpl final : public CudaMoe {
   SwigluParams swiglu_;
   Scheme scheme_;
   int device_;
+  int sm_count_ = 1;
   cudaStream_t stream_ = nullptr;
   bool poison_ = false;
   std::mutex mutex_;
   DeviceBuffer gate_up_words_, gate_up_scales_, down_words_, down_scales_;
   DeviceBuffer gate_up_bias_, down_bias_, router_weight_, router_bias_;
   DeviceBuffer input_, output_, logits_, expert_ids_, expert_weights_, counts_, pair_offsets_, tile_offsets_, source_rows_,
-      position_, amax_, tensor_scales_, x_quantized_, intermediate_, y_quantized_, pair_out_;
+      position_, amax_, tensor_scales_, x_quantized_, intermediate_, y_quantized_, pair_out_, partial_;
 };
 
 }  // namespace

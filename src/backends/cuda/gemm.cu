@@ -10,6 +10,8 @@
 // thread's two accumulator columns are exactly a (gate, linear) pair) or a plain store (down).
 #include <cuda_bf16.h>
 
+#include <algorithm>
+
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
 #include "backends/cuda/kernels.hpp"
@@ -73,15 +75,19 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(GemmProblem p) {
   const int row0 = p.pair_offsets[expert] + (tile - p.tile_offsets[expert]) * C::BM;
   const int rows = min(C::BM, p.pair_offsets[expert + 1] - row0);
   const int n0 = blockIdx.x * C::BN;
-  const int kblocks = p.k / 32;
+  const int kblocks_all = p.k / 32;
+  const int slice = (kblocks_all + p.splits - 1) / p.splits;
+  const int kb_begin = blockIdx.z * slice;
+  const int kblocks = min(kblocks_all, kb_begin + slice) - kb_begin;  // this CTA's k blocks
+  if (kblocks <= 0 && p.splits == 1) return;
   const int groups = p.n / 8;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int warp_m = warp / C::warps_n, warp_n = warp % C::warps_n;
 
   const unsigned char* a_base = static_cast<const unsigned char*>(p.a);
-  const uint32_t* w_base = p.weights + (static_cast<int64_t>(expert) * groups + n0 / 8) * kblocks * 32;
-  const uint8_t* s_base = p.scales + (static_cast<int64_t>(expert) * groups + n0 / 8) * kblocks * 8;
+  const uint32_t* w_base = p.weights + (static_cast<int64_t>(expert) * groups + n0 / 8) * kblocks_all * 32;
+  const uint8_t* s_base = p.scales + (static_cast<int64_t>(expert) * groups + n0 / 8) * kblocks_all * 8;
 
   // The A rows this thread copies, looked up once: a lookup per stage would put a dependent global
   // load in front of every stage's copies.
@@ -104,19 +110,20 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(GemmProblem p) {
       if (i >= C::BM * C::a_chunks) break;
       const int r = i / C::a_chunks, c = i % C::a_chunks;
       const bool valid = a_src[j] != nullptr;
-      cp_async_16(s + a_chunk_offset<C>(r, c), valid ? a_src[j] + kb * 32 * C::a_elem : a_base, valid);
+      cp_async_16(s + a_chunk_offset<C>(r, c), valid ? a_src[j] + (kb_begin + kb) * 32 * C::a_elem : a_base, valid);
     }
     unsigned char* sb = s + C::a_bytes;
     // Weight groups past N (the last tile of an N that is not a multiple of BN) are zero-filled.
     for (int i = threadIdx.x; i < C::BN; i += kThreads) {  // BN/8 groups x 8 chunks of 16 bytes
       const int g = i / 8, c = i % 8;
       const bool valid = n0 + 8 * g < p.n;
-      cp_async_16(sb + i * 16, w_base + (valid ? (static_cast<int64_t>(g) * kblocks + kb) * 32 + c * 4 : 0), valid);
+      cp_async_16(sb + i * 16, w_base + (valid ? (static_cast<int64_t>(g) * kblocks_all + kb_begin + kb) * 32 + c * 4 : 0),
+                  valid);
     }
     unsigned char* ss = sb + C::b_bytes;
     for (int g = threadIdx.x; g < C::BN / 8; g += kThreads) {
       const bool valid = n0 + 8 * g < p.n;
-      cp_async_8(ss + g * 8, s_base + (valid ? (static_cast<int64_t>(g) * kblocks + kb) * 8 : 0), valid);
+      cp_async_8(ss + g * 8, s_base + (valid ? (static_cast<int64_t>(g) * kblocks_all + kb_begin + kb) * 8 : 0), valid);
     }
   };
 
@@ -203,6 +210,25 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(GemmProblem p) {
 
   // Epilogue. Accumulator element (i) of tile (mt, nt): row 16mt + lane/4 (+8 for i >= 2),
   // column 8nt + 2(lane%4) (+1 for odd i).
+  if (p.splits > 1) {  // raw partial sums; splitk_epilogue_kernel finishes
+    float* partial = p.partial + static_cast<int64_t>(blockIdx.z) * p.pairs * p.n;
+#pragma unroll
+    for (int mt = 0; mt < C::MT; ++mt) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int r = warp_m * C::WM + mt * 16 + lane / 4 + half * 8;
+        if (r >= rows) continue;
+#pragma unroll
+        for (int nt = 0; nt < C::NT; ++nt) {
+          const int n = n0 + warp_n * C::WN + nt * 8 + 2 * (lane % 4);
+          if (n >= p.n) continue;
+          *reinterpret_cast<float2*>(partial + static_cast<int64_t>(row0 + r) * p.n + n) =
+              make_float2(acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]);
+        }
+      }
+    }
+    return;
+  }
   const float a_scale = *p.a_scale;
   const float* bias = p.bias + static_cast<int64_t>(expert) * p.n;
 #pragma unroll
@@ -228,6 +254,39 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(GemmProblem p) {
   }
 }
 
+// Adds the split-K slices in order, then the same epilogue as the GEMM's own. One thread per pair
+// of adjacent columns.
+__global__ void splitk_epilogue_kernel(GemmProblem p) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t half_n = p.n / 2;
+  if (i >= static_cast<int64_t>(p.pairs) * half_n) return;
+  const int64_t q = i / half_n;
+  const int n = static_cast<int>(i % half_n) * 2;
+  int expert = 0;  // the last expert whose first pair is <= q
+  for (int hi = p.experts; expert + 1 < hi;) {
+    const int mid = (expert + hi) / 2;
+    if (p.pair_offsets[mid] <= q) {
+      expert = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  float s0 = 0.0f, s1 = 0.0f;
+  for (int z = 0; z < p.splits; ++z) {
+    const float2 v = *reinterpret_cast<const float2*>(p.partial + (static_cast<int64_t>(z) * p.pairs + q) * p.n + n);
+    s0 += v.x;
+    s1 += v.y;
+  }
+  const float a_scale = *p.a_scale;
+  const float* bias = p.bias + static_cast<int64_t>(expert) * p.n;
+  const float v0 = s0 * a_scale + bias[n], v1 = s1 * a_scale + bias[n + 1];
+  if (p.gate_up) {
+    p.out[q * half_n + n / 2] = swiglu(v0, v1, p.alpha, p.limit);
+  } else {
+    *reinterpret_cast<float2*>(p.out + q * p.n + n) = make_float2(v0, v1);
+  }
+}
+
 template <class C>
 void launch(const GemmProblem& p, cudaStream_t stream) {
   if (p.n % 8 != 0 || p.k % 32 != 0) throw CudaError("gemm: N must be a multiple of 8 and K of 32");
@@ -235,9 +294,14 @@ void launch(const GemmProblem& p, cudaStream_t stream) {
   if constexpr (C::smem_bytes > 48 * 1024) {
     MXMOE_CUDA_CHECK(cudaFuncSetAttribute(moe_gemm_kernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::smem_bytes));
   }
-  const dim3 grid((p.n + C::BN - 1) / C::BN, p.max_tiles);
+  const dim3 grid((p.n + C::BN - 1) / C::BN, p.max_tiles, p.splits);
   moe_gemm_kernel<C><<<grid, kThreads, C::smem_bytes, stream>>>(p);
   MXMOE_CUDA_CHECK_LAUNCH("moe_gemm_kernel");
+  if (p.splits > 1 && p.pairs > 0) {
+    const int64_t threads = static_cast<int64_t>(p.pairs) * (p.n / 2);
+    splitk_epilogue_kernel<<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(p);
+    MXMOE_CUDA_CHECK_LAUNCH("splitk_epilogue_kernel");
+  }
 }
 
 // small: decode-sized batches (a few pairs per expert): many CTAs, deep pipeline.
@@ -250,6 +314,13 @@ using Fp8Medium = GemmConfig<true, 64, 128, 2, 2, 4>;
 using Fp8Large = GemmConfig<true, 128, 64, 2, 2, 4>;  // narrower: partial sums need registers too
 
 }  // namespace
+
+int choose_splits(GemmTile tile, int n, int k, int active_experts, int target_ctas) {
+  if (tile != GemmTile::small) return 1;
+  const int ctas = ((n + Bf16Small::BN - 1) / Bf16Small::BN) * std::max(active_experts, 1);
+  const int splits = (target_ctas + ctas - 1) / ctas;
+  return std::max(1, std::min({splits, 8, k / 32}));
+}
 
 GemmTile choose_gemm_tile(double rows_per_expert, bool) {
   if (rows_per_expert <= 16) return GemmTile::small;

@@ -45,9 +45,17 @@ struct GemmProblem {
   float* out = nullptr;               // gate_up: [pairs][N/2] SwiGLU units; down: [pairs][N]
   bool gate_up = false;
   float alpha = 1.702f, limit = 7.0f;
+  // Split-K: CTAs take `splits` slices of K and store raw partial sums in `partial`
+  // ([splits][pairs][N]); an epilogue kernel adds them in slice order, then scales, adds the bias and
+  // applies SwiGLU. For few pairs per expert, where the k loop of one CTA is the bottleneck.
+  int splits = 1;
+  float* partial = nullptr;
+  int pairs = 0;
 };
 
 enum class GemmTile { small, medium, large };
+// Split-K slices for a small-tile GEMM so that about `target_ctas` CTAs run.
+int choose_splits(GemmTile tile, int n, int k, int active_experts, int target_ctas);
 // Rows of the tile the GEMM uses for a batch averaging `rows_per_expert` pairs per active expert.
 GemmTile choose_gemm_tile(double rows_per_expert, bool fp8);
 int gemm_tile_rows(GemmTile tile, bool fp8);
