@@ -23,6 +23,10 @@ struct Problem {
   int intermediate = 0;
   int tokens = 0;  // a hint for sizing; 0 when unknown
   bool bias = true;
+  // Extra alignment the caller asks for (0: none), e.g. to run unaligned shapes through the padding
+  // path on purpose. Backends that cannot pad are rejected when it is not already met.
+  int pad_hidden_to = 0;
+  int pad_intermediate_to = 0;
 
   static Problem for_layer(const MoeLayer& layer, Scheme scheme, int tokens = 0);
   // Throws std::invalid_argument for non-positive dims or top_k outside [1, experts].

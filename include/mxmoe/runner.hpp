@@ -15,6 +15,9 @@ struct RunnerOptions {
   // A backend name, or "auto" to let the oracle choose (then MXMOE_BACKEND, if set, forces one).
   std::string backend = "auto";
   int threads = 0;  // CPU threads; 0: all
+  // Pad hidden and intermediate to multiples of these (0: only what the backend needs).
+  int pad_hidden_to = 0;
+  int pad_intermediate_to = 0;
   const std::vector<BackendDeclaration>* registry = nullptr;  // the product registry unless set
 };
 

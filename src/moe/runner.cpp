@@ -17,7 +17,10 @@ MoeRunner::MoeRunner(std::shared_ptr<const MoeLayer> layer, Scheme scheme, const
   }
   layer->validate();
   const auto& registry = options.registry ? *options.registry : backend_registry();
-  decision_ = select_backend(device, Problem::for_layer(*layer, scheme), resolve_forced_backend(options.backend), registry);
+  Problem problem = Problem::for_layer(*layer, scheme);
+  problem.pad_hidden_to = options.pad_hidden_to;
+  problem.pad_intermediate_to = options.pad_intermediate_to;
+  decision_ = select_backend(device, problem, resolve_forced_backend(options.backend), registry);
   const auto& declaration = *std::find_if(registry.begin(), registry.end(),
                                           [&](const BackendDeclaration& b) { return b.name == decision_.chosen; });
   ExecutionPlan plan{decision_.chosen, scheme, device, decision_.padding, options.threads};

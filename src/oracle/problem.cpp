@@ -15,6 +15,9 @@ void Problem::validate() const {
   }
   if (top_k < 1 || top_k > experts) throw std::invalid_argument("problem: top_k must be in [1, experts]: " + to_string());
   if (tokens < 0) throw std::invalid_argument("problem: tokens must not be negative: " + to_string());
+  if (pad_hidden_to < 0 || pad_intermediate_to < 0) {
+    throw std::invalid_argument("problem: requested alignments must not be negative: " + to_string());
+  }
 }
 
 std::string Problem::to_string() const {
@@ -22,6 +25,9 @@ std::string Problem::to_string() const {
                   " H=" + std::to_string(hidden) + " I=" + std::to_string(intermediate);
   if (tokens > 0) s += " T=" + std::to_string(tokens);
   if (!bias) s += ", no bias";
+  if (pad_hidden_to > 0 || pad_intermediate_to > 0) {
+    s += ", padded to multiples of " + std::to_string(pad_hidden_to) + "/" + std::to_string(pad_intermediate_to);
+  }
   return s;
 }
 

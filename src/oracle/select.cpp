@@ -92,8 +92,10 @@ std::string check_backend(const BackendDeclaration& b, const DeviceSpec& device,
   }
   if (!b.built) return "not built into this binary: " + b.not_built_reason;
 
-  const int hidden_alignment = std::lcm(kMxBlock, b.hidden_alignment);
-  const int intermediate_alignment = std::lcm(kMxBlock, b.intermediate_alignment);
+  const int hidden_alignment =
+      std::lcm(std::lcm(kMxBlock, b.hidden_alignment), std::max(problem.pad_hidden_to, 1));
+  const int intermediate_alignment =
+      std::lcm(std::lcm(kMxBlock, b.intermediate_alignment), std::max(problem.pad_intermediate_to, 1));
   if (!b.can_pad) {
     std::vector<std::string> unaligned;
     if (problem.hidden % hidden_alignment) {

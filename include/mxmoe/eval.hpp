@@ -1,0 +1,105 @@
+// Accuracy evals: YAML configs (one model + scheme + backend setting each), lists of them per
+// architecture, and one runner that checks every config against the float64 reference.
+// docs/EVALS.md describes the format.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "mxmoe/scheme.hpp"
+#include "mxmoe/synth.hpp"
+
+namespace mxmoe {
+
+// A malformed config or list; the message names the file and the key.
+class EvalConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct EvalThresholds {
+  std::optional<double> relative_l2;        // at most
+  std::optional<double> max_abs;            // at most
+  std::optional<double> cosine;             // at least
+  std::optional<double> routing_agreement;  // at least: fraction of tokens with the reference's expert set
+};
+
+struct EvalConfig {
+  std::filesystem::path file;
+  std::string name;
+  // The model: a checkpoint directory (relative to the config file), or a synthetic one.
+  std::optional<std::filesystem::path> checkpoint;
+  std::string synth_preset;
+  uint64_t synth_seed = 1;
+  int synth_layers = 1;
+  int synth_experts = 0;  // 0: the preset's
+  std::vector<int> layers;  // empty: every layer of the model
+  Scheme scheme = Scheme::w4a16;
+  std::string backend = "auto";
+  std::string device = "any";  // any, cpu, cuda, sm_XY (exactly), sm_XY+ (at least)
+  std::map<std::string, std::string> env;
+  std::vector<int> tokens;
+  uint64_t input_seed = 1;
+  HiddenDistribution distribution = HiddenDistribution::normal;
+  int pad_hidden_to = 0;
+  int pad_intermediate_to = 0;
+  EvalThresholds thresholds;
+};
+
+// Parses and validates a config: unknown keys, missing required keys and wrong types throw
+// EvalConfigError naming the file and the key.
+EvalConfig load_eval_config(const std::filesystem::path& file);
+
+// Config files named by the arguments: a .yaml/.yml file is itself; any other file is a list of
+// config paths (relative to the list), one a line, '#' starting a comment.
+std::vector<std::filesystem::path> expand_eval_paths(const std::vector<std::filesystem::path>& paths);
+
+enum class EvalStatus { passed, failed, skipped, error };
+std::string_view eval_status_name(EvalStatus status);
+
+struct EvalMetrics {  // the worst over every layer and token count
+  double relative_l2 = 0;
+  double max_abs = 0;
+  double cosine = 1;
+  double routing_agreement = 1;
+};
+
+struct EvalResult {
+  std::filesystem::path file;
+  std::string name;
+  EvalStatus status = EvalStatus::error;
+  std::string message;  // why it failed, was skipped or errored
+  std::string backend;
+  std::string device;
+  EvalMetrics metrics;
+  EvalThresholds thresholds;
+  double seconds = 0;
+};
+
+// Layers of models shared by configs in one run, so a list that evaluates a model under several
+// schemes builds or loads it once.
+class EvalModelCache {
+ public:
+  EvalModelCache();
+  ~EvalModelCache();
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+EvalResult run_eval(const EvalConfig& config, EvalModelCache& cache);
+
+// Reports: a table for people, JUnit XML and JSON for CI.
+std::string eval_table(const std::vector<EvalResult>& results);
+std::string eval_junit_xml(const std::vector<EvalResult>& results);
+std::string eval_json(const std::vector<EvalResult>& results);
+
+}  // namespace mxmoe

@@ -1,0 +1,59 @@
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include "cli/commands.hpp"
+#include "mxmoe/eval.hpp"
+#include "util/progress.hpp"
+
+namespace mxmoe::cli {
+
+namespace {
+
+struct EvalOptions {
+  std::vector<std::string> paths;
+  std::string junit;
+  std::string json;
+};
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+  if (!out) throw std::runtime_error(path + ": cannot write");
+}
+
+int run_eval_command(const EvalOptions& o) {
+  std::vector<std::filesystem::path> inputs(o.paths.begin(), o.paths.end());
+  const auto files = expand_eval_paths(inputs);
+  // Every config is parsed before any runs: a malformed one stops the run at once.
+  std::vector<EvalConfig> configs;
+  for (const auto& f : files) configs.push_back(load_eval_config(f));
+  EvalModelCache cache;
+  std::vector<EvalResult> results;
+  detail::Progress progress("eval", static_cast<int64_t>(configs.size()));
+  for (const auto& c : configs) {
+    std::fprintf(stderr, "[%zu/%zu] %s\n", results.size() + 1, configs.size(), c.name.c_str());
+    results.push_back(run_eval(c, cache));
+    progress.advance();
+  }
+  std::cout << eval_table(results);
+  if (!o.junit.empty()) write_file(o.junit, eval_junit_xml(results));
+  if (!o.json.empty()) write_file(o.json, eval_json(results));
+  for (const auto& r : results) {
+    if (r.status == EvalStatus::failed || r.status == EvalStatus::error) return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_eval_command(CLI::App& app, Action& action) {
+  auto o = std::make_shared<EvalOptions>();
+  auto* cmd = app.add_subcommand("eval", "Run accuracy evals: YAML configs or lists of them (configs/evals/models-*.txt)");
+  cmd->add_option("paths", o->paths, "Config files (.yaml) and lists of configs")->required();
+  cmd->add_option("--junit", o->junit, "Write JUnit XML here");
+  cmd->add_option("--json", o->json, "Write JSON here");
+  cmd->callback([o, &action] { action = [o] { return run_eval_command(*o); }; });
+}
+
+}  // namespace mxmoe::cli

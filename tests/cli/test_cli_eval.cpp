@@ -1,0 +1,87 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cli/cli_runner.hpp"
+
+namespace mxmoe {
+namespace {
+
+namespace fs = std::filesystem;
+
+class CliEval : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) / ("mxmoe_clieval_" + std::to_string(::getpid()) + "_" +
+                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string config(const std::string& name, const std::string& metrics, const std::string& device = "cpu") {
+    const fs::path p = dir_ / (name + ".yaml");
+    std::ofstream(p) << "name: " << name << "\nmodel: {synth: {preset: tiny, seed: 2, layers: 2}}\nscheme: w4a16\n"
+                     << "backend: auto\ndevice: " << device << "\ninput: {tokens: [2, 9]}\nmetrics: " << metrics << "\n";
+    return p.string();
+  }
+  std::string read(const fs::path& p) {
+    std::ifstream in(p);
+    return {std::istreambuf_iterator<char>(in), {}};
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(CliEval, PassingConfigsExitZeroAndWriteReports) {
+  const auto ok = config("ok", "{relative_l2: 4e-4, cosine: 0.99999, routing_agreement: 1.0}");
+  const auto r = test::run_cli("eval " + ok + " --junit " + (dir_ / "r.xml").string() + " --json " + (dir_ / "r.json").string());
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("ok "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("pass"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1 passed, 0 failed"), std::string::npos) << r.out;
+  const std::string xml = read(dir_ / "r.xml");
+  EXPECT_NE(xml.find("<testsuites name=\"mxmoe eval\" tests=\"1\" failures=\"0\""), std::string::npos) << xml;
+  EXPECT_NE(xml.find("<testcase"), std::string::npos);
+  EXPECT_NE(read(dir_ / "r.json").find("\"status\": \"pass\""), std::string::npos);
+}
+
+TEST_F(CliEval, ATooTightThresholdFailsTheCommand) {
+  const auto tight = config("tight", "{relative_l2: 1e-12}");
+  const auto r = test::run_cli("eval " + tight + " --junit " + (dir_ / "r.xml").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("FAIL: relative_l2"), std::string::npos) << r.out;
+  EXPECT_NE(read(dir_ / "r.xml").find("<failure message=\"relative_l2"), std::string::npos);
+}
+
+TEST_F(CliEval, AnUnmetDeviceRequirementIsSkippedNotPassed) {
+  const auto gpu = config("needs-gpu", "{cosine: 0.9}", "sm_121");
+  const auto r = test::run_cli("eval " + gpu + " --junit " + (dir_ / "r.xml").string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("skip: needs sm_121"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("0 passed, 0 failed, 0 errors, 1 skipped"), std::string::npos) << r.out;
+  EXPECT_NE(read(dir_ / "r.xml").find("<skipped message=\"needs sm_121"), std::string::npos);
+}
+
+TEST_F(CliEval, MalformedConfigsAreClearErrors) {
+  const fs::path bad = dir_ / "bad.yaml";
+  std::ofstream(bad) << "name: bad\nmodel: {synth: {preset: tiny}}\nscheme: w4a16\ninput: {tokens: 1}\nmetrics: {cosine: 0.9}\n"
+                     << "treshold: 3\n";
+  auto r = test::run_cli("eval " + bad.string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(bad.string() + ": unknown key 'treshold'"), std::string::npos) << r.err;
+  r = test::run_cli("eval " + (dir_ / "nothing.txt").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no such file"), std::string::npos) << r.err;
+  // An error while running (a layer the model lacks) is reported per config and fails the command.
+  const fs::path missing_layer = dir_ / "layer.yaml";
+  std::ofstream(missing_layer) << "name: layer\nmodel: {synth: {preset: tiny, layers: 1}}\nlayers: [3]\nscheme: w4a16\n"
+                               << "device: cpu\ninput: {tokens: 1}\nmetrics: {cosine: 0.9}\n";
+  r = test::run_cli("eval " + missing_layer.string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("ERROR: layer 3 is out of range"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace mxmoe
