@@ -1,12 +1,11 @@
-#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <iostream>
 #include <string>
 
 #include "cli/commands.hpp"
-#include "mxmoe/moe.hpp"
+#include "cli/common.hpp"
+#include "mxmoe/runner.hpp"
 #include "mxmoe/synth.hpp"
 
 namespace mxmoe::cli {
@@ -18,42 +17,53 @@ struct DemoOptions {
   int tokens = 32;
   uint64_t seed = 1;
   std::string scheme = "w4a16";
+  std::string backend = "auto";
+  std::string device = "auto";
 };
 
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// The main job on a built-in default: a random gpt-oss layer through the oracle's choice of
+// backend on this machine, checked against the float64 reference.
 int run_demo(const DemoOptions& o) {
-  const auto preset = find_preset(o.preset);
-  if (!preset) throw std::invalid_argument("unknown preset '" + o.preset + "'; known: " + preset_names());
-  const auto scheme = parse_scheme(o.scheme);
-  if (!scheme) throw std::invalid_argument("unknown scheme '" + o.scheme + "'; known: " + scheme_names());
+  const ModelPreset preset = preset_or_throw(o.preset);
+  const Scheme scheme = scheme_or_throw(o.scheme);
+  const DeviceSpec device = DeviceSpec::for_running(o.device);
+  std::printf("mxmoe demo: random %s layer (%s), %d tokens, scheme %s, seed %llu\n", preset.name.c_str(),
+              preset.shape.to_string().c_str(), o.tokens, o.scheme.c_str(), static_cast<unsigned long long>(o.seed));
+  auto t = std::chrono::steady_clock::now();
+  const auto layer = std::make_shared<const MoeLayer>(random_layer(preset.shape, o.seed));
+  const auto hidden = random_hidden(o.tokens, preset.shape.hidden, o.seed + 1);
+  std::printf("  layer: %.1f MB of MXFP4 weights, built in %.2f s\n\n", layer->weight_bytes() / 1e6, seconds_since(t));
 
-  std::printf("mxmoe demo: random %s layer (%s), %d tokens, scheme %s, seed %llu\n", preset->name.c_str(),
-              preset->shape.to_string().c_str(), o.tokens, o.scheme.c_str(),
-              static_cast<unsigned long long>(o.seed));
-  const auto t0 = std::chrono::steady_clock::now();
-  const MoeLayer layer = random_layer(preset->shape, o.seed);
-  const auto hidden = random_hidden(o.tokens, preset->shape.hidden, o.seed + 1);
-  const auto t1 = std::chrono::steady_clock::now();
-  std::printf("  layer: %.1f MB of weights, built in %.2f s\n", layer.weight_bytes() / 1e6,
-              std::chrono::duration<double>(t1 - t0).count());
+  MoeRunner runner(layer, scheme, device, {.backend = o.backend});
+  std::printf("%s\n", runner.decision().to_table().c_str());
+  runner.forward(hidden, o.tokens);  // warm-up: first-call allocations
+  t = std::chrono::steady_clock::now();
+  const MoeOutput out = runner.forward(hidden, o.tokens);
+  const double backend_seconds = seconds_since(t);
 
-  const MoeOutput result = reference_forward(layer, hidden, o.tokens, *scheme);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  t = std::chrono::steady_clock::now();
+  const MoeOutput expected = reference_forward(*layer, hidden, o.tokens, scheme, {.routing = &out.routing});
+  const double reference_seconds = seconds_since(t);
 
-  double sum_sq = 0.0, max_abs = 0.0;
-  for (float v : result.output) {
-    sum_sq += static_cast<double>(v) * v;
-    max_abs = std::max(max_abs, static_cast<double>(std::fabs(v)));
+  double num = 0, den = 0, max_abs = 0;
+  for (size_t i = 0; i < out.output.size(); ++i) {
+    const double d = static_cast<double>(out.output[i]) - expected.output[i];
+    num += d * d;
+    den += static_cast<double>(expected.output[i]) * expected.output[i];
+    max_abs = std::max(max_abs, std::fabs(d));
   }
-  std::vector<int> load(preset->shape.experts, 0);
-  for (int id : result.routing.expert_ids) ++load[id];
-  const auto [lo, hi] = std::minmax_element(load.begin(), load.end());
-  const double flops = 2.0 * o.tokens * preset->shape.top_k *
-                       (3.0 * preset->shape.hidden * preset->shape.intermediate);
-  std::printf("  backend: reference (float64)  time %.3f s  (%.2f GFLOP/s)\n", seconds, flops / seconds / 1e9);
-  std::printf("  output: rms %.6f  max|y| %.6f\n", std::sqrt(sum_sq / result.output.size()), max_abs);
-  std::printf("  routing: tokens per expert min %d max %d; token 0 -> experts", *lo, *hi);
-  for (int j = 0; j < preset->shape.top_k; ++j) {
-    std::printf(" %d (%.3f)", result.routing.expert_ids[j], result.routing.weights[j]);
+  const double flops = 2.0 * o.tokens * preset.shape.top_k * 3.0 * preset.shape.hidden * preset.shape.intermediate;
+  std::printf("  %-10s %9.3f ms  %8.1f GFLOP/s\n", runner.decision().chosen.c_str(), backend_seconds * 1e3,
+              flops / backend_seconds / 1e9);
+  std::printf("  %-10s %9.3f ms  %8.1f GFLOP/s  (float64 ground truth, on the same routing)\n", "reference",
+              reference_seconds * 1e3, flops / reference_seconds / 1e9);
+  std::printf("  relative L2 error %.2e, max abs error %.2e; token 0 -> experts", std::sqrt(num / den), max_abs);
+  for (int j = 0; j < preset.shape.top_k; ++j) {
+    std::printf(" %d (%.3f)", out.routing.expert_ids[j], out.routing.weights[j]);
   }
   std::printf("\n");
   return 0;
@@ -63,11 +73,14 @@ int run_demo(const DemoOptions& o) {
 
 void add_demo_command(CLI::App& app, Action& action) {
   auto options = std::make_shared<DemoOptions>();
-  auto* cmd = app.add_subcommand("demo", "Run a random gpt-oss-shaped MoE layer and print a short report");
+  auto* cmd = app.add_subcommand("demo", "Run a random gpt-oss-shaped MoE layer on this machine and check it against the reference");
   cmd->add_option("--preset", options->preset, "Model shape: " + preset_names())->capture_default_str();
   cmd->add_option("--tokens", options->tokens, "Number of tokens")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--seed", options->seed, "Random seed")->capture_default_str();
   cmd->add_option("--scheme", options->scheme, "Quantization scheme: " + scheme_names())->capture_default_str();
+  cmd->add_option("--backend", options->backend, "A backend name, or auto (MXMOE_BACKEND also forces one)")
+      ->capture_default_str();
+  cmd->add_option("--device", options->device, "auto, cpu:native, cuda, or a device of this machine")->capture_default_str();
   cmd->callback([options, &action] { action = [options] { return run_demo(*options); }; });
 }
 
