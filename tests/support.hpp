@@ -1,11 +1,18 @@
 // Helpers shared by the test executables.
 #pragma once
 
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <random>
 #include <span>
+#include <string>
 #include <vector>
+
+#include "mxmoe/metrics.hpp"
 
 namespace mxmoe::test {
 
@@ -17,22 +24,8 @@ inline uint64_t fresh_seed() {
   return (static_cast<uint64_t>(device()) << 32) ^ device();
 }
 
-// ||a - b|| / ||b|| over the whole tensor, computed in double.
-inline double relative_l2(std::span<const float> a, std::span<const float> b) {
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = static_cast<double>(a[i]) - b[i];
-    num += d * d;
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-inline double max_abs_diff(std::span<const float> a, std::span<const float> b) {
-  double m = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
-  return m;
-}
+using mxmoe::max_abs_diff;
+using mxmoe::relative_l2;
 
 inline bool all_finite(std::span<const float> a) {
   for (float v : a) {
@@ -40,5 +33,19 @@ inline bool all_finite(std::span<const float> a) {
   }
   return true;
 }
+
+// A fresh directory per test, removed afterwards.
+class TempDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           ("mxmoe_" + std::to_string(::getpid()) + "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::filesystem::path dir_;
+};
 
 }  // namespace mxmoe::test

@@ -78,7 +78,8 @@ class GptOssCheckpoint {
 };
 
 // A layer's tensors in a layout, ready for write_safetensors. Biases and router weights are
-// written as BF16, as in the released checkpoints. `storage` owns the bytes the tensors point to.
+// written as BF16, as in the released checkpoints. `storage` owns copies of every tensor's bytes,
+// so the result does not depend on `layer` living on.
 struct LayerTensors {
   std::vector<TensorToWrite> tensors;
   std::vector<std::vector<uint8_t>> storage;

@@ -1,10 +1,10 @@
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <string>
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "mxmoe/metrics.hpp"
 #include "mxmoe/runner.hpp"
 #include "mxmoe/synth.hpp"
 
@@ -49,19 +49,13 @@ int run_demo(const DemoOptions& o) {
   const MoeOutput expected = reference_forward(*layer, hidden, o.tokens, scheme, {.routing = &out.routing});
   const double reference_seconds = seconds_since(t);
 
-  double num = 0, den = 0, max_abs = 0;
-  for (size_t i = 0; i < out.output.size(); ++i) {
-    const double d = static_cast<double>(out.output[i]) - expected.output[i];
-    num += d * d;
-    den += static_cast<double>(expected.output[i]) * expected.output[i];
-    max_abs = std::max(max_abs, std::fabs(d));
-  }
   const double flops = 2.0 * o.tokens * preset.shape.top_k * 3.0 * preset.shape.hidden * preset.shape.intermediate;
   std::printf("  %-10s %9.3f ms  %8.1f GFLOP/s\n", runner.decision().chosen.c_str(), backend_seconds * 1e3,
               flops / backend_seconds / 1e9);
   std::printf("  %-10s %9.3f ms  %8.1f GFLOP/s  (float64 ground truth, on the same routing)\n", "reference",
               reference_seconds * 1e3, flops / reference_seconds / 1e9);
-  std::printf("  relative L2 error %.2e, max abs error %.2e; token 0 -> experts", std::sqrt(num / den), max_abs);
+  std::printf("  relative L2 error %.2e, max abs error %.2e; token 0 -> experts", relative_l2(out.output, expected.output),
+              max_abs_diff(out.output, expected.output));
   for (int j = 0; j < preset.shape.top_k; ++j) {
     std::printf(" %d (%.3f)", out.routing.expert_ids[j], out.routing.weights[j]);
   }

@@ -6,6 +6,7 @@
 
 #include "mxmoe/eval.hpp"
 #include "mxmoe/gptoss.hpp"
+#include "mxmoe/metrics.hpp"
 #include "mxmoe/runner.hpp"
 #include "mxmoe/synth.hpp"
 
@@ -101,37 +102,6 @@ std::shared_ptr<const MoeLayer> model_layer(const EvalConfig& c, int layer, Eval
   return slot;
 }
 
-double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = static_cast<double>(a[i]) - b[i];
-    num += d * d;
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-double cosine(const std::vector<float>& a, const std::vector<float>& b) {
-  double ab = 0, aa = 0, bb = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    ab += static_cast<double>(a[i]) * b[i];
-    aa += static_cast<double>(a[i]) * a[i];
-    bb += static_cast<double>(b[i]) * b[i];
-  }
-  return aa > 0 && bb > 0 ? ab / std::sqrt(aa * bb) : (aa == bb ? 1.0 : 0.0);
-}
-
-double routing_agreement(const Routing& a, const Routing& b) {
-  int same = 0;
-  for (int t = 0; t < a.tokens; ++t) {
-    const auto first = static_cast<size_t>(t) * a.top_k;
-    const std::set<int> x(a.expert_ids.begin() + first, a.expert_ids.begin() + first + a.top_k);
-    const std::set<int> y(b.expert_ids.begin() + first, b.expert_ids.begin() + first + b.top_k);
-    same += x == y;
-  }
-  return a.tokens ? static_cast<double>(same) / a.tokens : 1.0;
-}
-
 std::string format(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3g", v);
@@ -181,12 +151,8 @@ EvalResult run_eval(const EvalConfig& c, EvalModelCache& cache) {
         const MoeOutput expected = agreement == 1.0 && got.routing.weights == expected_own.routing.weights
                                        ? expected_own
                                        : reference_forward(*layer, x, tokens, c.scheme, {.routing = &got.routing});
-        double max_abs = 0;
-        for (size_t i = 0; i < got.output.size(); ++i) {
-          max_abs = std::max(max_abs, std::fabs(static_cast<double>(got.output[i]) - expected.output[i]));
-          if (!std::isfinite(got.output[i])) max_abs = INFINITY;
-        }
-        const EvalMetrics m{relative_l2(got.output, expected.output), max_abs, cosine(got.output, expected.output), agreement};
+        const EvalMetrics m{relative_l2(got.output, expected.output), max_abs_diff(got.output, expected.output),
+                            cosine_similarity(got.output, expected.output), agreement};
         if (first) {
           r.metrics = m;
           first = false;

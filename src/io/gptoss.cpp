@@ -242,19 +242,19 @@ LayerTensors gptoss_layer_tensors(const MoeLayer& layer, int layer_index, GptOss
   LayerTensors out;
   const auto n = GptOssTensorNames::of(layout, layer_index);
   const int64_t E = layer.shape.experts, H = layer.shape.hidden, I = layer.shape.intermediate;
-  out.storage.reserve(4);
-  auto bf16 = [&](const std::string& name, const std::vector<float>& v, std::vector<int64_t> shape) {
-    out.storage.push_back(floats_to_bf16_bytes(v));
-    out.tensors.push_back({name, DType::BF16, std::move(shape), out.storage.back()});
+  out.storage.reserve(8);  // moving the outer vector keeps every inner buffer where it is
+  auto add = [&](const std::string& name, DType dtype, std::vector<int64_t> shape, std::vector<uint8_t> bytes) {
+    out.storage.push_back(std::move(bytes));
+    out.tensors.push_back({name, dtype, std::move(shape), out.storage.back()});
   };
-  bf16(n.router_weight, layer.router_weight, {E, H});
-  bf16(n.router_bias, layer.router_bias, {E});
-  out.tensors.push_back({n.gate_up_blocks, DType::U8, {E, 2 * I, H / 32, 16}, layer.gate_up.blocks});
-  out.tensors.push_back({n.gate_up_scales, DType::U8, {E, 2 * I, H / 32}, layer.gate_up.scales});
-  bf16(n.gate_up_bias, layer.gate_up_bias, {E, 2 * I});
-  out.tensors.push_back({n.down_blocks, DType::U8, {E, H, I / 32, 16}, layer.down.blocks});
-  out.tensors.push_back({n.down_scales, DType::U8, {E, H, I / 32}, layer.down.scales});
-  bf16(n.down_bias, layer.down_bias, {E, H});
+  add(n.router_weight, DType::BF16, {E, H}, floats_to_bf16_bytes(layer.router_weight));
+  add(n.router_bias, DType::BF16, {E}, floats_to_bf16_bytes(layer.router_bias));
+  add(n.gate_up_blocks, DType::U8, {E, 2 * I, H / 32, 16}, layer.gate_up.blocks);
+  add(n.gate_up_scales, DType::U8, {E, 2 * I, H / 32}, layer.gate_up.scales);
+  add(n.gate_up_bias, DType::BF16, {E, 2 * I}, floats_to_bf16_bytes(layer.gate_up_bias));
+  add(n.down_blocks, DType::U8, {E, H, I / 32, 16}, layer.down.blocks);
+  add(n.down_scales, DType::U8, {E, H, I / 32}, layer.down.scales);
+  add(n.down_bias, DType::BF16, {E, H}, floats_to_bf16_bytes(layer.down_bias));
   return out;
 }
 

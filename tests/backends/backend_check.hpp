@@ -43,6 +43,29 @@ inline const MoeLayer& shared_layer(const MoeShape& shape) {
   return *slot;
 }
 
+// One cell of a backend's test matrix.
+struct BackendCase {
+  MoeShape shape;
+  int tokens;
+  Scheme scheme;
+};
+
+inline std::vector<BackendCase> backend_cases(std::initializer_list<MoeShape> shapes, std::initializer_list<int> tokens) {
+  std::vector<BackendCase> all;
+  for (const auto& shape : shapes) {
+    for (int t : tokens) {
+      for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) all.push_back({shape, t, scheme});
+    }
+  }
+  return all;
+}
+
+inline std::string backend_case_name(const ::testing::TestParamInfo<BackendCase>& info) {
+  const BackendCase& c = info.param;
+  return "H" + std::to_string(c.shape.hidden) + "_I" + std::to_string(c.shape.intermediate) + "_E" +
+         std::to_string(c.shape.experts) + "_T" + std::to_string(c.tokens) + "_" + std::string(scheme_name(c.scheme));
+}
+
 struct CheckResult {
   double relative_error = 0;
   MoeOutput output;

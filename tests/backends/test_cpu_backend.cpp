@@ -7,16 +7,10 @@
 namespace mxmoe {
 namespace {
 
-struct Case {
-  MoeShape shape;
-  int tokens;
-  Scheme scheme;
-};
-
-class CpuBackendMatchesReference : public ::testing::TestWithParam<Case> {};
+class CpuBackendMatchesReference : public ::testing::TestWithParam<test::BackendCase> {};
 
 TEST_P(CpuBackendMatchesReference, WithinTheSchemeBound) {
-  const Case c = GetParam();
+  const test::BackendCase c = GetParam();
   const uint64_t seed = test::fresh_seed();
   SCOPED_TRACE("input seed " + std::to_string(seed));
   const MoeLayer& layer = test::shared_layer(c.shape);
@@ -29,24 +23,10 @@ TEST_P(CpuBackendMatchesReference, WithinTheSchemeBound) {
   EXPECT_EQ(r.output.routing.weights, expected.weights);
 }
 
-std::vector<Case> cases() {
-  std::vector<Case> all;
-  const MoeShape shapes[] = {{128, 96, 8, 2}, {96, 64, 4, 2}, {2880, 2880, 32, 4}};
-  for (const auto& shape : shapes) {
-    for (int tokens : {1, 7, 64, 512}) {
-      for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) all.push_back({shape, tokens, scheme});
-    }
-  }
-  return all;
-}
-
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  const Case& c = info.param;
-  return "H" + std::to_string(c.shape.hidden) + "_I" + std::to_string(c.shape.intermediate) + "_E" +
-         std::to_string(c.shape.experts) + "_T" + std::to_string(c.tokens) + "_" + std::string(scheme_name(c.scheme));
-}
-
-INSTANTIATE_TEST_SUITE_P(Shapes, CpuBackendMatchesReference, ::testing::ValuesIn(cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Shapes, CpuBackendMatchesReference,
+                         ::testing::ValuesIn(test::backend_cases({{128, 96, 8, 2}, {96, 64, 4, 2}, {2880, 2880, 32, 4}},
+                                                                 {1, 7, 64, 512})),
+                         test::backend_case_name);
 
 TEST(CpuBackend, ResultsDoNotDependOnTheThreadCount) {
   const uint64_t seed = test::fresh_seed();

@@ -71,22 +71,16 @@ TEST(CudaKernels, WeightDecodersGiveExactE2m1Values) {
   }
 }
 
-struct Case {
-  MoeShape shape;
-  int tokens;
-  Scheme scheme;
-};
-
 // Reference cost grows with tokens; beyond this many, a sample of tokens is checked (with the
 // batch's own w4a8 scales, which depend on every token).
 constexpr int kFullReferenceTokens = 1000;
 constexpr int kSampledTokens = 192;
 
-class CudaBackendMatchesReference : public ::testing::TestWithParam<Case> {};
+class CudaBackendMatchesReference : public ::testing::TestWithParam<test::BackendCase> {};
 
 TEST_P(CudaBackendMatchesReference, WithinTheSchemeBound) {
   REQUIRE_GPU();
-  const Case c = GetParam();
+  const test::BackendCase c = GetParam();
   const DeviceSpec gpu = DeviceSpec::detect();
   if (c.scheme == Scheme::w4a8 && gpu.sm < 89) GTEST_SKIP() << "w4a8 needs sm_89; this GPU is " << gpu.id();
   const uint64_t seed = test::fresh_seed();
@@ -141,24 +135,11 @@ TEST_P(CudaBackendMatchesReference, WithinTheSchemeBound) {
       << c.shape.to_string() << " T=" << c.tokens << (sampled ? " (sampled)" : "");
 }
 
-std::vector<Case> cases() {
-  std::vector<Case> all;
-  const MoeShape shapes[] = {{128, 96, 8, 2}, {96, 64, 4, 2}, {2880, 2880, 32, 4}, {2880, 2880, 128, 4}};
-  for (const auto& shape : shapes) {
-    for (int tokens : {1, 3, 64, 1000, 8192}) {
-      for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) all.push_back({shape, tokens, scheme});
-    }
-  }
-  return all;
-}
-
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  const Case& c = info.param;
-  return "H" + std::to_string(c.shape.hidden) + "_I" + std::to_string(c.shape.intermediate) + "_E" +
-         std::to_string(c.shape.experts) + "_T" + std::to_string(c.tokens) + "_" + std::string(scheme_name(c.scheme));
-}
-
-INSTANTIATE_TEST_SUITE_P(Shapes, CudaBackendMatchesReference, ::testing::ValuesIn(cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaBackendMatchesReference,
+                         ::testing::ValuesIn(test::backend_cases(
+                             {{128, 96, 8, 2}, {96, 64, 4, 2}, {2880, 2880, 32, 4}, {2880, 2880, 128, 4}},
+                             {1, 3, 64, 1000, 8192})),
+                         test::backend_case_name);
 
 // Every output element and every intermediate is written: with all buffers filled with NaN before
 // the run, none survives into the output.

@@ -17,17 +17,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class CliCheckpoints : public ::testing::Test {
+class CliCheckpoints : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) / ("mxmoe_cli_" + std::to_string(::getpid()) + "_" +
-                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
 };
 
 TEST_F(CliCheckpoints, SynthThenRunMatchesTheReferenceOnTheSameLayer) {

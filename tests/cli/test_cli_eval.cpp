@@ -5,20 +5,15 @@
 
 #include "cli/cli_runner.hpp"
 
+#include "support.hpp"
+
 namespace mxmoe {
 namespace {
 
 namespace fs = std::filesystem;
 
-class CliEval : public ::testing::Test {
+class CliEval : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) / ("mxmoe_clieval_" + std::to_string(::getpid()) + "_" +
-                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
 
   std::string config(const std::string& name, const std::string& metrics, const std::string& device = "cpu") {
     const fs::path p = dir_ / (name + ".yaml");
@@ -31,7 +26,6 @@ class CliEval : public ::testing::Test {
     return {std::istreambuf_iterator<char>(in), {}};
   }
 
-  fs::path dir_;
 };
 
 TEST_F(CliEval, PassingConfigsExitZeroAndWriteReports) {

@@ -5,20 +5,15 @@
 
 #include "mxmoe/eval.hpp"
 
+#include "support.hpp"
+
 namespace mxmoe {
 namespace {
 
 namespace fs = std::filesystem;
 
-class EvalConfigTest : public ::testing::Test {
+class EvalConfigTest : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) / ("mxmoe_evalcfg_" + std::to_string(::getpid()) + "_" +
-                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
 
   fs::path write(const std::string& name, const std::string& text) {
     std::ofstream(dir_ / name) << text;
@@ -38,7 +33,6 @@ class EvalConfigTest : public ::testing::Test {
     }
   }
 
-  fs::path dir_;
 };
 
 const char* kValid = R"(name: ok

@@ -33,15 +33,8 @@ const char* kGptOss20bOriginalConfig = R"({"num_hidden_layers": 24, "num_experts
   "num_attention_heads": 64, "num_key_value_heads": 8, "sliding_window": 128, "initial_context_length": 4096,
   "rope_theta": 150000, "rope_scaling_factor": 32.0, "rope_ntk_alpha": 1, "rope_ntk_beta": 32})";
 
-class GptOssTest : public ::testing::Test {
+class GptOssTest : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) / ("mxmoe_gptoss_" + std::to_string(::getpid()) + "_" +
-                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
 
   fs::path write_json(const std::string& name, const std::string& text) {
     std::ofstream(dir_ / name) << text;
@@ -76,7 +69,6 @@ class GptOssTest : public ::testing::Test {
     }
   }
 
-  fs::path dir_;
 };
 
 std::vector<float> bf16_rounded(std::vector<float> v) {
@@ -187,7 +179,7 @@ TEST_F(GptOssTest, NanScalesAndNonFiniteBiasesAreRejected) {
   EXPECT_NE(e.find("down_proj_scales': scale of expert 2, row 5 is the E8M0 NaN code 255"), std::string::npos) << e;
 
   LayerTensors lt2 = gptoss_layer_tensors(MoeLayer::zeros(shape), 0, GptOssLayout::huggingface);
-  std::vector<uint8_t> bias = lt2.storage[3];  // down bias, bf16
+  std::vector<uint8_t> bias = lt2.storage[7];  // down bias, bf16
   bias[7] = 0x7F;
   bias[6] = 0xC0;  // element 3 is NaN
   lt2.tensors[7].bytes = bias;

@@ -7,20 +7,15 @@
 #include "mxmoe/format.hpp"
 #include "mxmoe/safetensors.hpp"
 
+#include "support.hpp"
+
 namespace mxmoe {
 namespace {
 
 namespace fs = std::filesystem;
 
-class SafetensorsTest : public ::testing::Test {
+class SafetensorsTest : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) / ("mxmoe_st_" + std::to_string(::getpid()) + "_" +
-                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
 
   // A file with exactly this header text, this declared header length and these data bytes.
   fs::path raw(const std::string& name, const std::string& header, size_t data_bytes, int64_t declared_length = -1) {
@@ -50,7 +45,6 @@ class SafetensorsTest : public ::testing::Test {
     for (const auto& part : parts) EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
   }
 
-  fs::path dir_;
 };
 
 TEST_F(SafetensorsTest, WriterAndReaderRoundTrip) {

@@ -79,6 +79,18 @@ float* grow(std::vector<float>& v, size_t n) {
   return v.data();
 }
 
+// Calls body(expert, strip, panel scratch) for every strip of every active expert, spread over
+// threads in runs of adjacent strips.
+template <class Body>
+void for_each_expert_strip(const std::vector<int64_t>& active, int64_t strips, int64_t panel_floats, int threads,
+                           Body&& body) {
+  detail::parallel_for(static_cast<int64_t>(active.size()) * strips, threads, kStripsPerChunk,
+                       [&](int64_t begin, int64_t end) {
+                         float* panel = grow(scratch.panel, static_cast<size_t>(panel_floats));
+                         for (int64_t item = begin; item < end; ++item) body(active[item / strips], item % strips, panel);
+                       });
+}
+
 class CpuMoe final : public PreparedMoe {
  public:
   CpuMoe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan)
@@ -148,20 +160,14 @@ class CpuMoe final : public PreparedMoe {
 
     // gate_up + bias + SwiGLU, one strip of 16 units at a time.
     w.intermediate.resize(P * I);
-    const int64_t gate_up_strips = gate_up_.strips();
-    detail::parallel_for(static_cast<int64_t>(active.size()) * gate_up_strips, threads_, kStripsPerChunk,
-                         [&](int64_t begin, int64_t end) {
-      float* panel = grow(scratch.panel, static_cast<size_t>(H * kStripRows));
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t e = active[item / gate_up_strips], s = item % gate_up_strips;
-        const int64_t M = offsets[e + 1] - offsets[e];
-        float* tile = grow(scratch.tile, static_cast<size_t>(M * kStripRows));
-        const cpu::Activations a{w.gathered.data() + offsets[e] * H, bf16_or_null(w.gathered_bf16, offsets[e] * H), H};
-        cpu::strip_matmul(gate_up_.strip_tiles(e, s), gate_up_.strip_scales(e, s), gate_up_.kblocks(), a, M, tile,
-                          kStripRows, panel);
-        cpu::swiglu_strip(tile, kStripRows, M, x_scale, gate_up_bias_.data() + e * 2 * I + s * kStripRows, swiglu_.alpha,
-                          swiglu_.limit, w.intermediate.data() + offsets[e] * I + s * (kStripRows / 2), I);
-      }
+    for_each_expert_strip(active, gate_up_.strips(), H * kStripRows, threads_, [&](int64_t e, int64_t s, float* panel) {
+      const int64_t M = offsets[e + 1] - offsets[e];
+      float* tile = grow(scratch.tile, static_cast<size_t>(M * kStripRows));
+      const cpu::Activations a{w.gathered.data() + offsets[e] * H, bf16_or_null(w.gathered_bf16, offsets[e] * H), H};
+      cpu::strip_matmul(gate_up_.strip_tiles(e, s), gate_up_.strip_scales(e, s), gate_up_.kblocks(), a, M, tile,
+                        kStripRows, panel);
+      cpu::swiglu_strip(tile, kStripRows, M, x_scale, gate_up_bias_.data() + e * 2 * I + s * kStripRows, swiglu_.alpha,
+                        swiglu_.limit, w.intermediate.data() + offsets[e] * I + s * (kStripRows / 2), I);
     });
 
     // One scale over every pair's intermediate (w4a8), then the down projection + bias.
@@ -170,18 +176,12 @@ class CpuMoe final : public PreparedMoe {
         quantize_parallel(scheme_, "intermediate activations", w.intermediate.data(), P, I, w.y.data(), threads_);
     bf16_copy(w.y, threads_, w.y_bf16);
     w.pair_out.resize(P * H);
-    const int64_t down_strips = down_.strips();
-    detail::parallel_for(static_cast<int64_t>(active.size()) * down_strips, threads_, kStripsPerChunk,
-                         [&](int64_t begin, int64_t end) {
-      float* panel = grow(scratch.panel, static_cast<size_t>(I * kStripRows));
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t e = active[item / down_strips], s = item % down_strips;
-        const int64_t M = offsets[e + 1] - offsets[e];
-        float* C = w.pair_out.data() + offsets[e] * H + s * kStripRows;
-        const cpu::Activations a{w.y.data() + offsets[e] * I, bf16_or_null(w.y_bf16, offsets[e] * I), I};
-        cpu::strip_matmul(down_.strip_tiles(e, s), down_.strip_scales(e, s), down_.kblocks(), a, M, C, H, panel);
-        cpu::scale_bias_strip(C, H, M, y_scale, down_bias_.data() + e * H + s * kStripRows);
-      }
+    for_each_expert_strip(active, down_.strips(), I * kStripRows, threads_, [&](int64_t e, int64_t s, float* panel) {
+      const int64_t M = offsets[e + 1] - offsets[e];
+      float* C = w.pair_out.data() + offsets[e] * H + s * kStripRows;
+      const cpu::Activations a{w.y.data() + offsets[e] * I, bf16_or_null(w.y_bf16, offsets[e] * I), I};
+      cpu::strip_matmul(down_.strip_tiles(e, s), down_.strip_scales(e, s), down_.kblocks(), a, M, C, H, panel);
+      cpu::scale_bias_strip(C, H, M, y_scale, down_bias_.data() + e * H + s * kStripRows);
     });
 
     result.scales = {x_scale, y_scale};

@@ -123,25 +123,37 @@ HWY_INLINE void WithRows(int64_t rows, F&& f) {
   }
 }
 
+template <int MR, int NV>
+HWY_INLINE void ZeroTiles(VF (&acc)[MR][NV]) {
+#pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m) {
+#pragma GCC unroll 16
+    for (int j = 0; j < NV; ++j) acc[m][j] = hn::Zero(DF());
+  }
+}
+
+// acc[m][j] -> C[m, n_lo + j * kLanes ...].
+template <int MR, int NV>
+HWY_INLINE void StoreTiles(const VF (&acc)[MR][NV], float* C, int64_t ldc, int n_lo) {
+#pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m) {
+#pragma GCC unroll 16
+    for (int j = 0; j < NV; ++j) hn::StoreU(acc[m][j], DF(), C + m * ldc + n_lo + j * kLanes);
+  }
+}
+
 // Rows [n_lo, n_lo + NV * kLanes) of the strip for MR token rows, decoding in registers.
 template <int MR, int NV>
 HWY_INLINE void GemvPass(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, int n_lo, const float* A,
                          int64_t lda, float* C, int64_t ldc) {
   const DF df;
   VF acc[MR][NV];
-#pragma GCC unroll 16
-  for (int m = 0; m < MR; ++m) {
-#pragma GCC unroll 16
-    for (int j = 0; j < NV; ++j) acc[m][j] = hn::Zero(df);
-  }
+  ZeroTiles(acc);
   for (int64_t b = 0; b < kblocks; ++b) {
     // Two accumulators per output vector (even and odd k-steps): independent FMA chains.
-    VF part[MR][NV][2];
-#pragma GCC unroll 16
-    for (int m = 0; m < MR; ++m) {
-#pragma GCC unroll 16
-      for (int j = 0; j < NV; ++j) part[m][j][0] = part[m][j][1] = hn::Zero(df);
-    }
+    VF even_part[MR][NV], odd_part[MR][NV];
+    ZeroTiles(even_part);
+    ZeroTiles(odd_part);
 #pragma GCC unroll 4
     for (int q = 0; q < 4; ++q) {
       const uint8_t* group = tiles + b * kTileBytes + q * kGroupBytes;
@@ -152,8 +164,9 @@ HWY_INLINE void GemvPass(const uint8_t* tiles, const uint8_t* scales, int64_t kb
         ForEachStep([&](auto step) {
           constexpr int i = decltype(step)::value;
           const VF w = DecodeE2m1(StepCodes<i>(words));
+          auto& part = (i & 1) ? odd_part : even_part;
 #pragma GCC unroll 16
-          for (int m = 0; m < MR; ++m) part[m][j][i & 1] = hn::MulAdd(w, hn::Set(df, a[m * lda + i]), part[m][j][i & 1]);
+          for (int m = 0; m < MR; ++m) part[m][j] = hn::MulAdd(w, hn::Set(df, a[m * lda + i]), part[m][j]);
         });
       }
     }
@@ -161,14 +174,10 @@ HWY_INLINE void GemvPass(const uint8_t* tiles, const uint8_t* scales, int64_t kb
     for (int j = 0; j < NV; ++j) {
       const VF scale = DecodeScales(scales + b * kStripRows + n_lo + j * kLanes);
 #pragma GCC unroll 16
-      for (int m = 0; m < MR; ++m) acc[m][j] = hn::MulAdd(hn::Add(part[m][j][0], part[m][j][1]), scale, acc[m][j]);
+      for (int m = 0; m < MR; ++m) acc[m][j] = hn::MulAdd(hn::Add(even_part[m][j], odd_part[m][j]), scale, acc[m][j]);
     }
   }
-#pragma GCC unroll 16
-  for (int m = 0; m < MR; ++m) {
-#pragma GCC unroll 16
-    for (int j = 0; j < NV; ++j) hn::StoreU(acc[m][j], df, C + m * ldc + n_lo + j * kLanes);
-  }
+  StoreTiles(acc, C, ldc, n_lo);
 }
 
 // The whole strip as an fp32 panel [K][32] with the scales applied.
@@ -201,11 +210,7 @@ HWY_INLINE void PanelPass(const float* panel, int64_t K, int n_lo, const float* 
                           int64_t ldc) {
   const DF df;
   VF acc[MR][NV];
-#pragma GCC unroll 16
-  for (int m = 0; m < MR; ++m) {
-#pragma GCC unroll 16
-    for (int j = 0; j < NV; ++j) acc[m][j] = hn::Zero(df);
-  }
+  ZeroTiles(acc);
   const float* w_row = panel + n_lo;
   for (int64_t k = 0; k < K; ++k, w_row += kStripRows) {
     VF w[NV];
@@ -218,11 +223,7 @@ HWY_INLINE void PanelPass(const float* panel, int64_t K, int n_lo, const float* 
       for (int j = 0; j < NV; ++j) acc[m][j] = hn::MulAdd(w[j], a, acc[m][j]);
     }
   }
-#pragma GCC unroll 16
-  for (int m = 0; m < MR; ++m) {
-#pragma GCC unroll 16
-    for (int j = 0; j < NV; ++j) hn::StoreU(acc[m][j], df, C + m * ldc + n_lo + j * kLanes);
-  }
+  StoreTiles(acc, C, ldc, n_lo);
 }
 
 void StripMatmul(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, const float* A, int64_t lda, int64_t M,

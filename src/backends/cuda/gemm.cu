@@ -48,10 +48,38 @@ __device__ __forceinline__ int a_chunk_offset(int row, int chunk) {
   return row * C::a_row_bytes + ((chunk ^ swizzle) << 4);
 }
 
+// The last index e < count with offsets[e] <= value: the expert owning a tile or a pair. Never an
+// expert without any, whose offset equals the next one's.
+__device__ __forceinline__ int owner_of(const int32_t* offsets, int count, int64_t value) {
+  int lo = 0;
+  for (int hi = count; lo + 1 < hi;) {
+    const int mid = (lo + hi) / 2;
+    if (offsets[mid] <= value) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
 __device__ __forceinline__ float swiglu(float gate, float linear, float alpha, float limit) {
   gate = fminf(gate, limit);
   linear = fminf(fmaxf(linear, -limit), limit);
   return gate / (1.0f + expf(-alpha * gate)) * (linear + 1.0f);
+}
+
+// Columns n and n + 1 of pair q from their sums: the activation scale and the bias, then SwiGLU of
+// the (gate, linear) pair for gate_up, or a plain store for down.
+__device__ __forceinline__ void store_output(const GemmProblem& p, int expert, int64_t q, int n, float sum0, float sum1) {
+  const float a_scale = *p.a_scale;
+  const float* bias = p.bias + static_cast<int64_t>(expert) * p.n;
+  const float v0 = sum0 * a_scale + bias[n], v1 = sum1 * a_scale + bias[n + 1];
+  if (p.gate_up) {
+    p.out[q * (p.n / 2) + n / 2] = swiglu(v0, v1, p.alpha, p.limit);
+  } else {
+    *reinterpret_cast<float2*>(p.out + q * p.n + n) = make_float2(v0, v1);
+  }
 }
 
 template <class C>
@@ -61,17 +89,7 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(GemmProblem p) {
   // Which expert and which rows: tile_offsets maps the launch's tile index to an expert.
   const int tile = blockIdx.y;
   if (tile >= p.tile_offsets[p.experts]) return;
-  // The last expert whose first tile is <= tile: never one without pairs, whose first tile equals
-  // the next expert's.
-  int expert = 0;
-  for (int hi = p.experts; expert + 1 < hi;) {
-    const int mid = (expert + hi) / 2;
-    if (p.tile_offsets[mid] <= tile) {
-      expert = mid;
-    } else {
-      hi = mid;
-    }
-  }
+  const int expert = owner_of(p.tile_offsets, p.experts, tile);
   const int row0 = p.pair_offsets[expert] + (tile - p.tile_offsets[expert]) * C::BM;
   const int rows = min(C::BM, p.pair_offsets[expert + 1] - row0);
   const int n0 = blockIdx.x * C::BN;
@@ -209,28 +227,9 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(GemmProblem p) {
   cp_async_wait<0>();
 
   // Epilogue. Accumulator element (i) of tile (mt, nt): row 16mt + lane/4 (+8 for i >= 2),
-  // column 8nt + 2(lane%4) (+1 for odd i).
-  if (p.splits > 1) {  // raw partial sums; splitk_epilogue_kernel finishes
-    float* partial = p.partial + static_cast<int64_t>(blockIdx.z) * p.pairs * p.n;
-#pragma unroll
-    for (int mt = 0; mt < C::MT; ++mt) {
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int r = warp_m * C::WM + mt * 16 + lane / 4 + half * 8;
-        if (r >= rows) continue;
-#pragma unroll
-        for (int nt = 0; nt < C::NT; ++nt) {
-          const int n = n0 + warp_n * C::WN + nt * 8 + 2 * (lane % 4);
-          if (n >= p.n) continue;
-          *reinterpret_cast<float2*>(partial + static_cast<int64_t>(row0 + r) * p.n + n) =
-              make_float2(acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]);
-        }
-      }
-    }
-    return;
-  }
-  const float a_scale = *p.a_scale;
-  const float* bias = p.bias + static_cast<int64_t>(expert) * p.n;
+  // column 8nt + 2(lane%4) (+1 for odd i). With split-K, the raw partial sums go to the workspace
+  // and splitk_epilogue_kernel finishes.
+  float* partial = p.partial + static_cast<int64_t>(blockIdx.z) * p.pairs * p.n;
 #pragma unroll
   for (int mt = 0; mt < C::MT; ++mt) {
 #pragma unroll
@@ -242,12 +241,10 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(GemmProblem p) {
       for (int nt = 0; nt < C::NT; ++nt) {
         const int n = n0 + warp_n * C::WN + nt * 8 + 2 * (lane % 4);
         if (n >= p.n) continue;
-        const float v0 = acc[mt][nt][2 * half] * a_scale + bias[n];
-        const float v1 = acc[mt][nt][2 * half + 1] * a_scale + bias[n + 1];
-        if (p.gate_up) {
-          p.out[q * (p.n / 2) + n / 2] = swiglu(v0, v1, p.alpha, p.limit);
+        if (p.splits > 1) {
+          *reinterpret_cast<float2*>(partial + q * p.n + n) = make_float2(acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]);
         } else {
-          *reinterpret_cast<float2*>(p.out + q * p.n + n) = make_float2(v0, v1);
+          store_output(p, expert, q, n, acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]);
         }
       }
     }
@@ -262,29 +259,14 @@ __global__ void splitk_epilogue_kernel(GemmProblem p) {
   if (i >= static_cast<int64_t>(p.pairs) * half_n) return;
   const int64_t q = i / half_n;
   const int n = static_cast<int>(i % half_n) * 2;
-  int expert = 0;  // the last expert whose first pair is <= q
-  for (int hi = p.experts; expert + 1 < hi;) {
-    const int mid = (expert + hi) / 2;
-    if (p.pair_offsets[mid] <= q) {
-      expert = mid;
-    } else {
-      hi = mid;
-    }
-  }
+  const int expert = owner_of(p.pair_offsets, p.experts, q);
   float s0 = 0.0f, s1 = 0.0f;
   for (int z = 0; z < p.splits; ++z) {
     const float2 v = *reinterpret_cast<const float2*>(p.partial + (static_cast<int64_t>(z) * p.pairs + q) * p.n + n);
     s0 += v.x;
     s1 += v.y;
   }
-  const float a_scale = *p.a_scale;
-  const float* bias = p.bias + static_cast<int64_t>(expert) * p.n;
-  const float v0 = s0 * a_scale + bias[n], v1 = s1 * a_scale + bias[n + 1];
-  if (p.gate_up) {
-    p.out[q * half_n + n / 2] = swiglu(v0, v1, p.alpha, p.limit);
-  } else {
-    *reinterpret_cast<float2*>(p.out + q * p.n + n) = make_float2(v0, v1);
-  }
+  store_output(p, expert, q, n, s0, s1);
 }
 
 template <class C>
