@@ -2,6 +2,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/common.hpp"
 #include "mxmoe/oracle.hpp"
 
 namespace mxmoe::cli {
@@ -18,9 +19,7 @@ struct ExplainOptions {
 };
 
 int run_explain(ExplainOptions o) {
-  const auto scheme = parse_scheme(o.scheme);
-  if (!scheme) throw std::invalid_argument("unknown scheme '" + o.scheme + "'; known: " + scheme_names());
-  o.problem.scheme = *scheme;
+  o.problem.scheme = scheme_or_throw(o.scheme);
   o.problem.bias = !o.no_bias;
   const DeviceSpec device = DeviceSpec::parse(o.device);
   try {
