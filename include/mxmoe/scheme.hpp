@@ -29,8 +29,10 @@ std::string scheme_names();
 // E2M1 value times its block's power-of-two scale). The returned tensor scale multiplies every
 // value back to the activation's magnitude: the FP8 per-tensor scale for w4a8, 1 otherwise.
 // w4a4 needs cols to be a multiple of 32. NaN or Inf activations throw std::domain_error.
+// `given_scale`, when set, is used instead of the input's own w4a8 scale (checking a sample of a
+// batch with the whole batch's scale).
 float quantize_activations(Scheme scheme, std::span<const float> input, int64_t rows, int64_t cols,
-                           std::span<float> output);
+                           std::span<float> output, std::optional<float> given_scale = std::nullopt);
 
 // The same in two steps, so the work can be split across threads with identical results:
 // the tensor scale from the largest magnitude of the whole tensor (finite_abs_max of every part,

@@ -88,14 +88,14 @@ void quantize_activation_rows(Scheme scheme, std::span<const float> input, int64
 }
 
 float quantize_activations(Scheme scheme, std::span<const float> input, int64_t rows, int64_t cols,
-                           std::span<float> output) {
+                           std::span<float> output, std::optional<float> given_scale) {
   float abs_max = 0.0f;
   try {
     abs_max = finite_abs_max(input);  // every scheme rejects NaN and Inf
   } catch (const std::domain_error& e) {
     throw std::domain_error(std::string("activation ") + e.what());
   }
-  const float scale = activation_tensor_scale(scheme, abs_max);
+  const float scale = given_scale ? *given_scale : activation_tensor_scale(scheme, abs_max);
   quantize_activation_rows(scheme, input, rows, cols, scale, output);
   return scale;
 }

@@ -5,7 +5,6 @@
 #include <vector>
 
 #include "moe/routing_check.hpp"
-#include "mxmoe/format.hpp"
 #include "mxmoe/moe.hpp"
 #include "util/parallel.hpp"
 
@@ -52,17 +51,10 @@ MoeOutput reference_forward(const MoeLayer& layer, std::span<const float> hidden
 
   // Quantize first: it also rejects NaN and Inf inputs before any work is done.
   std::vector<float> x_quantized(hidden.size());
-  auto quantize = [&](std::span<const float> in, int64_t rows, int64_t cols, std::span<float> out, float given) {
-    if (!options.scales) return quantize_activations(scheme, in, rows, cols, out);
-    try {
-      finite_abs_max(in);
-    } catch (const std::domain_error& e) {
-      throw std::domain_error(std::string("activation ") + e.what());
-    }
-    quantize_activation_rows(scheme, in, rows, cols, given, out);
-    return given;
+  const auto given = [&](float ActivationScales::*which) {
+    return options.scales ? std::optional<float>(options.scales->*which) : std::nullopt;
   };
-  const double x_scale = quantize(hidden, T, H, x_quantized, options.scales ? options.scales->hidden : 1.0f);
+  const double x_scale = quantize_activations(scheme, hidden, T, H, x_quantized, given(&ActivationScales::hidden));
 
   MoeOutput result;
   if (options.routing) {
@@ -104,7 +96,7 @@ MoeOutput reference_forward(const MoeLayer& layer, std::span<const float> hidden
 
   std::vector<float> y_quantized(intermediate.size());
   const double y_scale =
-      quantize(intermediate, T * k, I, y_quantized, options.scales ? options.scales->intermediate : 1.0f);
+      quantize_activations(scheme, intermediate, T * k, I, y_quantized, given(&ActivationScales::intermediate));
   result.scales = {static_cast<float>(x_scale), static_cast<float>(y_scale)};
   intermediate = {};
   const std::vector<double> y = to_double(y_quantized);

@@ -1,4 +1,9 @@
+#include "mxmoe/backend.hpp"
+
+#ifdef MXMOE_WITH_HWY
 #include "backends/cpu/cpu_moe.hpp"
+#include "backends/cpu/kernels.hpp"
+#endif
 
 namespace mxmoe {
 

@@ -267,7 +267,7 @@ bool bf16_pinned_off = false;
 
 void strip_matmul(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, const Activations& A, int64_t M,
                   float* C, int64_t ldc, float* panel) {
-  if (A.bf16 && M <= kBf16MaxRows && !bf16_pinned_off && bf16_dot_available()) {
+  if (A.bf16 && !bf16_pinned_off && bf16_dot_available()) {
     strip_matmul_bf16(tiles, scales, kblocks, A.bf16, A.stride, M, C, ldc);
   } else {
     HWY_DYNAMIC_DISPATCH(StripMatmul)(tiles, scales, kblocks, A.f32, A.stride, M, C, ldc, panel);

@@ -58,10 +58,9 @@ struct Activations {
 void strip_matmul(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, const Activations& A, int64_t M,
                   float* C, int64_t ldc, float* panel);
 
-// Whether this CPU runs the AVX512-BF16 kernels (then callers should pass bf16 activations), and
-// up to how many token rows they beat decoding an fp32 panel.
+// Whether this CPU runs the AVX512-BF16 kernels (then callers should pass bf16 activations). They
+// win at every batch size: even re-decoding per 4 token rows, vdpbf16ps outruns an fp32 panel.
 bool bf16_dot_available();
-inline constexpr int64_t kBf16MaxRows = 1 << 30;
 
 // The AVX512-BF16 strip product (kernels_avx512bf16.cpp); only when bf16_dot_available().
 void strip_matmul_bf16(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, const uint16_t* A, int64_t lda,

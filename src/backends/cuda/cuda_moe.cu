@@ -130,7 +130,7 @@ class CudaMoeImpl final : public CudaMoe {
     const bool fp8 = scheme_ == Scheme::w4a8;
     const int64_t activation_bytes = fp8 ? 1 : 2;
     const int64_t active_bound = std::min(E, P);
-    const GemmTile tile = choose_gemm_tile(static_cast<double>(P) / static_cast<double>(active_bound), fp8);
+    const GemmTile tile = choose_gemm_tile(static_cast<double>(P) / static_cast<double>(active_bound));
     const int tile_rows = gemm_tile_rows(tile, fp8);
     const int max_tiles = static_cast<int>((P + tile_rows - 1) / tile_rows + active_bound);
 

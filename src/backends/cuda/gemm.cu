@@ -304,7 +304,7 @@ int choose_splits(GemmTile tile, int n, int k, int active_experts, int target_ct
   return std::max(1, std::min({splits, 8, k / 32}));
 }
 
-GemmTile choose_gemm_tile(double rows_per_expert, bool) {
+GemmTile choose_gemm_tile(double rows_per_expert) {
   if (rows_per_expert <= 16) return GemmTile::small;
   if (rows_per_expert <= 64) return GemmTile::medium;
   return GemmTile::large;

@@ -57,7 +57,7 @@ enum class GemmTile { small, medium, large };
 // Split-K slices for a small-tile GEMM so that about `target_ctas` CTAs run.
 int choose_splits(GemmTile tile, int n, int k, int active_experts, int target_ctas);
 // Rows of the tile the GEMM uses for a batch averaging `rows_per_expert` pairs per active expert.
-GemmTile choose_gemm_tile(double rows_per_expert, bool fp8);
+GemmTile choose_gemm_tile(double rows_per_expert);
 int gemm_tile_rows(GemmTile tile, bool fp8);
 
 void launch_gemm_bf16(const GemmProblem& p, GemmTile tile, cudaStream_t stream);
