@@ -79,6 +79,10 @@ struct BackendDeclaration {
   // Optional extra rule: returns a rejection reason, or "" to accept.
   std::function<std::string(const DeviceSpec&, const Problem&)> extra_check;
 
+  // Optional: which of the backend's kernel paths runs this problem (the token count decides for
+  // some backends), for the oracle's report.
+  std::function<std::string(const Problem&)> kernel_path;
+
   // Prepares a layer that already has the plan's padded dims. Backends that repack or upload the
   // weights let go of the layer afterwards; the reference keeps sharing it.
   std::function<std::unique_ptr<PreparedMoe>(std::shared_ptr<const MoeLayer> padded_layer, const ExecutionPlan& plan)>

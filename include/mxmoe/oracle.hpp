@@ -37,6 +37,7 @@ struct Decision {
   std::optional<ForcedBackend> forced;
   std::string chosen;   // empty only inside an OracleError
   PaddingPlan padding;  // the chosen backend's plan: the single source of truth for packing and kernels
+  std::string kernels;  // the chosen backend's kernel path for this problem, when it names one
   std::vector<Verdict> verdicts;  // one per registered backend, in registry order
 
   const Verdict* verdict(const std::string& backend) const;

@@ -48,6 +48,7 @@ std::string Decision::to_json() const {
       {"forced", forced ? nlohmann::ordered_json{{"name", forced->name}, {"source", forced->source}} : nlohmann::ordered_json(nullptr)},
       {"chosen", chosen.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(chosen)},
       {"padding", chosen.empty() ? nlohmann::ordered_json(nullptr) : padding_json(padding)},
+      {"kernels", kernels.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(kernels)},
   };
   nlohmann::ordered_json backends = nlohmann::ordered_json::array();
   for (const auto& v : verdicts) {
@@ -74,6 +75,7 @@ std::string Decision::to_table() const {
   }
   if (!chosen.empty()) {
     s += "\npadding: " + padding.to_string() + (padding.is_identity() ? " (none needed)" : "") + "\n";
+    if (!kernels.empty()) s += "kernels: " + kernels + "\n";
   }
   return s;
 }

@@ -183,6 +183,14 @@ Decision select_backend(const DeviceSpec& device, const Problem& problem, const 
   }
   d.chosen = chosen->backend;
   d.padding = *chosen->padding;
+  for (const auto& b : registry) {
+    if (b.name == d.chosen && b.kernel_path) {
+      Problem padded = problem;
+      padded.hidden = d.padding.padded_hidden;
+      padded.intermediate = d.padding.padded_intermediate;
+      d.kernels = b.kernel_path(padded);
+    }
+  }
   return d;
 }
 

@@ -2,6 +2,7 @@
 // GPU; scripts/gpu-check runs them on one.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <set>
 
 #include "backends/backend_check.hpp"
@@ -9,7 +10,11 @@
 #include "mxmoe/oracle.hpp"
 
 #ifdef MXMOE_WITH_CUDA
+#include <cstring>
+
 #include "backends/cuda/cuda_moe.hpp"
+#include "backends/cuda/decode.hpp"
+#include "backends/cuda/device_buffer.hpp"
 #include "backends/cuda/kernels.hpp"
 #endif
 
@@ -56,6 +61,25 @@ TEST(CudaBackend, IsPlannedForEveryGpuFromSm80) {
   }
 }
 
+// The token count is a real input: the oracle names the kernel path a batch of that size takes.
+TEST(CudaBackend, ExplainNamesTheKernelPathByTokenCount) {
+  const auto& registry = backend_registry();
+  const auto cuda = std::find_if(registry.begin(), registry.end(), [](const auto& b) { return b.name == "cuda"; });
+  ASSERT_NE(cuda, registry.end());
+  if (!cuda->built) GTEST_SKIP() << "mxmoe was built without CUDA";
+  auto kernels = [](int tokens) {
+    return select_backend(DeviceSpec::parse("sm_90"), {Scheme::w4a16, 128, 4, 2880, 2880, tokens, true}).kernels;
+  };
+  EXPECT_NE(kernels(1).find("small-batch kernels"), std::string::npos) << kernels(1);
+  EXPECT_NE(kernels(32).find("small-batch kernels"), std::string::npos) << kernels(32);
+  EXPECT_NE(kernels(33).find("batched kernels"), std::string::npos) << kernels(33);
+  EXPECT_NE(kernels(8192).find("batched kernels"), std::string::npos) << kernels(8192);
+  EXPECT_NE(kernels(0).find("up to 32 tokens"), std::string::npos) << kernels(0);
+  const Decision d = select_backend(DeviceSpec::parse("sm_90"), {Scheme::w4a16, 128, 4, 2880, 2880, 4, true});
+  EXPECT_NE(d.to_table().find("kernels: small-batch"), std::string::npos) << d.to_table();
+  EXPECT_NE(d.to_json().find("\"kernels\": \"small-batch"), std::string::npos) << d.to_json();
+}
+
 #ifdef MXMOE_WITH_CUDA
 
 TEST(CudaKernels, WeightDecodersGiveExactE2m1Values) {
@@ -67,6 +91,25 @@ TEST(CudaKernels, WeightDecodersGiveExactE2m1Values) {
       const float expected = e2m1_to_float(static_cast<uint8_t>(half ? byte >> 4 : byte & 0xF));
       EXPECT_EQ(decoded[2 * byte + half], expected) << "bf16 path, byte " << byte;
       EXPECT_EQ(decoded[512 + 2 * byte + half], expected) << "fp8 path, byte " << byte;
+    }
+  }
+}
+
+// The folded decode (one bf16 multiply by 2^(scale - 1)) gives the exact values for every scale code
+// the small-batch path uses it for (0..128), as the two-step decode does.
+TEST(CudaKernels, FoldedScaleDecodeIsExactUpToCode128) {
+  REQUIRE_GPU();
+  const std::vector<uint8_t> scales = {0, 1, 2, 60, 119, 126, 127, 128};
+  std::vector<float> decoded(scales.size() * 1024);
+  cuda::decode_scaled_codes_for_test(scales.data(), static_cast<int>(scales.size()), decoded.data());
+  for (size_t s = 0; s < scales.size(); ++s) {
+    for (int byte = 0; byte < 256; ++byte) {
+      for (int half = 0; half < 2; ++half) {
+        const double expected = e2m1_to_float(static_cast<uint8_t>(half ? byte >> 4 : byte & 0xF)) *
+                                std::ldexp(1.0, static_cast<int>(scales[s]) - 127);
+        EXPECT_EQ(decoded[s * 1024 + 2 * byte + half], expected) << "two-step, scale " << int(scales[s]) << " byte " << byte;
+        EXPECT_EQ(decoded[s * 1024 + 512 + 2 * byte + half], expected) << "folded, scale " << int(scales[s]) << " byte " << byte;
+      }
     }
   }
 }
@@ -176,6 +219,135 @@ TEST(CudaSanitizer, SmallBatchAllSchemes) {
       const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &out.routing});
       EXPECT_LE(test::relative_l2(out.output, expected.output), test::error_bound(scheme));
     }
+  }
+}
+
+// The small-batch path (decode.hpp) at every size it serves, poisoned buffers, against the
+// reference on its own routing; and with routing skewed so that every token picks the same experts
+// (an expert with more tokens than one pass of the kernel takes).
+class CudaSmallBatch : public ::testing::TestWithParam<test::BackendCase> {};
+
+std::unique_ptr<cuda::CudaMoe> prepare_on_gpu(const MoeLayer& layer, Scheme scheme) {
+  const DeviceSpec gpu = DeviceSpec::detect();
+  const ExecutionPlan plan{"cuda", scheme, gpu,
+                           PaddingPlan::for_alignment(layer.shape.hidden, layer.shape.intermediate, 32, 32), 0};
+  return cuda::make_cuda_moe(std::make_shared<const MoeLayer>(layer), plan);
+}
+
+void expect_matches_reference(const MoeLayer& layer, Scheme scheme, const std::vector<float>& x, int tokens,
+                              const MoeOutput& got) {
+  ASSERT_TRUE(test::all_finite(got.output)) << "T=" << tokens;
+  const Routing expected_routing = route(layer, x, tokens);
+  const int k = layer.shape.top_k;
+  int same_sets = 0;
+  for (int t = 0; t < tokens; ++t) {
+    const std::set<int> a(got.routing.expert_ids.begin() + t * k, got.routing.expert_ids.begin() + (t + 1) * k);
+    const std::set<int> b(expected_routing.expert_ids.begin() + t * k, expected_routing.expert_ids.begin() + (t + 1) * k);
+    same_sets += a == b;
+  }
+  EXPECT_GE(same_sets, tokens - std::max(1, tokens / 200)) << "routing agrees on " << same_sets << " of " << tokens;
+  const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &got.routing});
+  EXPECT_FLOAT_EQ(got.scales.hidden, expected.scales.hidden);
+  EXPECT_NEAR(got.scales.intermediate, expected.scales.intermediate, 1e-5 * expected.scales.intermediate);
+  EXPECT_LE(test::relative_l2(got.output, expected.output), test::error_bound(scheme))
+      << layer.shape.to_string() << " T=" << tokens << " " << scheme_name(scheme);
+}
+
+TEST_P(CudaSmallBatch, MatchesReferenceWithPoisonedBuffers) {
+  REQUIRE_GPU();
+  const test::BackendCase c = GetParam();
+  if (c.scheme == Scheme::w4a8 && DeviceSpec::detect().sm < 89) GTEST_SKIP() << "w4a8 needs sm_89";
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("input seed " + std::to_string(seed));
+  const MoeLayer& layer = test::shared_layer(c.shape);
+  auto moe = prepare_on_gpu(layer, c.scheme);
+  moe->set_small_batch_tokens(cuda::kDecodeMaxTokens);  // every size the path is built for
+  moe->poison_buffers_for_test(true);
+  const auto x = random_hidden(c.tokens, c.shape.hidden, seed, HiddenDistribution::heavy);
+  expect_matches_reference(layer, c.scheme, x, c.tokens, moe->forward(x, c.tokens));
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, CudaSmallBatch,
+                         ::testing::ValuesIn(test::backend_cases({{128, 96, 8, 2}, {2880, 2880, 32, 4},
+                                                                  {2880, 2880, 128, 4}},
+                                                                 {1, 2, 3, 4, 7, 16, 33, 64})),
+                         test::backend_case_name);
+
+TEST(CudaSmallBatchEdges, EveryTokenOnTheSameExperts) {
+  REQUIRE_GPU();
+  MoeLayer layer = test::shared_layer({256, 192, 16, 4});
+  for (int e = 0; e < 4; ++e) layer.router_bias[e] = 1000.0f;  // experts 0-3 win for every token
+  for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
+    if (scheme == Scheme::w4a8 && DeviceSpec::detect().sm < 89) continue;
+    auto moe = prepare_on_gpu(layer, scheme);
+    moe->set_small_batch_tokens(cuda::kDecodeMaxTokens);
+    moe->poison_buffers_for_test(true);
+    for (int tokens : {9, 64}) {
+      const auto x = random_hidden(tokens, 256, test::fresh_seed());
+      const MoeOutput got = moe->forward(x, tokens);
+      for (int t = 0; t < tokens; ++t) {
+        EXPECT_EQ(std::set<int>(got.routing.expert_ids.begin() + 4 * t, got.routing.expert_ids.begin() + 4 * t + 4),
+                  (std::set<int>{0, 1, 2, 3}));
+      }
+      expect_matches_reference(layer, scheme, x, tokens, got);
+    }
+  }
+}
+
+// Both paths on one batch: the same router code gives the same routing bits, and the outputs
+// agree within the scheme's bound.
+TEST(CudaSmallBatchEdges, AgreesWithTheBatchedPath) {
+  REQUIRE_GPU();
+  const MoeLayer& layer = test::shared_layer({2880, 2880, 32, 4});
+  for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
+    if (scheme == Scheme::w4a8 && DeviceSpec::detect().sm < 89) continue;
+    auto moe = prepare_on_gpu(layer, scheme);
+    const auto x = random_hidden(16, 2880, test::fresh_seed(), HiddenDistribution::heavy);
+    const MoeOutput small = moe->forward(x, 16);
+    moe->set_small_batch_tokens(0);
+    const MoeOutput batched = moe->forward(x, 16);
+    EXPECT_EQ(small.routing.expert_ids, batched.routing.expert_ids);
+    EXPECT_EQ(small.routing.weights, batched.routing.weights);
+    EXPECT_EQ(small.scales.hidden, batched.scales.hidden);
+    EXPECT_LE(test::relative_l2(small.output, batched.output), test::error_bound(scheme)) << scheme_name(scheme);
+  }
+}
+
+// The device-pointer entry point captured in a CUDA graph: replays give the bits of an uncaptured
+// call, again and again (the path's counters return to zero), between runs of other sizes.
+TEST(CudaSmallBatchEdges, GraphReplayGivesTheSameBits) {
+  REQUIRE_GPU();
+  const MoeLayer& layer = test::shared_layer({2880, 2880, 32, 4});
+  auto moe = prepare_on_gpu(layer, Scheme::w4a16);
+  moe->set_small_batch_tokens(cuda::kDecodeMaxTokens);
+  for (int tokens : {1, 5, 64}) {
+    const auto x = random_hidden(tokens, 2880, test::fresh_seed());
+    const size_t bytes = x.size() * sizeof(float);
+    cuda::DeviceBuffer input(bytes), output(bytes);
+    ASSERT_EQ(cudaMemcpy(input.as<void>(), x.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    auto read_output = [&] {
+      std::vector<float> host(x.size());
+      EXPECT_EQ(cudaStreamSynchronize(moe->stream()), cudaSuccess);
+      EXPECT_EQ(cudaMemcpy(host.data(), output.as<void>(), bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+      return host;
+    };
+    moe->forward_on_device(input.as<float>(), tokens, output.as<float>());
+    const std::vector<float> direct = read_output();
+    ASSERT_TRUE(test::all_finite(direct));
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    ASSERT_EQ(cudaStreamBeginCapture(moe->stream(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    moe->forward_on_device(input.as<float>(), tokens, output.as<float>());
+    ASSERT_EQ(cudaStreamEndCapture(moe->stream(), &graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (int replay = 0; replay < 3; ++replay) {
+      ASSERT_EQ(cudaMemset(output.as<void>(), 0xFF, bytes), cudaSuccess);
+      ASSERT_EQ(cudaGraphLaunch(exec, moe->stream()), cudaSuccess);
+      const std::vector<float> replayed = read_output();
+      EXPECT_EQ(0, std::memcmp(replayed.data(), direct.data(), bytes)) << "T=" << tokens << " replay " << replay;
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
   }
 }
 

@@ -81,6 +81,19 @@ __global__ void combine_kernel(const float* pair_out, const int32_t* position, c
   out[static_cast<int64_t>(t) * hidden + h] = sum;
 }
 
+// Every code pair through both bf16 decoders (two-step and folded) at each of `count` scale codes.
+__global__ void decode_scaled_codes_kernel(const uint8_t* scales, float* out) {
+  const uint32_t byte = threadIdx.x, lo = byte & 0xF, hi = byte >> 4;
+  const uint32_t scale = scales[blockIdx.x];
+  float* o = out + blockIdx.x * 1024;
+  const uint32_t two_step = decode_bf16x2(lo | (hi << 16), e8m0_bf16x2(scale));
+  const uint32_t folded = bf16x2_bits(__hmul2(bits_bf16x2(e2m1_pair_bits(lo | (hi << 16))), e8m0_times_2pow126_bf16x2(scale)));
+  o[2 * byte] = __uint_as_float(two_step << 16);
+  o[2 * byte + 1] = __uint_as_float(two_step & 0xFFFF0000u);
+  o[512 + 2 * byte] = __uint_as_float(folded << 16);
+  o[512 + 2 * byte + 1] = __uint_as_float(folded & 0xFFFF0000u);
+}
+
 __global__ void decode_codes_kernel(float* out) {
   const uint32_t byte = threadIdx.x;  // 256 threads: every pair of codes
   const uint32_t lo = byte & 0xF, hi = byte >> 4;
@@ -142,6 +155,22 @@ void decode_all_codes_for_test(float* host_out) {
   cudaFree(d);
   check(launched, "launch of decode_codes_kernel", __FILE__, __LINE__);
   check(copied, "cudaMemcpy(decoded codes)", __FILE__, __LINE__);
+}
+
+void decode_scaled_codes_for_test(const uint8_t* host_scales, int count, float* host_out) {
+  uint8_t* scales = nullptr;
+  float* d = nullptr;
+  MXMOE_CUDA_CHECK(cudaMalloc(&scales, count));
+  MXMOE_CUDA_CHECK(cudaMalloc(&d, count * 1024 * sizeof(float)));
+  cudaError_t status = cudaMemcpy(scales, host_scales, count, cudaMemcpyHostToDevice);
+  if (status == cudaSuccess) {
+    decode_scaled_codes_kernel<<<count, 256>>>(scales, d);
+    status = cudaGetLastError();
+  }
+  if (status == cudaSuccess) status = cudaMemcpy(host_out, d, count * 1024 * sizeof(float), cudaMemcpyDeviceToHost);
+  cudaFree(scales);
+  cudaFree(d);
+  check(status, "decode_scaled_codes_kernel", __FILE__, __LINE__);
 }
 
 }  // namespace mxmoe::cuda

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "backends/cuda/cuda_check.hpp"
+#include "backends/cuda/decode.hpp"
 #include "backends/cuda/device_buffer.hpp"
 #include "backends/cuda/kernels.hpp"
 #include "backends/cuda/layout.hpp"
@@ -50,6 +51,7 @@ class CudaMoeImpl final : public CudaMoe {
     MXMOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
     sm_count_ = prop.multiProcessorCount;
     const int sm = prop.major * 10 + prop.minor;
+    sm_ = sm;
     const int needed = scheme_ == Scheme::w4a8 ? 89 : 80;
     if (sm < needed) {
       throw std::runtime_error("the cuda backend needs " + sm_name(needed) + " or newer for " +
@@ -57,6 +59,11 @@ class CudaMoeImpl final : public CudaMoe {
                                prop.name + ") is " + sm_name(sm));
     }
     const WeightLayout layout = scheme_ == Scheme::w4a8 ? WeightLayout::fp8_mma : WeightLayout::bf16_mma;
+    uint8_t largest_scale = 0;
+    for (const Mxfp4Tensor* t : {&layer->gate_up, &layer->down}) {
+      if (!t->scales.empty()) largest_scale = std::max(largest_scale, *std::max_element(t->scales.begin(), t->scales.end()));
+    }
+    folded_scales_ = largest_scale <= 128;
     {
       const PackedWeights gate_up = pack_weights(layer->gate_up, layout);
       gate_up_words_ = upload(gate_up.words);
@@ -72,6 +79,10 @@ class CudaMoeImpl final : public CudaMoe {
     router_weight_ = upload(layer->router_weight);
     router_bias_ = upload(layer->router_bias);
     MXMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    if (small_batch_supports(shape_.hidden, shape_.intermediate, shape_.experts, shape_.top_k)) {
+      allocate_small_batch_path();
+      small_batch_tokens_ = kSmallBatchTokens;
+    }
   }
 
   ~CudaMoeImpl() override {
@@ -115,6 +126,15 @@ class CudaMoeImpl final : public CudaMoe {
 
   void poison_buffers_for_test(bool on) override { poison_ = on; }
 
+  void set_small_batch_tokens(int tokens) override {
+    if (tokens < 0 || tokens > kDecodeMaxTokens) {
+      throw std::invalid_argument("small-batch path: up to " + std::to_string(kDecodeMaxTokens) + " tokens");
+    }
+    if (tokens > 0 && decode_gate_up_grid_ == 0) throw std::invalid_argument("small-batch path: not available for this shape");
+    small_batch_tokens_ = tokens;
+  }
+  int small_batch_tokens() const override { return small_batch_tokens_; }
+
   void forward_on_device(const float* hidden, int tokens, float* out) override {
     std::lock_guard<std::mutex> lock(mutex_);
     DeviceScope scope(device_);
@@ -122,9 +142,79 @@ class CudaMoeImpl final : public CudaMoe {
   }
 
  private:
+  // The small-batch path's buffers, sized once for its largest batch so that a run allocates
+  // nothing (and can be captured in a CUDA graph). Counters start at zero and return to it.
+  void allocate_small_batch_path() {
+    const int64_t T = kDecodeMaxTokens, H = shape_.hidden, I = shape_.intermediate, E = shape_.experts,
+                  k = shape_.top_k, P = T * k;
+    const int64_t active = std::min(E, P);
+    logits_.reserve(T * E * sizeof(float));
+    expert_ids_.reserve(P * sizeof(int32_t));
+    expert_weights_.reserve(P * sizeof(float));
+    tensor_scales_.reserve(2 * sizeof(float));
+    decode_active_.reserve((2 * active + 1) * sizeof(int32_t));
+    source_rows_.reserve(P * sizeof(int32_t));
+    intermediate_.reserve(P * I * sizeof(float));
+    pair_out_.reserve(P * H * sizeof(float));
+    decode_control_.reserve(sizeof(DecodeControl));
+    decode_counts_.reserve(T * ((H + kDecodeDownRows - 1) / kDecodeDownRows) * sizeof(uint32_t));
+    MXMOE_CUDA_CHECK(cudaMemset(decode_control_.as<void>(), 0, decode_control_.bytes()));
+    MXMOE_CUDA_CHECK(cudaMemset(decode_counts_.as<void>(), 0, decode_counts_.bytes()));
+    decode_grids(scheme_, folded_scales_, shape_.hidden, shape_.intermediate, sm_count_, decode_gate_up_grid_,
+                 decode_down_grid_);
+  }
+
+  void run_small_batch(const float* x, int tokens, float* out) {
+    const int64_t T = tokens, H = shape_.hidden, k = shape_.top_k, E = shape_.experts;
+    const int64_t active = std::min(E, T * k);
+    if (poison_) {
+      for (DeviceBuffer* b : {&logits_, &expert_ids_, &expert_weights_, &tensor_scales_, &decode_active_, &source_rows_,
+                              &intermediate_, &pair_out_}) {
+        MXMOE_CUDA_CHECK(cudaMemsetAsync(b->as<void>(), 0xFF, b->bytes(), stream_));
+      }
+      MXMOE_CUDA_CHECK(cudaMemsetAsync(out, 0xFF, T * H * sizeof(float), stream_));
+    }
+    DecodeLayerArgs a;
+    a.scheme = scheme_;
+    a.tokens = tokens;
+    a.hidden = shape_.hidden;
+    a.intermediate = shape_.intermediate;
+    a.experts = shape_.experts;
+    a.top_k = shape_.top_k;
+    a.alpha = swiglu_.alpha;
+    a.limit = swiglu_.limit;
+    a.x = x;
+    a.router_weight = router_weight_.as<float>();
+    a.router_bias = router_bias_.as<float>();
+    a.gate_up_words = gate_up_words_.as<uint32_t>();
+    a.gate_up_scales = gate_up_scales_.as<uint8_t>();
+    a.gate_up_bias = gate_up_bias_.as<float>();
+    a.down_words = down_words_.as<uint32_t>();
+    a.down_scales = down_scales_.as<uint8_t>();
+    a.down_bias = down_bias_.as<float>();
+    a.logits = logits_.as<float>();
+    a.expert_ids = expert_ids_.as<int32_t>();
+    a.expert_weights = expert_weights_.as<float>();
+    a.control = decode_control_.as<DecodeControl>();
+    a.active_experts = decode_active_.as<int32_t>();
+    a.pair_begin = a.active_experts + active;
+    a.sorted_pairs = source_rows_.as<int32_t>();
+    a.intermediate_out = intermediate_.as<float>();
+    a.pair_out = pair_out_.as<float>();
+    a.combine_counts = decode_counts_.as<uint32_t>();
+    a.tensor_scales = tensor_scales_.as<float>();
+    a.out = out;
+    a.gate_up_grid = decode_gate_up_grid_;
+    a.down_grid = decode_down_grid_;
+    a.folded_scales = folded_scales_;
+    a.overlap_launches = sm_ >= 90;
+    launch_decode_layer(a, stream_);
+  }
+
   // Enqueues the whole layer on stream_.
   void run(const float* x, int tokens, float* out) {
     if (tokens == 0) return;
+    if (tokens <= small_batch_tokens_) return run_small_batch(x, tokens, out);
     const int64_t T = tokens, H = shape_.hidden, I = shape_.intermediate, E = shape_.experts, k = shape_.top_k;
     const int64_t P = T * k;
     const bool fp8 = scheme_ == Scheme::w4a8;
@@ -228,13 +318,18 @@ class CudaMoeImpl final : public CudaMoe {
   Scheme scheme_;
   int device_;
   int sm_count_ = 1;
+  int sm_ = 0;  // compute capability, e.g. 90
   cudaStream_t stream_ = nullptr;
   bool poison_ = false;
+  int small_batch_tokens_ = 0;
+  bool folded_scales_ = false;  // every weight scale code <= 128 (decode.hpp)  // batches up to this many tokens take the small-batch path
+  int decode_gate_up_grid_ = 0, decode_down_grid_ = 0;
   std::mutex mutex_;
   DeviceBuffer gate_up_words_, gate_up_scales_, down_words_, down_scales_;
   DeviceBuffer gate_up_bias_, down_bias_, router_weight_, router_bias_;
   DeviceBuffer input_, output_, logits_, expert_ids_, expert_weights_, counts_, pair_offsets_, tile_offsets_, source_rows_,
       position_, amax_, tensor_scales_, x_quantized_, intermediate_, y_quantized_, pair_out_, partial_;
+  DeviceBuffer decode_active_, decode_control_, decode_counts_;
 };
 
 }  // namespace

@@ -18,6 +18,10 @@ class CudaMoe : public PreparedMoe {
   // For tests: fill every scratch buffer and the output with NaN before each run, so a kernel that
   // leaves part of its output unwritten, or reads what nothing wrote, shows up as NaN.
   virtual void poison_buffers_for_test(bool on) = 0;
+  // Batches of up to this many tokens take the small-batch path (decode.hpp); 0: never. The
+  // default is the path's measured crossover; tests set it to run both paths on one batch.
+  virtual void set_small_batch_tokens(int tokens) = 0;
+  virtual int small_batch_tokens() const = 0;
 };
 
 std::unique_ptr<CudaMoe> make_cuda_moe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan);

@@ -1,3 +1,4 @@
+#include "backends/cuda/paths.hpp"
 #include "mxmoe/backend.hpp"
 
 #ifdef MXMOE_WITH_CUDA
@@ -18,6 +19,9 @@ BackendDeclaration cuda_backend() {
   b.hidden_alignment = 32;
   b.intermediate_alignment = 32;
   b.rank = 20;
+  b.kernel_path = [](const Problem& p) {
+    return cuda::kernel_path(p.tokens, p.hidden, p.intermediate, p.experts, p.top_k);
+  };
 #ifdef MXMOE_WITH_CUDA
   b.prepare = [](std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan) -> std::unique_ptr<PreparedMoe> {
     return cuda::make_cuda_moe(std::move(layer), plan);

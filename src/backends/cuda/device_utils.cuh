@@ -64,10 +64,21 @@ __device__ __forceinline__ __nv_bfloat162 bits_bf16x2(uint32_t v) { return *rein
 // The codes' bits placed in a bf16's exponent and top mantissa bit read as value * 2^-126 (code 1,
 // 0.5, lands on the subnormal 2^-127): multiplying by 2^126 gives the value exactly, and by the
 // block scale (a power of two) keeps it exact.
+__device__ __forceinline__ uint32_t e2m1_pair_bits(uint32_t v) {
+  return ((v & 0x00070007u) << 6) | ((v & 0x00080008u) << 12);
+}
+
 __device__ __forceinline__ uint32_t decode_bf16x2(uint32_t v, __nv_bfloat162 scale2) {
-  const uint32_t bits = ((v & 0x00070007u) << 6) | ((v & 0x00080008u) << 12);
   const __nv_bfloat162 two126 = bits_bf16x2(0x7E807E80u);
-  return bf16x2_bits(__hmul2(__hmul2(bits_bf16x2(bits), two126), scale2));
+  return bf16x2_bits(__hmul2(__hmul2(bits_bf16x2(e2m1_pair_bits(v)), two126), scale2));
+}
+
+// E8M0 code -> bf16x2 of 2^126 * 2^(code - 127) = 2^(code - 1): the decode's offset and the block
+// scale in one factor. Exact for codes 0..128; larger codes overflow bf16 and need the two-step
+// decode_bf16x2.
+__device__ __forceinline__ __nv_bfloat162 e8m0_times_2pow126_bf16x2(uint32_t code) {
+  const uint32_t half = (code + 126u) << 7;
+  return bits_bf16x2(half | (half << 16));
 }
 
 // Four E2M1 codes (bits 0-3 of each byte) -> four FP8 E4M3 bytes of their values times 2^-6 (code
@@ -85,6 +96,20 @@ __device__ __forceinline__ float e8m0_float(uint32_t code) {
 __device__ __forceinline__ __nv_bfloat162 e8m0_bf16x2(uint32_t code) {
   const uint32_t half = code == 0 ? 0x0040u : code << 7;
   return bits_bf16x2(half | (half << 16));
+}
+
+// gpt-oss SwiGLU in fp32, for the GEMM epilogues of both paths.
+__device__ __forceinline__ float swiglu(float gate, float linear, float alpha, float limit) {
+  gate = fminf(gate, limit);
+  linear = fminf(fmaxf(linear, -limit), limit);
+  return gate / (1.0f + expf(-alpha * gate)) * (linear + 1.0f);
+}
+
+// A 32-bit load of streamed data (read once): not kept in L1.
+__device__ __forceinline__ uint32_t load_stream_u32(const uint32_t* p) {
+  uint32_t v;
+  asm("ld.global.nc.L1::no_allocate.b32 %0, [%1];\n" : "=r"(v) : "l"(p));
+  return v;
 }
 
 }  // namespace mxmoe::cuda

@@ -63,12 +63,6 @@ __device__ __forceinline__ int owner_of(const int32_t* offsets, int count, int64
   return lo;
 }
 
-__device__ __forceinline__ float swiglu(float gate, float linear, float alpha, float limit) {
-  gate = fminf(gate, limit);
-  linear = fminf(fmaxf(linear, -limit), limit);
-  return gate / (1.0f + expf(-alpha * gate)) * (linear + 1.0f);
-}
-
 // Columns n and n + 1 of pair q from their sums: the activation scale and the bias, then SwiGLU of
 // the (gate, linear) pair for gate_up, or a plain store for down.
 __device__ __forceinline__ void store_output(const GemmProblem& p, int expert, int64_t q, int n, float sum0, float sum1) {
@@ -179,7 +173,7 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(GemmProblem p) {
         const uint32_t word = sb[g * 32 + lane];
         const __nv_bfloat162 scale2 = e8m0_bf16x2(ss[g * 8 + lane / 4]);
 #pragma unroll
-        for (int r = 0; r < 4; ++r) b[nt][r] = decode_bf16x2((word >> (4 * r)) & 0x000F000Fu, scale2);
+        for (int r = 0; r < 4; ++r) b[nt][r] = decode_bf16x2(word >> (4 * r), scale2);
       }
 #pragma unroll
       for (int ks = 0; ks < 2; ++ks) {

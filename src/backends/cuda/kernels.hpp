@@ -70,5 +70,8 @@ void launch_combine(const float* pair_out, const int32_t* position, const float*
 // Test hook: decodes all 256 packed bytes (two codes each) through both GEMM decoders on the
 // device; out receives 512 floats per path (bf16 path first), code order low nibble first.
 void decode_all_codes_for_test(float* host_out);
+// Test hook: all 256 packed bytes through the two-step and the folded bf16 decoders at each of
+// `count` scale codes; 1024 floats per scale (two-step first), low nibble first.
+void decode_scaled_codes_for_test(const uint8_t* scales, int count, float* host_out);
 
 }  // namespace mxmoe::cuda

@@ -5,85 +5,26 @@
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
 #include "backends/cuda/kernels.hpp"
+#include "backends/cuda/routing.cuh"
 
 namespace mxmoe::cuda {
 
 namespace {
 
-constexpr int kLogitWarps = 8;     // experts per block of the logits kernel
-constexpr int kLogitTokens = 8;    // tokens per block: each router row is read once for them
-constexpr int kMaxTopK = 16;
-
-// logits[t][e] = x[t] . W[e] + b[e]: one warp per expert, 16-byte loads, each lane summing a
-// strided slice in a fixed order and the warp adding the slices as a fixed tree, so results do
-// not depend on scheduling. Many small blocks keep every SM busy even for one token.
+// logits[t][e] = x[t] . W[e] + b[e] for the 8 experts and 8 tokens of block (blockIdx.x,
+// blockIdx.y).
 __global__ void __launch_bounds__(kLogitWarps * 32)
 router_logits_kernel(const float* x, const float* weight, const float* bias, int tokens, int hidden, int experts,
                      float* logits) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int e = blockIdx.x * kLogitWarps + warp;
-  if (e >= experts) return;
-  const int t0 = blockIdx.y * kLogitTokens;
-  const int count = min(kLogitTokens, tokens - t0);
-  const float4* w = reinterpret_cast<const float4*>(weight + static_cast<int64_t>(e) * hidden);
-  const int quads = hidden / 4;  // hidden is a multiple of 32
-  for (int t = 0; t < count; ++t) {
-    const float4* xt = reinterpret_cast<const float4*>(x + static_cast<int64_t>(t0 + t) * hidden);
-    float sum = 0.0f;
-    for (int i = lane; i < quads; i += 32) {
-      const float4 a = xt[i], b = w[i];
-      sum += a.x * b.x;
-      sum += a.y * b.y;
-      sum += a.z * b.z;
-      sum += a.w * b.w;
-    }
-#pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
-    if (lane == 0) logits[static_cast<int64_t>(t0 + t) * experts + e] = sum + bias[e];
-  }
+  router_logits_block(x, weight, bias, tokens, hidden, experts, logits);
 }
 
-// One warp per token: the k largest logits (equal logits: the lower expert first), softmax over
-// them, and the per-expert pair counts.
+// One warp per token.
 __global__ void router_topk_kernel(const float* logits, int tokens, int experts, int top_k, int32_t* expert_ids,
                                    float* expert_weights, int32_t* counts) {
-  const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
+  const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
   if (warp >= tokens) return;
-  const float* l = logits + static_cast<int64_t>(warp) * experts;
-  int chosen[kMaxTopK];
-  float top[kMaxTopK];
-  for (int j = 0; j < top_k; ++j) {
-    float best = -INFINITY;
-    int best_e = experts;
-    for (int e = lane; e < experts; e += 32) {
-      bool taken = false;
-      for (int i = 0; i < j; ++i) taken |= chosen[i] == e;
-      if (!taken && (l[e] > best || best_e == experts)) {  // ascending e per lane: ties keep the lower
-        best = l[e];
-        best_e = e;
-      }
-    }
-#pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) {
-      const float other = __shfl_xor_sync(0xFFFFFFFFu, best, offset);
-      const int other_e = __shfl_xor_sync(0xFFFFFFFFu, best_e, offset);
-      if (other_e < experts && (best_e == experts || other > best || (other == best && other_e < best_e))) {
-        best = other;
-        best_e = other_e;
-      }
-    }
-    chosen[j] = best_e;
-    top[j] = best;
-  }
-  if (lane != 0) return;
-  float denominator = 0.0f;
-  for (int j = 0; j < top_k; ++j) denominator += expf(top[j] - top[0]);
-  const int64_t base = static_cast<int64_t>(warp) * top_k;
-  for (int j = 0; j < top_k; ++j) {
-    expert_ids[base + j] = chosen[j];
-    expert_weights[base + j] = expf(top[j] - top[0]) / denominator;
-    atomicAdd(&counts[chosen[j]], 1);
-  }
+  warp_top_k(logits, warp, experts, top_k, expert_ids, expert_weights, counts);
 }
 
 // Block e first sums the counts of the experts before it (its offsets; the last block also writes

@@ -1,0 +1,498 @@
+// The small-batch path (decode.hpp): route, gate_up with SwiGLU, down with the top-k sum.
+#include "backends/cuda/decode.hpp"
+
+#include <cuda_bf16.h>
+
+#include <algorithm>
+
+#include "backends/cuda/cuda_check.hpp"
+#include "backends/cuda/device_utils.cuh"
+#include "backends/cuda/routing.cuh"
+#include "mxmoe/codecs.hpp"
+
+namespace mxmoe::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;     // eight warps
+constexpr int kChunkTokens = 8;   // tokens per pass over an item's weights: the rows of the MMA's M used
+constexpr int kPrefetch = 8;      // k blocks of weights in flight per warp ahead of the one in use
+constexpr int kRouteThreads = kLogitWarps * 32;
+
+// Programmatic dependent launch (sm_90+): a kernel's blocks start while its predecessor finishes,
+// and wait here until the predecessor's results are visible. No-ops without it.
+__device__ __forceinline__ void wait_for_previous_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// The staged token rows: GEMM-input format per scheme, each row padded by 16 bytes so the eight
+// rows an MMA fragment reads sit in distinct banks.
+__host__ __device__ constexpr int staged_row_bytes(int k, bool fp8) { return k * (fp8 ? 1 : 2) + 16; }
+
+__device__ __forceinline__ float fp8_scale_from_bits(uint32_t amax_bits) {
+  const float amax = __uint_as_float(amax_bits);
+  return amax > 0.0f ? amax / 448.0f : 1.0f;  // IEEE division, as the host codecs
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Route.
+
+__global__ void __launch_bounds__(kRouteThreads) decode_route_kernel(DecodeLayerArgs a) {
+  __shared__ int32_t s_ids[kDecodeMaxTokens * kMaxTopK];
+  __shared__ int32_t s_count[kDecodeMaxExperts];
+  __shared__ int32_t s_begin[kDecodeMaxExperts];
+  __shared__ bool s_last;
+
+  allow_dependent_launch();
+  router_logits_block(a.x, a.router_weight, a.router_bias, a.tokens, a.hidden, a.experts, a.logits);
+  const bool fp8 = a.scheme == Scheme::w4a8;
+  const int blocks = gridDim.x * gridDim.y, block = blockIdx.y * gridDim.x + blockIdx.x;
+  if (fp8) {  // the hidden states' largest magnitude, a slice per block
+    const int64_t n = static_cast<int64_t>(a.tokens) * a.hidden;
+    float m = 0.0f;
+    for (int64_t i = static_cast<int64_t>(block) * kRouteThreads + threadIdx.x; i < n;
+         i += static_cast<int64_t>(blocks) * kRouteThreads) {
+      m = fmaxf(m, fabsf(a.x[i]));
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, offset));
+    if (threadIdx.x % 32 == 0) atomicMax(&a.control->amax_bits[0], __float_as_uint(m));
+  }
+
+  // The last block to finish sees every logit.
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) s_last = atomicAdd(&a.control->ticket, 1u) == static_cast<uint32_t>(blocks - 1);
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int k = a.top_k, pairs = a.tokens * k;
+  for (int t = warp; t < a.tokens; t += kLogitWarps) {
+    warp_top_k(a.logits, t, a.experts, k, a.expert_ids, a.expert_weights, nullptr);
+  }
+  for (int e = threadIdx.x; e < a.experts; e += kRouteThreads) s_count[e] = 0;
+  __syncthreads();  // lane 0 of each warp wrote its tokens' ids: the block reads them back
+  for (int p = threadIdx.x; p < pairs; p += kRouteThreads) {
+    s_ids[p] = a.expert_ids[p];
+    atomicAdd(&s_count[s_ids[p]], 1);
+  }
+  __syncthreads();
+
+  // Active experts in expert order, with the offsets of their pairs.
+  if (warp == 0) {
+    int pair_base = 0, active = 0;
+    for (int base = 0; base < a.experts; base += 32) {
+      const int e = base + lane;
+      const int c = e < a.experts ? s_count[e] : 0;
+      int inclusive = c;
+#pragma unroll
+      for (int offset = 1; offset < 32; offset *= 2) {
+        const int v = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
+        if (lane >= offset) inclusive += v;
+      }
+      const unsigned used = __ballot_sync(0xFFFFFFFFu, c > 0);
+      if (c > 0) {
+        const int slot = active + __popc(used & ((1u << lane) - 1u));
+        a.active_experts[slot] = e;
+        a.pair_begin[slot] = pair_base + inclusive - c;
+        s_begin[e] = pair_base + inclusive - c;
+      }
+      pair_base += __shfl_sync(0xFFFFFFFFu, inclusive, 31);
+      active += __popc(used);
+    }
+    if (lane == 0) {
+      a.pair_begin[active] = pair_base;
+      a.control->active = active;
+    }
+  }
+  __syncthreads();
+  // Each expert's pairs in pair (token) order.
+  for (int p = threadIdx.x; p < pairs; p += kRouteThreads) {
+    const int e = s_ids[p];
+    int rank = 0;
+    for (int q = 0; q < p; ++q) rank += s_ids[q] == e;
+    a.sorted_pairs[s_begin[e] + rank] = p;
+  }
+  if (threadIdx.x == 0) {
+    a.control->ticket = 0;
+    a.control->amax_bits[1] = 0;  // gate_up gathers the intermediate's maximum next
+    const uint32_t amax = atomicExch(&a.control->amax_bits[0], 0u);
+    a.tensor_scales[0] = fp8 ? fp8_scale_from_bits(amax) : 1.0f;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2 and 3. Expert GEMMs over (active expert, row tile) items.
+
+template <Scheme S>
+struct Act {
+  static constexpr bool fp8 = S == Scheme::w4a8;
+};
+
+// Quantizes `count` rows of `k` fp32 values (rows[r]) into the staged format of the scheme.
+template <Scheme S>
+__device__ __forceinline__ void stage_rows(unsigned char* staged, int row_bytes, const float* const* rows, int count,
+                                           int k, float scale) {
+  if constexpr (S == Scheme::w4a4) {
+    // The OCP MX rule per 32-value block, one warp per block; values stored dequantized as bf16.
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, blocks_per_row = k / 32;
+    for (int b = warp; b < count * blocks_per_row; b += kThreads / 32) {
+      const int r = b / blocks_per_row, kb = b % blocks_per_row;
+      const float v = rows[r][kb * 32 + lane];
+      float amax = fabsf(v);
+#pragma unroll
+      for (int offset = 16; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
+      const int shared = codec::mx_shared_exponent(amax);
+      const uint8_t code = codec::e2m1_code(v * codec::pow2(-shared));
+      reinterpret_cast<uint16_t*>(staged + r * row_bytes)[kb * 32 + lane] =
+          codec::bf16_bits(codec::e2m1_value(code) * codec::mx_scale_value(shared));
+    }
+  } else {
+    const int quads = k / 4;
+    for (int i = threadIdx.x; i < count * quads; i += kThreads) {
+      const int r = i / quads, c = i % quads;
+      const float4 v = reinterpret_cast<const float4*>(rows[r])[c];
+      if constexpr (S == Scheme::w4a8) {
+        const uint32_t q = codec::fp8_e4m3_code(v.x / scale) | (codec::fp8_e4m3_code(v.y / scale) << 8) |
+                           (codec::fp8_e4m3_code(v.z / scale) << 16) |
+                           (static_cast<uint32_t>(codec::fp8_e4m3_code(v.w / scale)) << 24);
+        reinterpret_cast<uint32_t*>(staged + r * row_bytes)[c] = q;
+      } else {
+        const uint2 q = make_uint2(codec::bf16_bits(v.x) | (static_cast<uint32_t>(codec::bf16_bits(v.y)) << 16),
+                                   codec::bf16_bits(v.z) | (static_cast<uint32_t>(codec::bf16_bits(v.w)) << 16));
+        reinterpret_cast<uint2*>(staged + r * row_bytes)[c] = q;
+      }
+    }
+  }
+}
+
+// The two B fragments' worth of one packed word (8 weight rows x 32 k, layout.hpp), decoded.
+template <bool kFoldedScale>
+__device__ __forceinline__ void decode_bf16_word(uint32_t word, uint32_t scale_code, uint32_t (&b)[4]) {
+  if constexpr (kFoldedScale) {
+    const __nv_bfloat162 m = e8m0_times_2pow126_bf16x2(scale_code);
+#pragma unroll
+    for (int r = 0; r < 4; ++r) b[r] = bf16x2_bits(__hmul2(bits_bf16x2(e2m1_pair_bits(word >> (4 * r))), m));
+  } else {
+    const __nv_bfloat162 scale2 = e8m0_bf16x2(scale_code);
+#pragma unroll
+    for (int r = 0; r < 4; ++r) b[r] = decode_bf16x2(word >> (4 * r), scale2);
+  }
+}
+
+__device__ __forceinline__ uint32_t load_scale(const uint8_t* p, bool fp8) {
+  return fp8 ? __ldg(reinterpret_cast<const uint16_t*>(p)) : __ldg(p);
+}
+
+// Items of kGroups row groups (8 weight rows each) of one active expert. Each warp streams two
+// row groups over a 1/kSplit slice of K, so the tokens' fragments it reads from shared memory serve
+// both; kSplit slices of the same groups are added in slice order at the end.
+template <Scheme S, bool kGateUp, int kGroups, int kSplit, bool kFoldedScale>
+__global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerArgs a) {
+  constexpr int kWarpPairs = kGroups / 2;
+  static_assert(kWarpPairs * kSplit * 32 == kThreads);
+  static_assert(kDecodeMaxTopK <= kMaxTopK);
+  constexpr bool fp8 = Act<S>::fp8;
+  constexpr int kBlockBytes = fp8 ? 32 : 64;  // one k block of one staged token row
+  extern __shared__ __align__(16) unsigned char staged[];
+  __shared__ const float* s_rows[kChunkTokens];
+  __shared__ int32_t s_pairs[kChunkTokens];
+  __shared__ bool s_complete[kChunkTokens];
+  __shared__ float2 s_partial[kSplit > 1 ? kSplit - 1 : 1][kGroups][32];
+
+  wait_for_previous_grid();  // everything below reads what the previous kernel wrote
+  allow_dependent_launch();
+  const int n = kGateUp ? 2 * a.intermediate : a.hidden;
+  const int k = kGateUp ? a.hidden : a.intermediate;
+  const int kblocks = k / 32;
+  const int row_bytes = staged_row_bytes(k, fp8);
+  const int tiles = (n + 8 * kGroups - 1) / (8 * kGroups);
+  const int items = a.control->active * tiles;
+  const uint32_t* words = kGateUp ? a.gate_up_words : a.down_words;
+  const uint8_t* scales = kGateUp ? a.gate_up_scales : a.down_scales;
+  const float* bias = kGateUp ? a.gate_up_bias : a.down_bias;
+  // Tokens enter gate_up as scaled by the route's hidden scale; the intermediate's scale comes
+  // from the largest value gate_up wrote.
+  const float a_scale = fp8 ? (kGateUp ? a.tensor_scales[0] : fp8_scale_from_bits(a.control->amax_bits[1])) : 1.0f;
+  if (!kGateUp && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[1] = a_scale;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, c = lane % 4;
+  const int pair_in_item = warp % kWarpPairs, split = warp / kWarpPairs;
+  const int per_split = (kblocks + kSplit - 1) / kSplit;
+  const int kb_begin = min(kblocks, split * per_split), kb_end = min(kblocks, kb_begin + per_split);
+  const int nkb = kb_end - kb_begin;
+  // The lane's token row (lane / 4) and fragment column, at this slice's first k block.
+  const int a_offset = (lane / 4) * row_bytes + kb_begin * kBlockBytes + (fp8 ? 4 * c : 4 * c);
+  float intermediate_max = 0.0f;
+
+  // Each block takes a contiguous run of items: consecutive items mostly share an expert, whose
+  // staged tokens then stay.
+  const int per_block = (items + gridDim.x - 1) / gridDim.x;
+  const int item_begin = min(items, blockIdx.x * per_block), item_end = min(items, item_begin + per_block);
+  int staged_first = -1;  // the sorted-pair index of the staged chunk
+  for (int item = item_begin; item < item_end; ++item) {
+    const int slot = item / tiles, tile = item % tiles;
+    const int expert = a.active_experts[slot];
+    const int group0 = tile * kGroups + 2 * pair_in_item;
+    const bool has_rows[2] = {group0 * 8 < n, (group0 + 1) * 8 < n};
+    // A missing second group (N not a multiple of 16) streams the first one again, unused.
+    const int64_t base0 = (static_cast<int64_t>(expert) * (n / 8) + min(group0, n / 8 - 1)) * kblocks + kb_begin;
+    const int64_t base1 = (static_cast<int64_t>(expert) * (n / 8) + min(group0 + 1, n / 8 - 1)) * kblocks + kb_begin;
+    const uint32_t* w[2] = {words + base0 * 32 + lane, words + base1 * 32 + lane};
+    const int scale_lane = fp8 ? 2 * c : lane / 4;
+    const uint8_t* sc[2] = {scales + base0 * 8 + scale_lane, scales + base1 * 8 + scale_lane};
+
+    for (int first = a.pair_begin[slot], last = a.pair_begin[slot + 1]; first < last; first += kChunkTokens) {
+      const int count = min(kChunkTokens, last - first);
+      // The first weights are on their way while the tokens are staged.
+      uint32_t wq[2][kPrefetch], sq[2][kPrefetch];
+#pragma unroll
+      for (int d = 0; d < kPrefetch; ++d) {
+        if (d < nkb) {
+#pragma unroll
+          for (int g = 0; g < 2; ++g) {
+            wq[g][d] = load_stream_u32(w[g] + d * 32);
+            sq[g][d] = load_scale(sc[g] + d * 8, fp8);
+          }
+        }
+      }
+      if (first != staged_first) {
+        __syncthreads();  // the previous chunk's readers are done with the staged rows
+        if (threadIdx.x < count) {
+          const int p = a.sorted_pairs[first + threadIdx.x];
+          s_pairs[threadIdx.x] = p;
+          s_rows[threadIdx.x] = kGateUp ? a.x + static_cast<int64_t>(p / a.top_k) * k
+                                        : a.intermediate_out + static_cast<int64_t>(p) * k;
+        }
+        __syncthreads();
+        stage_rows<S>(staged, row_bytes, s_rows, count, k, a_scale);
+        __syncthreads();
+        staged_first = first;
+      }
+
+      float acc[2][4] = {};
+      auto step = [&](int kb, const uint32_t (&word)[2], const uint32_t (&scale)[2]) {
+        const unsigned char* at = staged + a_offset + kb * kBlockBytes;
+        if constexpr (fp8) {
+          const uint32_t frag[4] = {*reinterpret_cast<const uint32_t*>(at), 0u,
+                                    *reinterpret_cast<const uint32_t*>(at + 16), 0u};
+#pragma unroll
+          for (int g = 0; g < 2; ++g) {
+            float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            mma_e4m3_16832(part, frag, decode_e4m3x4(word[g] & 0x0F0F0F0Fu), decode_e4m3x4((word[g] >> 4) & 0x0F0F0F0Fu));
+            // The E4M3 weights are the values times 2^-6: 2^6 goes into the block scales.
+            acc[g][0] += part[0] * (e8m0_float(scale[g] & 0xFFu) * 64.0f);
+            acc[g][1] += part[1] * (e8m0_float(scale[g] >> 8) * 64.0f);
+          }
+        } else {
+          uint32_t b[2][4];
+#pragma unroll
+          for (int g = 0; g < 2; ++g) decode_bf16_word<kFoldedScale>(word[g], scale[g], b[g]);
+#pragma unroll
+          for (int ks = 0; ks < 2; ++ks) {
+            const uint32_t frag[4] = {*reinterpret_cast<const uint32_t*>(at + ks * 32), 0u,
+                                      *reinterpret_cast<const uint32_t*>(at + ks * 32 + 16), 0u};
+#pragma unroll
+            for (int g = 0; g < 2; ++g) mma_bf16_16816(acc[g], frag, b[g][2 * ks], b[g][2 * ks + 1]);
+          }
+        }
+      };
+      int kb = 0;
+      for (; kb + kPrefetch <= nkb; kb += kPrefetch) {
+#pragma unroll
+        for (int d = 0; d < kPrefetch; ++d) {
+          const uint32_t word[2] = {wq[0][d], wq[1][d]}, scale[2] = {sq[0][d], sq[1][d]};
+          const int next = kb + kPrefetch + d;
+          if (next < nkb) {
+#pragma unroll
+            for (int g = 0; g < 2; ++g) {
+              wq[g][d] = load_stream_u32(w[g] + next * 32);
+              sq[g][d] = load_scale(sc[g] + next * 8, fp8);
+            }
+          }
+          step(kb + d, word, scale);
+        }
+      }
+#pragma unroll
+      for (int d = 0; d < kPrefetch; ++d) {
+        if (kb + d < nkb) {
+          const uint32_t word[2] = {wq[0][d], wq[1][d]}, scale[2] = {sq[0][d], sq[1][d]};
+          step(kb + d, word, scale);
+        }
+      }
+
+      if constexpr (kSplit > 1) {  // the K slices of each row group, added in slice order
+#pragma unroll
+        for (int g = 0; g < 2; ++g) {
+          if (split > 0) s_partial[split - 1][2 * pair_in_item + g][lane] = make_float2(acc[g][0], acc[g][1]);
+        }
+        __syncthreads();
+        if (split == 0) {
+#pragma unroll
+          for (int i = 0; i < kSplit - 1; ++i) {
+#pragma unroll
+            for (int g = 0; g < 2; ++g) {
+              const float2 v = s_partial[i][2 * pair_in_item + g][lane];
+              acc[g][0] += v.x;
+              acc[g][1] += v.y;
+            }
+          }
+        }
+        if constexpr (kGateUp) __syncthreads();  // read before the next item writes (down syncs below)
+      }
+
+      // Epilogue: C fragment elements 0 and 1 are token lane / 4, columns 2 (lane % 4) and + 1.
+      const int r = lane / 4;
+#pragma unroll
+      for (int g = 0; g < 2; ++g) {
+        const int col = (group0 + g) * 8 + 2 * c;
+        if (split == 0 && has_rows[g] && r < count) {
+          const int p = s_pairs[r];
+          const float v0 = acc[g][0] * a_scale + bias[static_cast<int64_t>(expert) * n + col];
+          const float v1 = acc[g][1] * a_scale + bias[static_cast<int64_t>(expert) * n + col + 1];
+          if constexpr (kGateUp) {
+            const float y = swiglu(v0, v1, a.alpha, a.limit);
+            a.intermediate_out[static_cast<int64_t>(p) * (n / 2) + col / 2] = y;
+            intermediate_max = fmaxf(intermediate_max, fabsf(y));
+          } else {
+            *reinterpret_cast<float2*>(a.pair_out + static_cast<int64_t>(p) * n + col) = make_float2(v0, v1);
+          }
+        }
+      }
+      if constexpr (!kGateUp) {
+        // The block that completes the last of a token's k pairs for this row tile sums them.
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x < count) {
+          const int t = s_pairs[threadIdx.x] / a.top_k;
+          const uint32_t done = atomicAdd(&a.combine_counts[t * tiles + tile], 1u);
+          s_complete[threadIdx.x] = done == static_cast<uint32_t>(a.top_k - 1);
+          if (s_complete[threadIdx.x]) {
+            a.combine_counts[t * tiles + tile] = 0;  // ready for the next run
+            __threadfence();
+          }
+        }
+        __syncthreads();
+        for (int i = 0; i < count; ++i) {
+          if (!s_complete[i]) continue;
+          const int t = s_pairs[i] / a.top_k;
+          for (int col = threadIdx.x; col < 8 * kGroups; col += kThreads) {
+            const int h = tile * 8 * kGroups + col;
+            if (h >= n) continue;
+            float sum = 0.0f;
+            for (int j = 0; j < a.top_k; ++j) {
+              const int64_t q = static_cast<int64_t>(t) * a.top_k + j;
+              sum += a.expert_weights[q] * __ldcg(a.pair_out + q * n + h);
+            }
+            a.out[static_cast<int64_t>(t) * n + h] = sum;
+          }
+        }
+      }
+    }
+  }
+  if constexpr (kGateUp && fp8) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+      intermediate_max = fmaxf(intermediate_max, __shfl_xor_sync(0xFFFFFFFFu, intermediate_max, offset));
+    }
+    if (lane == 0) atomicMax(&a.control->amax_bits[1], __float_as_uint(intermediate_max));
+  }
+}
+
+// Items large enough that a batch of one token gives every block one: its set-up (the expert, the
+// staged tokens) then happens once while its weights stream.
+constexpr int kGateUpGroups = 16, kGateUpSplit = 1;
+constexpr int kDownGroups = kDecodeDownRows / 8, kDownSplit = 2;
+
+template <Scheme S, bool kFolded>
+constexpr auto gate_up_kernel() {
+  return decode_expert_kernel<S, true, kGateUpGroups, kGateUpSplit, kFolded>;
+}
+template <Scheme S, bool kFolded>
+constexpr auto down_kernel() {
+  return decode_expert_kernel<S, false, kDownGroups, kDownSplit, kFolded>;
+}
+
+int smem_bytes(int k, bool fp8) { return kChunkTokens * staged_row_bytes(k, fp8); }
+
+template <Scheme S, bool kFolded>
+void prepare_kernels(int hidden, int intermediate, int sm_count, int* gate_up_grid, int* down_grid) {
+  constexpr bool fp8 = Act<S>::fp8;
+  const int gate_up_smem = smem_bytes(hidden, fp8), down_smem = smem_bytes(intermediate, fp8);
+  const auto gate_up = gate_up_kernel<S, kFolded>(), down = down_kernel<S, kFolded>();
+  MXMOE_CUDA_CHECK(cudaFuncSetAttribute(gate_up, cudaFuncAttributeMaxDynamicSharedMemorySize, gate_up_smem));
+  MXMOE_CUDA_CHECK(cudaFuncSetAttribute(down, cudaFuncAttributeMaxDynamicSharedMemorySize, down_smem));
+  int per_sm = 0;
+  MXMOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gate_up, kThreads, gate_up_smem));
+  *gate_up_grid = std::max(1, per_sm) * sm_count;
+  MXMOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, down, kThreads, down_smem));
+  *down_grid = std::max(1, per_sm) * sm_count;
+}
+
+// A launch that may overlap the previous kernel on the stream (programmatic dependent launch).
+void launch_dependent(void (*kernel)(DecodeLayerArgs), int grid, int smem, bool overlap, const DecodeLayerArgs& a,
+                      cudaStream_t stream) {
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(grid);
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = overlap ? 1 : 0;
+  MXMOE_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a));
+}
+
+template <Scheme S, bool kFolded>
+void launch_experts(const DecodeLayerArgs& a, cudaStream_t stream) {
+  constexpr bool fp8 = Act<S>::fp8;
+  launch_dependent(gate_up_kernel<S, kFolded>(), a.gate_up_grid, smem_bytes(a.hidden, fp8), a.overlap_launches, a, stream);
+  launch_dependent(down_kernel<S, kFolded>(), a.down_grid, smem_bytes(a.intermediate, fp8), a.overlap_launches, a, stream);
+}
+
+// The scheme and the scale fold as template arguments: FP8 weights take their scale in fp32 after
+// the MMA, so w4a8 has no folded variant.
+template <class F>
+void dispatch(Scheme scheme, bool folded_scales, F&& f) {
+  switch (scheme) {
+    case Scheme::w4a16:
+      return folded_scales ? f.template operator()<Scheme::w4a16, true>() : f.template operator()<Scheme::w4a16, false>();
+    case Scheme::w4a8: return f.template operator()<Scheme::w4a8, false>();
+    case Scheme::w4a4:
+      return folded_scales ? f.template operator()<Scheme::w4a4, true>() : f.template operator()<Scheme::w4a4, false>();
+    case Scheme::w4a32: break;
+  }
+  throw CudaError("the small-batch path does not run scheme " + std::string(scheme_name(scheme)));
+}
+
+}  // namespace
+
+void decode_grids(Scheme scheme, bool folded_scales, int hidden, int intermediate, int sm_count, int& gate_up_grid,
+                  int& down_grid) {
+  dispatch(scheme, folded_scales, [&]<Scheme S, bool kFolded>() {
+    prepare_kernels<S, kFolded>(hidden, intermediate, sm_count, &gate_up_grid, &down_grid);
+  });
+}
+
+void launch_decode_layer(const DecodeLayerArgs& a, cudaStream_t stream) {
+  if (a.tokens == 0) return;
+  if (a.tokens > kDecodeMaxTokens) throw CudaError("small-batch path: more than kDecodeMaxTokens tokens");
+  const dim3 route_grid((a.experts + kLogitWarps - 1) / kLogitWarps, (a.tokens + kLogitTokens - 1) / kLogitTokens);
+  decode_route_kernel<<<route_grid, kRouteThreads, 0, stream>>>(a);
+  MXMOE_CUDA_CHECK_LAUNCH("decode_route_kernel");
+  dispatch(a.scheme, a.folded_scales, [&]<Scheme S, bool kFolded>() { launch_experts<S, kFolded>(a, stream); });
+}
+
+}  // namespace mxmoe::cuda
