@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
@@ -307,30 +308,36 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
           }
         }
       };
-      int kb = 0;
-      for (; kb + kPrefetch <= nkb; kb += kPrefetch) {
+      // The ring: block kb + d is in slot d; using it refills the slot with block kb + kPrefetch + d.
+      // Pointers advance by one k block per refill (no index arithmetic per load).
+      const uint32_t* wn[2] = {w[0] + kPrefetch * 32, w[1] + kPrefetch * 32};
+      const uint8_t* sn[2] = {sc[0] + kPrefetch * 8, sc[1] + kPrefetch * 8};
+      auto pass = [&](int kb, auto refill_guarded) {
 #pragma unroll
         for (int d = 0; d < kPrefetch; ++d) {
           const uint32_t word[2] = {wq[0][d], wq[1][d]}, scale[2] = {sq[0][d], sq[1][d]};
-          const int next = kb + kPrefetch + d;
-          if (next < nkb) {
+          if (!decltype(refill_guarded)::value || kb + kPrefetch + d < nkb) {
 #pragma unroll
             for (int g = 0; g < 2; ++g) {
-              wq[g][d] = load_stream_u32(w[g] + next * 32);
-              sq[g][d] = load_scale(sc[g] + next * 8, fp8);
+              wq[g][d] = load_stream_u32(wn[g]);
+              sq[g][d] = load_scale(sn[g], fp8);
+              wn[g] += 32;
+              sn[g] += 8;
             }
           }
           step(kb + d, word, scale);
         }
-      }
+      };
+      int kb = 0;
+      for (; kb + 2 * kPrefetch <= nkb; kb += kPrefetch) pass(kb, std::false_type{});
+      for (; kb + kPrefetch <= nkb; kb += kPrefetch) pass(kb, std::true_type{});
 #pragma unroll
-      for (int d = 0; d < kPrefetch; ++d) {
+      for (int d = 0; d < kPrefetch; ++d) {  // the last blocks, already in the ring
         if (kb + d < nkb) {
           const uint32_t word[2] = {wq[0][d], wq[1][d]}, scale[2] = {sq[0][d], sq[1][d]};
           step(kb + d, word, scale);
         }
       }
-
       if constexpr (kSplit > 1) {  // the K slices of each row group, added in slice order
 #pragma unroll
         for (int g = 0; g < 2; ++g) {

@@ -16,30 +16,50 @@ constexpr int kMaxTopK = 16;
 // logits[t][e] = x[t] . W[e] + b[e] for the experts and tokens of this block (kLogitWarps experts
 // along blockIdx.x, kLogitTokens tokens along blockIdx.y): one warp per expert, 16-byte loads, each
 // lane summing a strided slice in a fixed order and the warp adding the slices as a fixed tree, so
-// results do not depend on scheduling. Many small blocks keep every SM busy even for one token.
+// results do not depend on scheduling. Each slice of the router row is loaded once for all the
+// block's tokens, with the loads of several steps in flight. Many small blocks keep every SM busy
+// even for one token.
 __device__ __forceinline__ void router_logits_block(const float* x, const float* weight, const float* bias, int tokens,
                                                     int hidden, int experts, float* logits) {
+  constexpr int kSteps = 8;  // float4 steps per lane per pass
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int e = blockIdx.x * kLogitWarps + warp;
   if (e >= experts) return;
   const int t0 = blockIdx.y * kLogitTokens;
   const int count = min(kLogitTokens, tokens - t0);
   const float4* w = reinterpret_cast<const float4*>(weight + static_cast<int64_t>(e) * hidden);
+  const float4* xs = reinterpret_cast<const float4*>(x + static_cast<int64_t>(t0) * hidden);
   const int quads = hidden / 4;  // hidden is a multiple of 32
-  for (int t = 0; t < count; ++t) {
-    const float4* xt = reinterpret_cast<const float4*>(x + static_cast<int64_t>(t0 + t) * hidden);
-    float sum = 0.0f;
-#pragma unroll 8  // the loads of several steps in flight; the sum keeps its order
-    for (int i = lane; i < quads; i += 32) {
-      const float4 a = xt[i], b = w[i];
-      sum += a.x * b.x;
-      sum += a.y * b.y;
-      sum += a.z * b.z;
-      sum += a.w * b.w;
+  float sum[kLogitTokens];
+#pragma unroll
+  for (int t = 0; t < kLogitTokens; ++t) sum[t] = 0.0f;
+  for (int first = lane; first < quads; first += 32 * kSteps) {
+    float4 wv[kSteps];
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s) {
+      if (first + 32 * s < quads) wv[s] = w[first + 32 * s];
     }
 #pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
-    if (lane == 0) logits[static_cast<int64_t>(t0 + t) * experts + e] = sum + bias[e];
+    for (int t = 0; t < kLogitTokens; ++t) {
+      if (t >= count) break;
+#pragma unroll
+      for (int s = 0; s < kSteps; ++s) {  // each token's sum keeps the order i = lane, lane + 32, ...
+        if (first + 32 * s < quads) {
+          const float4 a = xs[static_cast<int64_t>(t) * quads + first + 32 * s], b = wv[s];
+          sum[t] += a.x * b.x;
+          sum[t] += a.y * b.y;
+          sum[t] += a.z * b.z;
+          sum[t] += a.w * b.w;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kLogitTokens; ++t) {
+    if (t >= count) break;
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) sum[t] += __shfl_xor_sync(0xFFFFFFFFu, sum[t], offset);
+    if (lane == 0) logits[static_cast<int64_t>(t0 + t) * experts + e] = sum[t] + bias[e];
   }
 }
 
