@@ -80,6 +80,13 @@ struct MoeLayer {
   size_t weight_bytes() const;
 };
 
+// About how much host memory one forward of `tokens` tokens allocates beyond the weights (hidden
+// states, routing, intermediates, outputs): what admission control compares with the memory
+// available before anything is allocated.
+uint64_t forward_memory_bytes(const MoeShape& shape, int64_t tokens);
+// The bytes of one layer's weights and biases in the checkpoint format.
+uint64_t layer_weight_bytes(const MoeShape& shape);
+
 // Routing of T tokens: for token t, expert_ids[t*k + j] with weight weights[t*k + j], j < k,
 // ordered by decreasing router logit.
 struct Routing {

@@ -35,11 +35,16 @@ class MoeRunner {
   const Decision& decision() const { return decision_; }
 
   // hidden: [tokens, hidden] with the layer's real (unpadded) hidden size; returns the same shape.
+  // Throws std::domain_error when an output is not finite (check_finite_output), whatever backend.
   MoeOutput forward(std::span<const float> hidden, int tokens);
 
  private:
   Decision decision_;
   std::unique_ptr<PreparedMoe> prepared_;
 };
+
+// Throws std::domain_error naming the first non-finite element of `output` [T, hidden] by token and
+// column.
+void check_finite_output(std::span<const float> output, int hidden);
 
 }  // namespace mxmoe

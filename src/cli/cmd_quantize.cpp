@@ -1,9 +1,9 @@
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 
 #include "cli/commands.hpp"
+#include "io/files.hpp"
 #include "mxmoe/format.hpp"
 #include "mxmoe/safetensors.hpp"
 #include "util/parallel.hpp"
@@ -16,6 +16,7 @@ namespace {
 struct QuantizeOptions {
   std::string input;
   std::string output;
+  bool force = false;
 };
 
 // HF's dequantized experts multiply from the left: gate_up_proj is [E, H, 2I] and down_proj is
@@ -67,27 +68,8 @@ QuantizedExperts quantize_transposed(const SafetensorsFile& file, const TensorIn
   return q;
 }
 
-int run_quantize(const QuantizeOptions& o) {
-  const TensorStore store = TensorStore::open(o.input);
-  const std::filesystem::path out_dir(o.output);
-  if (std::filesystem::equivalent(store.root(), std::filesystem::absolute(out_dir).lexically_normal()) ||
-      (std::filesystem::exists(out_dir) && std::filesystem::equivalent(store.root(), out_dir))) {
-    throw std::invalid_argument("--output must differ from the input directory");
-  }
-  const auto config_path = store.root() / "config.json";
-  std::ifstream config_in(config_path);
-  if (!config_in) throw FormatError(config_path.string() + ": missing (the quantized checkpoint needs it)");
-  nlohmann::ordered_json config;
-  try {
-    config = nlohmann::ordered_json::parse(config_in);
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(config_path.string() + ": not valid JSON: " + e.what());
-  }
-  config["quantization_config"] = {{"quant_method", "mxfp4"},
-                                   {"modules_to_not_convert", {"model.layers.*.self_attn", "model.layers.*.mlp.router",
-                                                               "model.embed_tokens", "lm_head"}}};
-  std::filesystem::create_directories(out_dir);
-
+// Writes the quantized checkpoint into `out_dir` (a temporary folder that becomes the output).
+void write_quantized(const TensorStore& store, const nlohmann::json& config, const std::filesystem::path& out_dir) {
   const std::regex experts(R"(model\.layers\.\d+\.mlp\.experts\.(gate_up_proj|down_proj))");
   std::map<std::string, std::string> weight_map;
   size_t converted = 0;
@@ -116,9 +98,26 @@ int run_quantize(const QuantizeOptions& o) {
     throw FormatError(store.root().string() + ": no bf16 expert tensors (model.layers.L.mlp.experts.gate_up_proj / down_proj)");
   }
   if (store.files().size() > 1) write_safetensors_index(out_dir, weight_map);
-  std::ofstream(out_dir / "config.json") << config.dump(2) << "\n";
-  std::printf("wrote %s: %zu expert tensors quantized to MXFP4, %zu tensors in all\n", out_dir.string().c_str(), converted,
-              weight_map.size());
+  io::write_text_file_atomically(out_dir / "config.json", config.dump(2) + "\n");
+  std::printf("quantized %zu expert tensors to MXFP4, %zu tensors in all\n", converted, weight_map.size());
+}
+
+int run_quantize(const QuantizeOptions& o) {
+  const TensorStore store = TensorStore::open(o.input);
+  const std::filesystem::path out_dir(o.output);
+  if (std::filesystem::equivalent(store.root(), std::filesystem::absolute(out_dir).lexically_normal()) ||
+      (std::filesystem::exists(out_dir) && std::filesystem::equivalent(store.root(), out_dir))) {
+    throw std::invalid_argument("--output must differ from the input directory");
+  }
+  const auto config_path = store.root() / "config.json";
+  if (!std::filesystem::exists(config_path)) throw FormatError(config_path.string() + ": missing (the quantized checkpoint needs it)");
+  nlohmann::json config = io::read_json_file(config_path);
+  if (!config.is_object()) throw FormatError(config_path.string() + ": not a JSON object");
+  config["quantization_config"] = {{"quant_method", "mxfp4"},
+                                   {"modules_to_not_convert", {"model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                                               "model.embed_tokens", "lm_head"}}};
+  io::write_folder_atomically(out_dir, o.force, [&](const std::filesystem::path& dir) { write_quantized(store, config, dir); });
+  std::printf("wrote %s\n", out_dir.string().c_str());
   return 0;
 }
 
@@ -129,7 +128,8 @@ void add_quantize_command(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("quantize", "Convert a bf16 gpt-oss checkpoint's expert weights to MXFP4 blocks and scales");
   cmd->add_option("--input", o->input, "bf16 checkpoint directory (HF layout: experts.gate_up_proj [E,H,2I], down_proj [E,I,H])")
       ->required();
-  cmd->add_option("--output", o->output, "Output directory")->required();
+  cmd->add_option("--output", o->output, "Output directory (new or empty; written whole or not at all)")->required();
+  cmd->add_flag("--force", o->force, "Replace a non-empty output directory (only once the new one is complete)");
   cmd->callback([o, &action] { action = [o] { return run_quantize(*o); }; });
 }
 

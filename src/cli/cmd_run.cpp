@@ -4,6 +4,9 @@
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "io/files.hpp"
+#include "mxmoe/limits.hpp"
+#include "util/admission.hpp"
 #include "mxmoe/gptoss.hpp"
 #include "mxmoe/runner.hpp"
 
@@ -24,15 +27,19 @@ struct RunOptions {
 };
 
 // "random:T" or a safetensors file with `hidden_states` [T, H] (F32 or BF16).
-std::vector<float> read_input(const std::string& input, int hidden, uint64_t seed, int& tokens) {
+std::vector<float> read_input(const std::string& input, const MoeShape& shape, uint64_t seed, int& tokens) {
+  const int hidden = shape.hidden;
   if (input.starts_with("random:")) {
     const std::string count = input.substr(7);
     char* end = nullptr;
     const long t = std::strtol(count.c_str(), &end, 10);
-    if (count.empty() || *end != '\0' || t <= 0 || t > (1 << 22)) {
-      throw std::invalid_argument("--input " + input + ": expected random:T with T a positive token count");
+    if (count.empty() || *end != '\0' || t <= 0 || t > limits::kMaxTokens) {
+      throw std::invalid_argument("--input " + input + ": expected random:T with T a token count from 1 to " +
+                                  std::to_string(limits::kMaxTokens));
     }
     tokens = static_cast<int>(t);
+    detail::admit_memory(forward_memory_bytes(shape, tokens) + 2 * layer_weight_bytes(shape),
+                         "--input " + input + " (" + std::to_string(tokens) + " tokens through " + shape.to_string() + ")");
     return random_hidden(tokens, hidden, seed);
   }
   const TensorStore store = TensorStore::open(input);
@@ -48,13 +55,22 @@ std::vector<float> read_input(const std::string& input, int hidden, uint64_t see
   return store.read_floats("hidden_states", t.shape);
 }
 
+std::filesystem::path checkpoint_folder(const std::filesystem::path& checkpoint) {
+  return std::filesystem::is_directory(checkpoint) ? checkpoint
+                                                   : (checkpoint.has_parent_path() ? checkpoint.parent_path() : ".");
+}
+
 int run_run(const RunOptions& o) {
   const Scheme scheme = scheme_or_throw(o.scheme);
   const DeviceSpec device = DeviceSpec::for_running(o.device);
   const GptOssCheckpoint checkpoint = GptOssCheckpoint::open(o.checkpoint);
   const MoeShape& shape = checkpoint.config().shape;
   int tokens = 0;
-  const std::vector<float> hidden = read_input(o.input, shape.hidden, o.seed, tokens);
+  std::vector<std::filesystem::path> inputs;  // what --output must never overwrite
+  for (const auto& entry : std::filesystem::directory_iterator(checkpoint_folder(o.checkpoint))) inputs.push_back(entry.path());
+  if (!o.input.starts_with("random:")) inputs.push_back(o.input);
+  io::check_output_file(o.output, inputs, "--output");
+  const std::vector<float> hidden = read_input(o.input, shape, o.seed, tokens);
   const auto t0 = std::chrono::steady_clock::now();
   MoeRunner runner(std::make_shared<const MoeLayer>(checkpoint.load_layer(o.layer)), scheme, device,
                    {.backend = o.backend, .threads = o.threads});

@@ -1,9 +1,11 @@
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "io/files.hpp"
+#include "mxmoe/limits.hpp"
+#include "util/admission.hpp"
 #include "mxmoe/gptoss.hpp"
 #include "util/progress.hpp"
 
@@ -18,6 +20,7 @@ struct SynthOptions {
   uint64_t seed = 1;
   std::string layout = "huggingface";
   std::string out;
+  bool force = false;
 };
 
 std::string shard_name(int index, int count) {
@@ -40,25 +43,28 @@ int run_synth(const SynthOptions& o) {
   config.layers = o.layers;
   config.swiglu = preset.swiglu;
 
-  const std::filesystem::path dir(o.out);
-  std::filesystem::create_directories(dir);
-  std::map<std::string, std::string> weight_map;
-  detail::Progress progress("synth " + preset.name, config.layers);
+  const std::filesystem::path out(o.out);
+  detail::admit_disk(out, static_cast<uint64_t>(config.layers) * layer_weight_bytes(config.shape),
+                     "synth of " + std::to_string(config.layers) + " layer(s) of " + config.shape.to_string());
   uint64_t bytes = 0;
-  for (int layer = 0; layer < config.layers; ++layer) {
-    const MoeLayer m = random_layer(config.shape, o.seed, layer);
-    const LayerTensors tensors = gptoss_layer_tensors(m, layer, config.layout);
-    const std::string shard = shard_name(layer, config.layers);
-    write_safetensors(dir / shard, tensors.tensors, {{"format", "pt"}, {"generator", "mxmoe synth"}});
-    for (const auto& t : tensors.tensors) {
-      weight_map[t.name] = shard;
-      bytes += t.bytes.size();
+  io::write_folder_atomically(out, o.force, [&](const std::filesystem::path& dir) {
+    std::map<std::string, std::string> weight_map;
+    detail::Progress progress("synth " + preset.name, config.layers);
+    for (int layer = 0; layer < config.layers; ++layer) {
+      const MoeLayer m = random_layer(config.shape, o.seed, layer);
+      const LayerTensors tensors = gptoss_layer_tensors(m, layer, config.layout);
+      const std::string shard = shard_name(layer, config.layers);
+      write_safetensors(dir / shard, tensors.tensors, {{"format", "pt"}, {"generator", "mxmoe synth"}});
+      for (const auto& t : tensors.tensors) {
+        weight_map[t.name] = shard;
+        bytes += t.bytes.size();
+      }
+      progress.advance();
     }
-    progress.advance();
-  }
-  if (config.layers > 1) write_safetensors_index(dir, weight_map);
-  std::ofstream(dir / "config.json") << config.to_json();
-  std::printf("wrote %s: %s layout, %d layer(s) of %s, %.1f MB, seed %llu\n", dir.string().c_str(),
+    if (config.layers > 1) write_safetensors_index(dir, weight_map);
+    io::write_text_file_atomically(dir / "config.json", config.to_json());
+  });
+  std::printf("wrote %s: %s layout, %d layer(s) of %s, %.1f MB, seed %llu\n", out.string().c_str(),
               std::string(layout_name(config.layout)).c_str(), config.layers, config.shape.to_string().c_str(), bytes / 1e6,
               static_cast<unsigned long long>(o.seed));
   return 0;
@@ -70,11 +76,12 @@ void add_synth_command(CLI::App& app, Action& action) {
   auto o = std::make_shared<SynthOptions>();
   auto* cmd = app.add_subcommand("synth", "Write a random gpt-oss checkpoint (config.json + safetensors)");
   cmd->add_option("--preset", o->preset, "Model shape: " + preset_names())->required();
-  cmd->add_option("--layers", o->layers, "MoE layers to write (one shard each)")->capture_default_str()->check(CLI::Range(1, 1000));
+  cmd->add_option("--layers", o->layers, "MoE layers to write (one shard each)")->capture_default_str()->check(CLI::Range(1, static_cast<int>(limits::kMaxLayers)));
   cmd->add_option("--experts", o->experts, "Override the preset's number of experts")->check(CLI::Range(1, 4096));
   cmd->add_option("--seed", o->seed, "Random seed")->capture_default_str();
   cmd->add_option("--layout", o->layout, "huggingface or openai")->capture_default_str()->check(CLI::IsMember({"huggingface", "openai"}));
-  cmd->add_option("--out", o->out, "Output directory")->required();
+  cmd->add_option("--out", o->out, "Output directory (new or empty; written whole or not at all)")->required();
+  cmd->add_flag("--force", o->force, "Replace a non-empty output directory (only once the new one is complete)");
   cmd->callback([o, &action] { action = [o] { return run_synth(*o); }; });
 }
 

@@ -1,9 +1,12 @@
 #include <yaml-cpp/yaml.h>
 
-#include <fstream>
 #include <set>
+#include <sstream>
 
+#include "io/files.hpp"
 #include "mxmoe/eval.hpp"
+#include "mxmoe/limits.hpp"
+#include "mxmoe/safetensors.hpp"
 
 namespace mxmoe {
 
@@ -109,15 +112,9 @@ void check_device_requirement(const MapReader& m, const std::string& device) {
 
 }  // namespace
 
-EvalConfig load_eval_config(const std::filesystem::path& file) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(file.string());
-  } catch (const YAML::BadFile&) {
-    throw EvalConfigError(file.string() + ": cannot read the file");
-  } catch (const YAML::Exception& e) {
-    throw EvalConfigError(file.string() + ": invalid YAML: " + e.what());
-  }
+namespace {
+
+EvalConfig parse_eval_config(const std::filesystem::path& file, const YAML::Node& root) {
   const MapReader top(file, root, "");
   top.allow({"name", "model", "layers", "scheme", "backend", "device", "env", "input", "padding", "metrics"});
 
@@ -141,7 +138,9 @@ EvalConfig load_eval_config(const std::filesystem::path& file) {
     c.synth_seed = synth.scalar_or<uint64_t>("seed", "an unsigned integer", 1);
     c.synth_layers = synth.scalar_or<int>("layers", "an integer", 1);
     c.synth_experts = synth.scalar_or<int>("experts", "an integer", 0);
-    if (c.synth_layers <= 0) synth.fail("key 'model.synth.layers' must be positive");
+    if (c.synth_layers <= 0 || c.synth_layers > limits::kMaxLayers) {
+      synth.fail("key 'model.synth.layers' must be from 1 to " + std::to_string(limits::kMaxLayers));
+    }
     if (c.synth_experts < 0) synth.fail("key 'model.synth.experts' must not be negative");
   }
 
@@ -166,6 +165,9 @@ EvalConfig load_eval_config(const std::filesystem::path& file) {
   const MapReader input = top.map("input");
   input.allow({"tokens", "seed", "distribution"});
   c.tokens = input.ints("tokens", 1);
+  for (int t : c.tokens) {
+    if (t > limits::kMaxTokens) input.fail("key 'input.tokens' has " + std::to_string(t) + ", above the limit of " + std::to_string(limits::kMaxTokens));
+  }
   c.input_seed = input.scalar_or<uint64_t>("seed", "an unsigned integer", 1);
   const std::string distribution = input.scalar_or<std::string>("distribution", "normal or heavy", "normal");
   const auto d = parse_distribution(distribution);
@@ -190,6 +192,24 @@ EvalConfig load_eval_config(const std::filesystem::path& file) {
   return c;
 }
 
+}  // namespace
+
+EvalConfig load_eval_config(const std::filesystem::path& file) {
+  std::string text;
+  try {
+    text = io::read_text_file(file);
+  } catch (const FormatError& e) {
+    throw EvalConfigError(e.what());
+  }
+  // Every yaml-cpp error, while parsing or while reading odd nodes (a key that is not a scalar),
+  // becomes the documented config error naming the file.
+  try {
+    return parse_eval_config(file, YAML::Load(text));
+  } catch (const YAML::Exception& e) {
+    throw EvalConfigError(file.string() + ": invalid YAML: " + e.what());
+  }
+}
+
 std::vector<std::filesystem::path> expand_eval_paths(const std::vector<std::filesystem::path>& paths) {
   std::vector<std::filesystem::path> configs;
   for (const auto& p : paths) {
@@ -199,7 +219,13 @@ std::vector<std::filesystem::path> expand_eval_paths(const std::vector<std::file
       configs.push_back(p);
       continue;
     }
-    std::ifstream in(p);
+    std::string text;
+    try {
+      text = io::read_text_file(p);
+    } catch (const FormatError& e) {
+      throw EvalConfigError(e.what());
+    }
+    std::istringstream in(text);
     std::string line;
     for (int number = 1; std::getline(in, line); ++number) {
       const auto hash = line.find('#');

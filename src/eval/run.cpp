@@ -4,11 +4,13 @@
 #include <map>
 #include <set>
 
+#include "util/admission.hpp"
 #include "mxmoe/eval.hpp"
 #include "mxmoe/gptoss.hpp"
 #include "mxmoe/metrics.hpp"
 #include "mxmoe/runner.hpp"
 #include "mxmoe/synth.hpp"
+#include "util/admission.hpp"
 
 namespace mxmoe {
 
@@ -142,6 +144,9 @@ EvalResult run_eval(const EvalConfig& c, EvalModelCache& cache) {
                        {.backend = c.backend, .pad_hidden_to = c.pad_hidden_to, .pad_intermediate_to = c.pad_intermediate_to});
       backends.insert(runner.decision().chosen);
       for (int tokens : c.tokens) {
+        // The backend's forward and up to two reference forwards hold their activations at once.
+        detail::admit_memory(3 * forward_memory_bytes(layer->shape, tokens),
+                             "eval '" + c.name + "' at " + std::to_string(tokens) + " tokens");
         const auto x = random_hidden(tokens, layer->shape.hidden, c.input_seed * 1000003 + l * 7919 + tokens, c.distribution);
         const MoeOutput got = runner.forward(x, tokens);
         const MoeOutput expected_own = reference_forward(*layer, x, tokens, c.scheme);

@@ -6,7 +6,9 @@
 #include <regex>
 #include <set>
 
+#include "io/files.hpp"
 #include "mxmoe/format.hpp"
+#include "mxmoe/limits.hpp"
 
 namespace mxmoe {
 
@@ -51,11 +53,15 @@ std::vector<ExpectedTensor> expected_layer_tensors(const GptOssConfig& c, int la
 
 namespace {
 
-int read_int(const nlohmann::json& j, const std::filesystem::path& file, std::initializer_list<const char*> keys) {
+// Positive and at most `limit` (docs/SECURITY.md): a config is untrusted input, and every size
+// derived from it must stay plannable.
+int read_int(const nlohmann::json& j, const std::filesystem::path& file, std::initializer_list<const char*> keys,
+             int64_t limit) {
   for (const char* key : keys) {
     if (!j.contains(key)) continue;
-    if (!j[key].is_number_integer() || j[key].get<int64_t>() <= 0 || j[key].get<int64_t>() > (1 << 30)) {
-      throw FormatError(file.string() + ": key '" + key + "' must be a positive integer, got " + j[key].dump());
+    if (!j[key].is_number_integer() || j[key].get<int64_t>() <= 0 || j[key].get<int64_t>() > limit) {
+      throw FormatError(file.string() + ": key '" + key + "' must be an integer from 1 to " + std::to_string(limit) +
+                        ", got " + io::describe_json(j[key]));
     }
     return j[key].get<int>();
   }
@@ -78,27 +84,23 @@ std::optional<GptOssLayout> GptOssCheckpoint::detect_layout(const TensorStore& s
 }
 
 GptOssConfig GptOssConfig::read(const std::filesystem::path& file, GptOssLayout layout) {
-  std::ifstream in(file);
-  if (!in) throw FormatError(file.string() + ": cannot open (a gpt-oss checkpoint needs its config.json)");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(file.string() + ": not valid JSON: " + e.what());
+  if (!std::filesystem::exists(file)) {
+    throw FormatError(file.string() + ": no such file (a gpt-oss checkpoint needs its config.json)");
   }
+  const nlohmann::json j = io::read_json_file(file);
   if (!j.is_object()) throw FormatError(file.string() + ": not a JSON object");
   GptOssConfig c;
   c.layout = layout;
-  c.shape.hidden = read_int(j, file, {"hidden_size"});
-  c.shape.intermediate = read_int(j, file, {"intermediate_size"});
+  c.shape.hidden = read_int(j, file, {"hidden_size"}, limits::kMaxDim);
+  c.shape.intermediate = read_int(j, file, {"intermediate_size"}, limits::kMaxDim);
   if (layout == GptOssLayout::huggingface) {
-    c.shape.experts = read_int(j, file, {"num_local_experts"});
-    c.shape.top_k = read_int(j, file, {"num_experts_per_tok", "experts_per_token"});
+    c.shape.experts = read_int(j, file, {"num_local_experts"}, limits::kMaxExperts);
+    c.shape.top_k = read_int(j, file, {"num_experts_per_tok", "experts_per_token"}, limits::kMaxExperts);
   } else {
-    c.shape.experts = read_int(j, file, {"num_experts"});
-    c.shape.top_k = read_int(j, file, {"experts_per_token"});
+    c.shape.experts = read_int(j, file, {"num_experts"}, limits::kMaxExperts);
+    c.shape.top_k = read_int(j, file, {"experts_per_token"}, limits::kMaxExperts);
   }
-  c.layers = read_int(j, file, {"num_hidden_layers"});
+  c.layers = read_int(j, file, {"num_hidden_layers"}, limits::kMaxLayers);
   if (!j.contains("swiglu_limit") || !j["swiglu_limit"].is_number() || !(j["swiglu_limit"].get<double>() > 0)) {
     throw FormatError(file.string() + ": key 'swiglu_limit' must be a positive number");
   }

@@ -3,12 +3,16 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "io/files.hpp"
 #include "io/mapped_file.hpp"
+#include "util/checked.hpp"
 #include "mxmoe/format.hpp"
 
 namespace mxmoe {
@@ -28,7 +32,7 @@ constexpr DTypeInfo kDTypes[] = {
 };
 
 // Safetensors' own implementation refuses headers above 100 MB; so do we, before allocating.
-constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+using limits::kMaxHeaderBytes;
 
 [[noreturn]] void fail(const std::filesystem::path& path, const std::string& what) {
   throw FormatError(path.string() + ": " + what);
@@ -56,20 +60,24 @@ nlohmann::json parse_header(const std::filesystem::path& path, std::string_view 
   std::set<std::string> seen;
   int depth = 0;
   std::string duplicate;
+  bool too_deep = false;
   auto callback = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-    if (event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start) ++depth;
+    if (event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start) {
+      if (++depth > io::kMaxJsonDepth) too_deep = true;
+    }
     if (event == nlohmann::json::parse_event_t::object_end || event == nlohmann::json::parse_event_t::array_end) --depth;
     if (event == nlohmann::json::parse_event_t::key && depth == 1 && !seen.insert(parsed.get<std::string>()).second) {
       duplicate = parsed.get<std::string>();
     }
-    return true;
+    return !too_deep;
   };
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(text.begin(), text.end(), callback);
   } catch (const nlohmann::json::exception& e) {
-    fail(path, std::string("header is not valid JSON: ") + e.what());
+    if (!too_deep) fail(path, std::string("header is not valid JSON: ") + e.what());
   }
+  if (too_deep) fail(path, "header JSON nested deeper than " + std::to_string(io::kMaxJsonDepth) + " levels");
   if (!duplicate.empty()) fail(path, "tensor '" + duplicate + "' appears twice in the header");
   if (!header.is_object()) fail(path, "header is not a JSON object");
   return header;
@@ -90,12 +98,12 @@ TensorInfo parse_entry(const std::filesystem::path& path, const std::string& nam
   t.dtype = *dtype;
   if (!entry["shape"].is_array()) bad("shape is not an array");
   for (const auto& d : entry["shape"]) {
-    if (!d.is_number_integer() || d.get<int64_t>() < 0) bad("shape " + entry["shape"].dump() + " has a dim that is not a non-negative integer");
+    if (!d.is_number_integer() || d.get<int64_t>() < 0) bad("shape has a dim that is not a non-negative integer (" + io::describe_json(d) + ")");
     t.shape.push_back(d.get<int64_t>());
   }
   const auto& offsets = entry["data_offsets"];
   if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned()) {
-    bad("data_offsets " + offsets.dump() + " is not a pair of non-negative integers");
+    bad("data_offsets (" + io::describe_json(offsets) + ") is not a pair of non-negative integers");
   }
   t.begin = offsets[0].get<uint64_t>();
   t.end = offsets[1].get<uint64_t>();
@@ -138,8 +146,13 @@ size_t dtype_size(DType dtype) {
 }
 
 int64_t TensorInfo::numel() const {
+  // A shape with a zero dim holds nothing, whatever the other dims; otherwise its product was
+  // checked against the bytes it covers when the file was read, and fits.
+  for (int64_t d : shape) {
+    if (d == 0) return 0;
+  }
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) n = detail::checked_mul<int64_t>(n, d, "tensor '" + name + "' element count");
   return n;
 }
 
@@ -219,7 +232,7 @@ std::vector<float> to_floats(DType dtype, std::span<const uint8_t> bytes) {
   std::vector<float> out(n);
   switch (dtype) {
     case DType::F32:
-      std::memcpy(out.data(), bytes.data(), n * 4);
+      if (n > 0) std::memcpy(out.data(), bytes.data(), n * 4);
       break;
     case DType::BF16:
       for (size_t i = 0; i < n; ++i) out[i] = bf16_to_float(static_cast<uint16_t>(bytes[2 * i] | (bytes[2 * i + 1] << 8)));
@@ -266,26 +279,18 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Tens
   std::string text = header.dump();
   text.append((8 - (8 + text.size()) % 8) % 8, ' ');  // keep the data section 8-byte aligned
 
-  const std::filesystem::path temporary = path.string() + ".partial";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(temporary.string() + ": cannot create");
+  io::write_file_atomically(path, [&](std::FILE* out) {
     uint8_t length[8];
     for (int i = 0; i < 8; ++i) length[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
-    out.write(reinterpret_cast<const char*>(length), 8);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& t : tensors) out.write(reinterpret_cast<const char*>(t.bytes.data()), static_cast<std::streamsize>(t.bytes.size()));
-    out.flush();
-    if (!out) throw std::runtime_error(temporary.string() + ": write failed (disk full?)");
-  }
-  std::filesystem::rename(temporary, path);
+    bool ok = std::fwrite(length, 1, 8, out) == 8 && std::fwrite(text.data(), 1, text.size(), out) == text.size();
+    for (const auto& t : tensors) ok = ok && std::fwrite(t.bytes.data(), 1, t.bytes.size(), out) == t.bytes.size();
+    if (!ok) throw std::runtime_error(std::string("disk full? ") + std::strerror(errno));
+  });
 }
 
 void write_safetensors_index(const std::filesystem::path& dir, const std::map<std::string, std::string>& weight_map) {
   nlohmann::ordered_json index = {{"metadata", nlohmann::ordered_json::object()}, {"weight_map", weight_map}};
-  std::ofstream out(dir / "model.safetensors.index.json");
-  out << index.dump(2) << "\n";
-  if (!out) throw std::runtime_error((dir / "model.safetensors.index.json").string() + ": write failed");
+  io::write_text_file_atomically(dir / "model.safetensors.index.json", index.dump(2) + "\n");
 }
 
 }  // namespace mxmoe

@@ -3,19 +3,28 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "io/files.hpp"
 #include "mxmoe/safetensors.hpp"
 
 namespace mxmoe {
 
 namespace {
 
-std::vector<std::filesystem::path> sorted_safetensors_in(const std::filesystem::path& dir) {
-  std::vector<std::filesystem::path> files;
+// Without an index, a Hugging Face folder is one model.safetensors: other .safetensors files beside
+// it (an earlier output, a stray copy) are not part of the checkpoint and are never read.
+std::filesystem::path single_file_in(const std::filesystem::path& dir) {
+  const auto file = dir / "model.safetensors";
+  if (std::filesystem::exists(file)) return file;
+  std::vector<std::string> others;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    if (entry.is_regular_file() && entry.path().extension() == ".safetensors") files.push_back(entry.path());
+    if (entry.path().extension() == ".safetensors") others.push_back(entry.path().filename().string());
   }
-  std::sort(files.begin(), files.end());
-  return files;
+  std::sort(others.begin(), others.end());
+  std::string listed;
+  for (size_t i = 0; i < others.size() && i < 5; ++i) listed += (i ? ", " : "") + others[i];
+  throw FormatError(dir.string() + ": no model.safetensors and no model.safetensors.index.json" +
+                    (others.empty() ? std::string() : " (found " + listed + (others.size() > 5 ? ", ..." : "") +
+                                                          "; shards need an index naming them)"));
 }
 
 }  // namespace
@@ -33,13 +42,7 @@ TensorStore TensorStore::open(const std::filesystem::path& path) {
   if (!is_dir) {
     shards.push_back(path);
   } else if (std::filesystem::exists(index_path)) {
-    std::ifstream in(index_path);
-    nlohmann::json index;
-    try {
-      index = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      throw FormatError(index_path.string() + ": not valid JSON: " + e.what());
-    }
+    const nlohmann::json index = io::read_json_file(index_path);
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
       throw FormatError(index_path.string() + ": has no \"weight_map\" object");
     }
@@ -60,8 +63,7 @@ TensorStore TensorStore::open(const std::filesystem::path& path) {
       shards.push_back(store.root_ / s);
     }
   } else {
-    shards = sorted_safetensors_in(path);
-    if (shards.empty()) throw FormatError(path.string() + ": no .safetensors files in this directory");
+    shards.push_back(single_file_in(path));
   }
 
   for (const auto& shard : shards) {

@@ -134,4 +134,20 @@ double swiglu(double gate, double linear, const SwigluParams& params) {
   return gate * sigmoid * (linear + 1.0);
 }
 
+uint64_t forward_memory_bytes(const MoeShape& shape, int64_t tokens) {
+  const uint64_t T = static_cast<uint64_t>(std::max<int64_t>(tokens, 0)), H = static_cast<uint64_t>(shape.hidden),
+                 I = static_cast<uint64_t>(shape.intermediate), E = static_cast<uint64_t>(shape.experts),
+                 k = static_cast<uint64_t>(shape.top_k);
+  // Input, output and a padded copy of each; per (token, expert) pair the gate_up output, the
+  // quantized intermediate and the down output; the router's logits. fp32 throughout. The limits
+  // on each dim keep this far from overflowing.
+  return 4 * (4 * T * H + T * k * (3 * I + H) + T * E);
+}
+
+uint64_t layer_weight_bytes(const MoeShape& shape) {
+  const uint64_t H = static_cast<uint64_t>(shape.hidden), I = static_cast<uint64_t>(shape.intermediate),
+                 E = static_cast<uint64_t>(shape.experts);
+  return E * (3 * H * I * 17 / 32 + 4 * (H + 2 * I + H + 1));
+}
+
 }  // namespace mxmoe

@@ -6,16 +6,15 @@
 #include <stdexcept>
 
 #include "mxmoe/format.hpp"
+#include "util/checked.hpp"
 
 namespace mxmoe {
 
 namespace {
 
-int round_up(int value, int multiple) { return (value + multiple - 1) / multiple * multiple; }
-
 int effective_alignment(int alignment) {
   if (alignment <= 0) throw std::invalid_argument("padding: alignment must be positive");
-  return std::lcm(kMxBlock, alignment);
+  return detail::checked_mul(kMxBlock / std::gcd(kMxBlock, alignment), alignment, "padding: alignment");
 }
 
 // Copies the first `src.rows` rows of every group into a tensor with more rows and columns; the
@@ -45,8 +44,8 @@ std::vector<float> pad_matrix(const std::vector<float>& src, int64_t rows, int64
 PaddingPlan PaddingPlan::for_alignment(int hidden, int intermediate, int hidden_alignment,
                                        int intermediate_alignment) {
   if (hidden <= 0 || intermediate <= 0) throw std::invalid_argument("padding: dims must be positive");
-  return {hidden, intermediate, round_up(hidden, effective_alignment(hidden_alignment)),
-          round_up(intermediate, effective_alignment(intermediate_alignment))};
+  return {hidden, intermediate, detail::checked_round_up(hidden, effective_alignment(hidden_alignment), "padded hidden size"),
+          detail::checked_round_up(intermediate, effective_alignment(intermediate_alignment), "padded intermediate size")};
 }
 
 std::string PaddingPlan::to_string() const {

@@ -1,7 +1,10 @@
 #include "mxmoe/runner.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
+
+#include "util/admission.hpp"
 
 namespace mxmoe {
 
@@ -38,10 +41,27 @@ MoeOutput MoeRunner::forward(std::span<const float> hidden, int tokens) {
     throw std::invalid_argument("forward: hidden states hold " + std::to_string(hidden.size()) + " values, expected " +
                                 std::to_string(tokens) + " tokens x " + std::to_string(plan.hidden));
   }
-  if (plan.is_identity()) return prepared_->forward(hidden, tokens);
-  MoeOutput out = prepared_->forward(pad_hidden(hidden, tokens, plan), tokens);
-  out.output = unpad_hidden(out.output, tokens, plan);
+  detail::admit_memory(forward_memory_bytes({plan.padded_hidden, plan.padded_intermediate, decision_.problem.experts,
+                                              decision_.problem.top_k},
+                                             tokens),
+                       "a forward of " + std::to_string(tokens) + " tokens");
+  MoeOutput out = plan.is_identity() ? prepared_->forward(hidden, tokens)
+                                     : prepared_->forward(pad_hidden(hidden, tokens, plan), tokens);
+  if (!plan.is_identity()) out.output = unpad_hidden(out.output, tokens, plan);
+  check_finite_output(out.output, plan.hidden);
   return out;
+}
+
+void check_finite_output(std::span<const float> output, int hidden) {
+  // Finite inputs and finite weights can still overflow (a block scale of 2^127 times 6); such an
+  // output is refused, never returned as if it were a result.
+  for (size_t i = 0; i < output.size(); ++i) {
+    if (!std::isfinite(output[i])) {
+      throw std::domain_error("the layer's output is not finite at token " + std::to_string(i / hidden) + ", column " +
+                              std::to_string(i % hidden) + " (" + std::to_string(output[i]) +
+                              "): the weights' scales or the inputs overflow float");
+    }
+  }
 }
 
 }  // namespace mxmoe

@@ -2,6 +2,7 @@
 #include <string>
 
 #include "mxmoe/backend.hpp"
+#include "mxmoe/limits.hpp"
 
 namespace mxmoe {
 
@@ -12,6 +13,12 @@ Problem Problem::for_layer(const MoeLayer& layer, Scheme scheme, int tokens) {
 void Problem::validate() const {
   if (experts <= 0 || hidden <= 0 || intermediate <= 0) {
     throw std::invalid_argument("problem: experts, hidden and intermediate must be positive: " + to_string());
+  }
+  if (hidden > limits::kMaxDim || intermediate > limits::kMaxDim || experts > limits::kMaxExperts ||
+      tokens > limits::kMaxTokens || pad_hidden_to > limits::kMaxDim || pad_intermediate_to > limits::kMaxDim) {
+    throw std::invalid_argument("problem: above mxmoe's limits (hidden, intermediate and alignments <= " +
+                                std::to_string(limits::kMaxDim) + ", experts <= " + std::to_string(limits::kMaxExperts) +
+                                ", tokens <= " + std::to_string(limits::kMaxTokens) + "): " + to_string());
   }
   if (top_k < 1 || top_k > experts) throw std::invalid_argument("problem: top_k must be in [1, experts]: " + to_string());
   if (tokens < 0) throw std::invalid_argument("problem: tokens must not be negative: " + to_string());

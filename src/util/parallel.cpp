@@ -1,5 +1,7 @@
 #include "util/parallel.hpp"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -11,8 +13,21 @@
 namespace mxmoe::detail {
 
 int hardware_threads() {
+  // The CPUs this process may run on (its affinity mask, as set by taskset or a container), not
+  // every CPU of the machine.
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
   const unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(n);
+}
+
+int usable_threads(int requested) {
+  const int available = hardware_threads();
+  return requested > 0 ? std::min(requested, available) : available;
 }
 
 namespace {
@@ -118,7 +133,7 @@ void parallel_for(int64_t n, int threads, int64_t grain,
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
   const int64_t chunks = (n + grain - 1) / grain;
-  int workers = threads > 0 ? threads : hardware_threads();
+  int workers = usable_threads(threads);
   workers = static_cast<int>(std::min<int64_t>(workers, chunks));
   auto chunk_body = [&](int64_t c) { body(c * grain, std::min(n, (c + 1) * grain)); };
   // Nested calls run inline: the pool runs one job at a time.

@@ -7,7 +7,10 @@
 
 namespace mxmoe::detail {
 
+// The CPUs this process may run on (its affinity), at least 1.
 int hardware_threads();
+// Worker threads for a request: 0 means all usable CPUs; more than that is capped to them.
+int usable_threads(int requested);
 
 // Runs body(begin, end) over [0, n) in chunks of `grain` indices on up to `threads` threads
 // (0: all hardware threads), the calling thread included. The first exception thrown by any

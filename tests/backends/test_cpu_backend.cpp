@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "backends/backend_check.hpp"
 #include "backends/cpu/kernels.hpp"
 #include "mxmoe/oracle.hpp"
@@ -59,6 +61,23 @@ TEST(CpuBackend, RefusesTheExactModeWithAReason) {
   }
   // Without forcing, the oracle sends w4a32 to the reference.
   EXPECT_EQ(MoeRunner(layer, Scheme::w4a32, DeviceSpec::detect_cpu()).decision().chosen, "reference");
+}
+
+// A block scale of 2^127 (code 254) overflows float in the products: every backend refuses the
+// output, naming the token and column, instead of returning Inf/NaN (issue 14).
+TEST(CpuBackend, NonFiniteOutputsAreErrorsInEveryBackend) {
+  MoeLayer layer = test::shared_layer({128, 96, 8, 2});
+  std::fill(layer.down.scales.begin(), layer.down.scales.end(), uint8_t{254});
+  const auto x = random_hidden(3, 128, 7);
+  for (const char* backend : {"cpu", "reference"}) {
+    MoeRunner runner(layer, Scheme::w4a16, DeviceSpec::detect_cpu(), {.backend = backend});
+    try {
+      runner.forward(x, 3);
+      ADD_FAILURE() << backend << " returned a non-finite output";
+    } catch (const std::domain_error& e) {
+      EXPECT_NE(std::string(e.what()).find("not finite at token 0, column 0"), std::string::npos) << backend << ": " << e.what();
+    }
+  }
 }
 
 TEST(CpuBackend, RejectsNonFiniteInputs) {

@@ -155,5 +155,77 @@ TEST_F(CliCheckpoints, QuantizeConvertsBf16ExpertsToMxfp4) {
   EXPECT_NE(r.err.find("no bf16 expert tensors"), std::string::npos) << r.err;
 }
 
+// Outputs never overwrite an input of the same command, nor a link or a device (issue 14).
+TEST_F(CliCheckpoints, RunNeverOverwritesItsInputs) {
+  ASSERT_EQ(test::run_cli("synth --preset tiny --out " + path("ck")).exit_code, 0);
+  ASSERT_EQ(test::run_cli("run --checkpoint " + path("ck") + " --input random:2 --output " + path("x.safetensors")).exit_code, 0);
+  const auto size_of = [&](const std::string& name) { return fs::file_size(dir_ / name); };
+  const auto model_size = size_of("ck/model.safetensors"), input_size = size_of("x.safetensors");
+  auto r = test::run_cli("run --checkpoint " + path("ck") + " --input " + path("x.safetensors") + " --output " + path("x.safetensors"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is an input of this command"), std::string::npos) << r.err;
+  r = test::run_cli("run --checkpoint " + path("ck") + " --input random:2 --output " + path("ck/model.safetensors"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is an input of this command"), std::string::npos) << r.err;
+  fs::create_symlink(dir_ / "target", dir_ / "link.safetensors");
+  r = test::run_cli("run --checkpoint " + path("ck") + " --input random:2 --output " + path("link.safetensors"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("symbolic link"), std::string::npos) << r.err;
+  r = test::run_cli("run --checkpoint " + path("ck") + " --input random:2 --output /dev/null");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("not a regular file"), std::string::npos) << r.err;
+  EXPECT_EQ(size_of("ck/model.safetensors"), model_size);
+  EXPECT_EQ(size_of("x.safetensors"), input_size);
+  EXPECT_FALSE(fs::exists(dir_ / "target"));
+}
+
+TEST_F(CliCheckpoints, RequestsThatCannotFitAreRefusedUpFront) {
+  ASSERT_EQ(test::run_cli("synth --preset gpt-oss-20b --experts 4 --out " + path("ck")).exit_code, 0);
+  auto r = test::run_cli("run --checkpoint " + path("ck") + " --input random:16000000 --output " + path("o.safetensors"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("needs about"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("refused before allocating"), std::string::npos) << r.err;
+  r = test::run_cli("run --checkpoint " + path("ck") + " --input random:100000000 --output " + path("o.safetensors"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("token count from 1 to"), std::string::npos) << r.err;
+  r = test::run_cli("run --checkpoint " + path("ck") + " --input random:2 --threads 100000 --output " + path("o.safetensors"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;  // capped at the usable CPUs
+}
+
+// Folders are written whole or not at all, and never into an existing checkpoint (issue 14).
+TEST_F(CliCheckpoints, SynthRefusesANonEmptyFolderAndLeavesNoHalfWrittenOne) {
+  ASSERT_EQ(test::run_cli("synth --preset tiny --layers 2 --out " + path("ck")).exit_code, 0);
+  auto r = test::run_cli("synth --preset tiny --layers 3 --out " + path("ck"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is not empty"), std::string::npos) << r.err;
+  EXPECT_EQ(test::run_cli("inspect " + path("ck")).exit_code, 0) << "the first checkpoint must still load";
+  r = test::run_cli("synth --preset tiny --layers 3 --force --out " + path("ck"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir_ / "ck" / "model-00003-of-00003.safetensors"));
+  EXPECT_FALSE(fs::exists(dir_ / "ck" / "model-00002-of-00002.safetensors"));
+  for (const auto& e : fs::directory_iterator(dir_)) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << "left behind: " << e.path();
+  }
+  for (const auto& e : fs::directory_iterator(dir_ / "ck")) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << "left behind: " << e.path();
+    EXPECT_NE(e.path().extension(), ".partial") << "left behind: " << e.path();
+  }
+}
+
+TEST_F(CliCheckpoints, HugeLayerCountsInAConfigAreRefusedQuickly) {
+  ASSERT_EQ(test::run_cli("synth --preset tiny --out " + path("ck")).exit_code, 0);
+  std::string config;
+  {
+    std::ifstream in(dir_ / "ck" / "config.json");
+    config.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  std::ofstream(dir_ / "ck" / "config.json") << std::regex_replace(config, std::regex("\"num_hidden_layers\": 1"),
+                                                                    "\"num_hidden_layers\": 1073741824");
+  const auto r = test::run_cli("inspect " + path("ck"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("num_hidden_layers"), std::string::npos) << r.err;
+  EXPECT_LT(r.out.size(), 10000u);
+}
+
 }  // namespace
 }  // namespace mxmoe

@@ -64,5 +64,13 @@ TEST(CliExplain, BadArgumentsAreErrors) {
   EXPECT_NE(test::run_cli("explain --device sm_90 --scheme w4a16").exit_code, 0);  // missing dims
 }
 
+// Dims past the limits are refused; none wraps into a negative padded size (issue 14).
+TEST(CliExplain, HugeDimsAreRefusedNotPlannedNegative) {
+  const auto r = test::run_cli("explain --device sm_90 --scheme w4a16 --hidden 2147483647 --intermediate 2880 --experts 32 --top-k 4");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.err.find("above mxmoe's limits"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("-"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace mxmoe

@@ -154,5 +154,18 @@ TEST_F(EvalConfigTest, TheShippedConfigsAllParse) {
   EXPECT_GE(lists, 2);
 }
 
+// yaml-cpp errors raised while reading nodes (a key that is not a scalar) are config errors naming
+// the file, like parse errors (issue 14).
+TEST_F(EvalConfigTest, MalformedKeysAreConfigErrorsNamingTheFile) {
+  expect_error("? :\n", {"invalid YAML"});
+  expect_error("name: x\n? [a, b]\n: 1\n", {"invalid YAML"});
+}
+
+TEST_F(EvalConfigTest, TokenCountsAboveTheLimitAreRefused) {
+  std::string text = kValid;
+  text.replace(text.find("tokens: [1, 9]"), 14, "tokens: [1, 40000000]");
+  expect_error(text, {"input.tokens", "above the limit"});
+}
+
 }  // namespace
 }  // namespace mxmoe

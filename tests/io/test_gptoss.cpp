@@ -191,12 +191,13 @@ TEST_F(GptOssTest, NanScalesAndNonFiniteBiasesAreRejected) {
 TEST_F(GptOssTest, ConfigProblemsNameTheKey) {
   write_checkpoint(GptOssLayout::huggingface, {64, 64, 4, 2}, 1, 5);
   fs::remove(dir_ / "config.json");
-  EXPECT_NE(load_error(dir_, 0).find("config.json: cannot open"), std::string::npos);
+  EXPECT_NE(load_error(dir_, 0).find("config.json: no such file"), std::string::npos) << load_error(dir_, 0);
   write_json("config.json", R"({"hidden_size": 64, "intermediate_size": 64, "num_local_experts": 4, "num_hidden_layers": 1, "swiglu_limit": 7})");
   EXPECT_NE(load_error(dir_, 0).find("missing key 'num_experts_per_tok' or 'experts_per_token'"), std::string::npos)
       << load_error(dir_, 0);
   write_json("config.json", R"({"hidden_size": "64", "intermediate_size": 64, "num_local_experts": 4, "num_experts_per_tok": 2, "num_hidden_layers": 1, "swiglu_limit": 7})");
-  EXPECT_NE(load_error(dir_, 0).find("'hidden_size' must be a positive integer"), std::string::npos);
+  EXPECT_NE(load_error(dir_, 0).find("'hidden_size' must be an integer from 1 to 65536"), std::string::npos)
+      << load_error(dir_, 0);
   write_json("config.json", R"({"hidden_size": 64, "intermediate_size": 64, "num_local_experts": 4, "num_experts_per_tok": 2, "num_hidden_layers": 1})");
   EXPECT_NE(load_error(dir_, 0).find("swiglu_limit"), std::string::npos);
   write_json("config.json", "{oops");
@@ -218,6 +219,27 @@ TEST_F(GptOssTest, InconsistenciesListMissingAndExtraTensors) {
   problems = GptOssCheckpoint::open(dir_).inconsistencies();
   EXPECT_EQ(problems.size(), 8u);
   EXPECT_NE(problems[0].find("is not part of the 1 layers"), std::string::npos) << problems[0];
+}
+
+// Without an index, a folder is its model.safetensors: a stray or corrupt .safetensors beside it
+// (an earlier output, say) is not read (issue 14).
+TEST_F(GptOssTest, UnindexedFoldersReadOnlyModelSafetensors) {
+  const auto written = write_checkpoint(GptOssLayout::huggingface, {64, 64, 4, 2}, 1, 9);
+  write_json("output.safetensors", "corrupt");
+  EXPECT_EQ(load_error(dir_, 0), "");
+  fs::rename(dir_ / "model.safetensors", dir_ / "weights.safetensors");
+  const std::string e = load_error(dir_, 0);
+  EXPECT_NE(e.find("no model.safetensors and no model.safetensors.index.json"), std::string::npos) << e;
+  EXPECT_NE(e.find("output.safetensors, weights.safetensors"), std::string::npos) << e;
+}
+
+TEST_F(GptOssTest, ConfigValuesAboveTheLimitsAreRefused) {
+  write_checkpoint(GptOssLayout::huggingface, {64, 64, 4, 2}, 1, 5);
+  write_json("config.json", R"({"hidden_size": 64, "intermediate_size": 64, "num_local_experts": 4, "num_experts_per_tok": 2, "num_hidden_layers": 1073741824, "swiglu_limit": 7})");
+  EXPECT_NE(load_error(dir_, 0).find("'num_hidden_layers' must be an integer from 1 to 1024"), std::string::npos)
+      << load_error(dir_, 0);
+  write_json("config.json", "{\"hidden_size\": " + std::string(1000, '[') + std::string(1000, ']') + "}");
+  EXPECT_NE(load_error(dir_, 0).find("nested deeper than 64"), std::string::npos) << load_error(dir_, 0);
 }
 
 }  // namespace

@@ -22,11 +22,16 @@ namespace mxmoe::cpu {
 
 namespace {
 
+// The functions below are compiled for AVX512-BF16 (called only where the CPU has it).
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))), apply_to = function)
+#else
 #pragma GCC push_options
 // GCC 12 warns about the deliberately undefined lanes inside its own AVX-512 intrinsics.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16")
+#endif
 
 // bf16 bit patterns of the 16 E2M1 codes, in the low 16 lanes of a 32-lane word table.
 inline __m512i e2m1_bf16_table() {
@@ -123,8 +128,12 @@ void strip_matmul_avx512bf16(const uint8_t* tiles, const uint8_t* scales, int64_
   }
 }
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC diagnostic pop
 #pragma GCC pop_options
+#endif
 
 }  // namespace
 
