@@ -1,4 +1,4 @@
-# Shared by scripts/demo and scripts/test: make sure the Debian packages are there, then build.
+# Shared by scripts/demo, scripts/test and scripts/hardening: make sure the Debian packages are there, then build.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${MXMOE_BUILD_DIR:-$ROOT/build}"
@@ -8,7 +8,7 @@ ensure_packages() {
   while read -r pkg; do
     [[ -z "$pkg" || "$pkg" == \#* ]] && continue
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-  done < "$ROOT/scripts/debian-packages.txt"
+  done < "${PACKAGES:-$ROOT/scripts/debian-packages.txt}"
   ((${#missing[@]} == 0)) && return 0
   echo "mxmoe: installing Debian packages: ${missing[*]}" >&2
   local sudo=""

@@ -112,12 +112,18 @@ TensorInfo parse_entry(const std::filesystem::path& path, const std::string& nam
     bad("data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) + "] reach past the data section of " +
         std::to_string(data_size) + " bytes (truncated file?)");
   }
-  // Overflow-safe size check: numel * dtype size == end - begin.
-  long double expected = dtype_size(t.dtype);
-  for (int64_t d : t.shape) expected *= static_cast<long double>(d);
-  if (expected != static_cast<long double>(t.bytes())) {
+  // numel * dtype size == end - begin, in arithmetic that cannot wrap (a zero dim empties the shape
+  // whatever the others are).
+  uint64_t expected = dtype_size(t.dtype);
+  bool overflow = false;
+  for (int64_t d : t.shape) overflow |= __builtin_mul_overflow(expected, static_cast<uint64_t>(d), &expected);
+  if (std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end()) {
+    expected = 0;
+    overflow = false;
+  }
+  if (overflow || expected != t.bytes()) {
     bad("holds " + std::to_string(t.bytes()) + " bytes, but shape " + shape_to_string(t.shape) + " of " +
-        std::string(dtype_name(t.dtype)) + " needs " + std::to_string(static_cast<unsigned long long>(expected)));
+        std::string(dtype_name(t.dtype)) + " needs " + (overflow ? std::string("more than 2^64") : std::to_string(expected)));
   }
   return t;
 }

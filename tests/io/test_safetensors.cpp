@@ -129,7 +129,13 @@ TEST_F(SafetensorsTest, SizesMustMatchShapeTimesDtype) {
                {"tensor 'w'", "holds 8 bytes", "[2, 2]", "needs 16"});
   expect_error(raw("overflow.safetensors",
                    R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", 0),
-               {"tensor 'w'", "needs"});
+               {"tensor 'w'", "needs more than 2^64"});
+  // An empty tensor with huge other dims is valid, and counts zero elements (issue 14).
+  const auto empty = raw("empty.safetensors",
+                         R"({"w":{"dtype":"F32","shape":[4611686018427387904,4611686018427387904,0],"data_offsets":[0,0]}})", 0);
+  const SafetensorsFile f = SafetensorsFile::open(empty);
+  EXPECT_EQ(f.tensors().at(0).numel(), 0);
+  EXPECT_TRUE(to_floats(DType::F32, f.bytes(f.tensors().at(0))).empty());
 }
 
 TEST_F(SafetensorsTest, UnknownDtypesAndDuplicateNames) {
