@@ -1,8 +1,8 @@
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 
 #include "cli/commands.hpp"
+#include "io/files.hpp"
 #include "mxmoe/eval.hpp"
 #include "util/progress.hpp"
 
@@ -16,15 +16,14 @@ struct EvalOptions {
   std::string json;
 };
 
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text;
-  if (!out) throw std::runtime_error(path + ": cannot write");
-}
-
 int run_eval_command(const EvalOptions& o) {
   std::vector<std::filesystem::path> inputs(o.paths.begin(), o.paths.end());
   const auto files = expand_eval_paths(inputs);
+  // Report paths are checked before the (long) run, against every config it reads.
+  std::vector<std::filesystem::path> read(files.begin(), files.end());
+  read.insert(read.end(), inputs.begin(), inputs.end());
+  if (!o.junit.empty()) io::check_output_file(o.junit, read, "--junit");
+  if (!o.json.empty()) io::check_output_file(o.json, read, "--json");
   // Every config is parsed before any runs: a malformed one stops the run at once.
   std::vector<EvalConfig> configs;
   for (const auto& f : files) configs.push_back(load_eval_config(f));
@@ -37,8 +36,8 @@ int run_eval_command(const EvalOptions& o) {
     progress.advance();
   }
   std::cout << eval_table(results);
-  if (!o.junit.empty()) write_file(o.junit, eval_junit_xml(results));
-  if (!o.json.empty()) write_file(o.json, eval_json(results));
+  if (!o.junit.empty()) io::write_text_file_atomically(o.junit, eval_junit_xml(results));
+  if (!o.json.empty()) io::write_text_file_atomically(o.json, eval_json(results));
   for (const auto& r : results) {
     if (r.status == EvalStatus::failed || r.status == EvalStatus::error) return 1;
   }

@@ -41,6 +41,21 @@ TEST_F(CliEval, PassingConfigsExitZeroAndWriteReports) {
   EXPECT_NE(read(dir_ / "r.json").find("\"status\": \"pass\""), std::string::npos);
 }
 
+// Report paths are checked before the run: never over a config it reads, a folder or a link.
+TEST_F(CliEval, ReportPathsThatWouldDestroySomethingAreRefusedBeforeRunning) {
+  const auto ok = config("ok", "{relative_l2: 4e-4}");
+  const std::string before = read(ok);
+  auto r = test::run_cli("eval " + ok + " --junit " + ok);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--junit"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("is an input of this command"), std::string::npos) << r.err;
+  EXPECT_EQ(read(ok), before);
+  r = test::run_cli("eval " + ok + " --json " + dir_.string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("not a regular file"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("pass"), std::string::npos) << "the evals ran before the refusal: " << r.out;
+}
+
 TEST_F(CliEval, ATooTightThresholdFailsTheCommand) {
   const auto tight = config("tight", "{relative_l2: 1e-12}");
   const auto r = test::run_cli("eval " + tight + " --junit " + (dir_ / "r.xml").string());
