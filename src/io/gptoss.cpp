@@ -1,7 +1,6 @@
 #include "mxmoe/gptoss.hpp"
 
 #include <cmath>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>

@@ -42,7 +42,7 @@ struct DecodeLayerArgs {
   const uint32_t* down_words = nullptr;
   const uint8_t* down_scales = nullptr;
   const float* down_bias = nullptr;
-  // Workspace, sized by decode_workspace_bytes for kDecodeMaxTokens.
+  // Workspace, sized for kDecodeMaxTokens when the backend prepares the layer (cuda_moe.cu).
   float* logits = nullptr;           // [T][E]
   int32_t* expert_ids = nullptr;     // [T][k]
   float* expert_weights = nullptr;   // [T][k]
