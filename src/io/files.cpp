@@ -66,14 +66,18 @@ std::string read_text_file(const std::filesystem::path& path, uint64_t max_bytes
   return text;
 }
 
-nlohmann::json parse_json(std::string_view text, const std::string& what) {
+nlohmann::json parse_json(std::string_view text, const std::string& what,
+                          const std::function<void(const std::string&)>& on_top_level_key) {
   int depth = 0;
   bool too_deep = false;
-  auto callback = [&](int, nlohmann::json::parse_event_t event, nlohmann::json&) {
+  auto callback = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
     if (event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start) {
       if (++depth > kMaxJsonDepth) too_deep = true;
     }
     if (event == nlohmann::json::parse_event_t::object_end || event == nlohmann::json::parse_event_t::array_end) --depth;
+    if (event == nlohmann::json::parse_event_t::key && depth == 1 && on_top_level_key) {
+      on_top_level_key(parsed.get<std::string>());
+    }
     return !too_deep;  // false discards the value: no deep tree is built
   };
   nlohmann::json j;

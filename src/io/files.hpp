@@ -22,8 +22,10 @@ using limits::kMaxTextFileBytes;
 std::string read_text_file(const std::filesystem::path& path, uint64_t max_bytes = kMaxTextFileBytes);
 
 // Parses JSON from an untrusted source, refusing nesting deeper than kMaxJsonDepth; `what` names the
-// source in errors (FormatError).
-nlohmann::json parse_json(std::string_view text, const std::string& what);
+// source in errors (FormatError). `on_top_level_key`, when given, sees each key of the top-level
+// object as it is parsed (before nlohmann keeps only the last of duplicates).
+nlohmann::json parse_json(std::string_view text, const std::string& what,
+                          const std::function<void(const std::string&)>& on_top_level_key = {});
 nlohmann::json read_json_file(const std::filesystem::path& path);
 
 // A short description of a JSON value for error messages: its type and, for scalars, the value

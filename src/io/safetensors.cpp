@@ -55,29 +55,14 @@ float half_to_float(uint16_t h) {
   return std::bit_cast<float>(std::bit_cast<uint32_t>(magnitude) | sign);
 }
 
-// Parses the header JSON, refusing duplicate tensor names (nlohmann would keep the last one).
+// Parses the header JSON (nesting limited), refusing duplicate tensor names (nlohmann would keep the
+// last one).
 nlohmann::json parse_header(const std::filesystem::path& path, std::string_view text) {
   std::set<std::string> seen;
-  int depth = 0;
   std::string duplicate;
-  bool too_deep = false;
-  auto callback = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-    if (event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start) {
-      if (++depth > io::kMaxJsonDepth) too_deep = true;
-    }
-    if (event == nlohmann::json::parse_event_t::object_end || event == nlohmann::json::parse_event_t::array_end) --depth;
-    if (event == nlohmann::json::parse_event_t::key && depth == 1 && !seen.insert(parsed.get<std::string>()).second) {
-      duplicate = parsed.get<std::string>();
-    }
-    return !too_deep;
-  };
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(text.begin(), text.end(), callback);
-  } catch (const nlohmann::json::exception& e) {
-    if (!too_deep) fail(path, std::string("header is not valid JSON: ") + e.what());
-  }
-  if (too_deep) fail(path, "header JSON nested deeper than " + std::to_string(io::kMaxJsonDepth) + " levels");
+  const nlohmann::json header = io::parse_json(text, path.string() + ": header", [&](const std::string& key) {
+    if (!seen.insert(key).second) duplicate = key;
+  });
   if (!duplicate.empty()) fail(path, "tensor '" + duplicate + "' appears twice in the header");
   if (!header.is_object()) fail(path, "header is not a JSON object");
   return header;

@@ -68,6 +68,7 @@ TEST(CpuBackend, RefusesTheExactModeWithAReason) {
 TEST(CpuBackend, NonFiniteOutputsAreErrorsInEveryBackend) {
   MoeLayer layer = test::shared_layer({128, 96, 8, 2});
   std::fill(layer.down.scales.begin(), layer.down.scales.end(), uint8_t{254});
+  std::fill(layer.down.blocks.begin(), layer.down.blocks.end(), uint8_t{0x77});  // every weight 6 * 2^127
   const auto x = random_hidden(3, 128, 7);
   for (const char* backend : {"cpu", "reference"}) {
     MoeRunner runner(layer, Scheme::w4a16, DeviceSpec::detect_cpu(), {.backend = backend});
