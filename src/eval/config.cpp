@@ -114,6 +114,15 @@ void check_device_requirement(const MapReader& m, const std::string& device) {
 
 namespace {
 
+// A config or list file, read as untrusted input (io::read_text_file), its errors as config errors.
+std::string read_config_text(const std::filesystem::path& file) {
+  try {
+    return io::read_text_file(file);
+  } catch (const FormatError& e) {
+    throw EvalConfigError(e.what());
+  }
+}
+
 EvalConfig parse_eval_config(const std::filesystem::path& file, const YAML::Node& root) {
   const MapReader top(file, root, "");
   top.allow({"name", "model", "layers", "scheme", "backend", "device", "env", "input", "padding", "metrics"});
@@ -195,12 +204,7 @@ EvalConfig parse_eval_config(const std::filesystem::path& file, const YAML::Node
 }  // namespace
 
 EvalConfig load_eval_config(const std::filesystem::path& file) {
-  std::string text;
-  try {
-    text = io::read_text_file(file);
-  } catch (const FormatError& e) {
-    throw EvalConfigError(e.what());
-  }
+  const std::string text = read_config_text(file);
   // Every yaml-cpp error, while parsing or while reading odd nodes (a key that is not a scalar),
   // becomes the documented config error naming the file.
   try {
@@ -219,13 +223,7 @@ std::vector<std::filesystem::path> expand_eval_paths(const std::vector<std::file
       configs.push_back(p);
       continue;
     }
-    std::string text;
-    try {
-      text = io::read_text_file(p);
-    } catch (const FormatError& e) {
-      throw EvalConfigError(e.what());
-    }
-    std::istringstream in(text);
+    std::istringstream in(read_config_text(p));
     std::string line;
     for (int number = 1; std::getline(in, line); ++number) {
       const auto hash = line.find('#');

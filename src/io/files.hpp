@@ -39,8 +39,8 @@ void check_output_file(const std::filesystem::path& output, const std::vector<st
                        const std::string& flag);
 
 // Writes a file through a temporary beside it (unique name), flushed to disk, then renamed over the
-// target; on any failure the temporary is removed and the target is untouched. `write` receives
-// the temporary's path.
+// target; on any failure the temporary is removed and the target is untouched. `write` fills
+// the temporary through the open FILE and throws on failure.
 void write_file_atomically(const std::filesystem::path& path, const std::function<void(std::FILE*)>& write);
 void write_text_file_atomically(const std::filesystem::path& path, const std::string& text);
 

@@ -321,8 +321,8 @@ class CudaMoeImpl final : public CudaMoe {
   int sm_ = 0;  // compute capability, e.g. 90
   cudaStream_t stream_ = nullptr;
   bool poison_ = false;
-  int small_batch_tokens_ = 0;
-  bool folded_scales_ = false;  // every weight scale code <= 128 (decode.hpp)  // batches up to this many tokens take the small-batch path
+  int small_batch_tokens_ = 0;  // batches up to this many tokens take the small-batch path
+  bool folded_scales_ = false;  // every weight scale code <= 128 (decode.hpp)
   int decode_gate_up_grid_ = 0, decode_down_grid_ = 0;
   std::mutex mutex_;
   DeviceBuffer gate_up_words_, gate_up_scales_, down_words_, down_scales_;
