@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -23,11 +25,32 @@
 #include "backends/cuda/cuda_moe.hpp"
 #include "backends/cuda/device_buffer.hpp"
 #include "mxmoe/format.hpp"
+#include "mxmoe/oracle.hpp"
 #include "mxmoe/synth.hpp"
 
 namespace {
 
 using mxmoe::cuda::DeviceBuffer;
+
+struct PreparedCuda {
+  mxmoe::Decision decision;
+  std::unique_ptr<mxmoe::cuda::CudaMoe> layer;
+};
+
+// The oracle's CUDA backend for this GPU (or the one named), prepared as the runner would.
+PreparedCuda prepare_cuda_backend(const std::shared_ptr<const mxmoe::MoeLayer>& layer, mxmoe::Scheme scheme,
+                                  const mxmoe::DeviceSpec& gpu, const std::string& backend) {
+  using namespace mxmoe;
+  PreparedCuda p;
+  p.decision = select_backend(gpu, Problem::for_layer(*layer, scheme), resolve_forced_backend(backend));
+  if (!p.decision.padding.is_identity()) throw std::invalid_argument("the benchmark shapes run unpadded");
+  const auto& registry = backend_registry();
+  const auto it = std::find_if(registry.begin(), registry.end(), [&](const auto& b) { return b.name == p.decision.chosen; });
+  auto prepared = it->prepare(layer, {p.decision.chosen, scheme, gpu, p.decision.padding, 0});
+  p.layer.reset(dynamic_cast<cuda::CudaMoe*>(prepared.release()));
+  if (!p.layer) throw std::invalid_argument("backend " + p.decision.chosen + " is not a CUDA backend");
+  return p;
+}
 
 std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
@@ -116,6 +139,7 @@ int main(int argc, char** argv) {
                          shapes_arg = "gpt-oss-20b,gpt-oss-120b";
   int reps = 20;
   int small_batch_tokens = -1;  // the backend's default
+  std::string backend_arg = "auto";  // the oracle's choice for this GPU and scheme
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] {
@@ -128,9 +152,10 @@ int main(int argc, char** argv) {
     else if (a == "--shapes") shapes_arg = next();
     else if (a == "--reps") reps = std::stoi(next());
     else if (a == "--small-batch-tokens") small_batch_tokens = std::stoi(next());
+    else if (a == "--backend") backend_arg = next();
     else {
       std::fprintf(stderr, "usage: %s [--json FILE] [--schemes LIST] [--tokens LIST] [--shapes LIST] [--reps N] "
-                   "[--small-batch-tokens N]\n", argv[0]);
+                   "[--small-batch-tokens N] [--backend auto|cuda|cuda_sm90]\n", argv[0]);
       return 2;
     }
   }
@@ -148,7 +173,7 @@ int main(int argc, char** argv) {
     const double copy_gbs = copy_bandwidth_gbs(stream);
     std::printf("GPU: %s (%s, %d SMs); device-to-device copy %.0f GB/s (read + write)\n", gpu.name.c_str(),
                 gpu.id().c_str(), gpu.sm_count, copy_gbs);
-    std::printf("%-13s %-6s %6s %10s %10s %9s %11s %10s %12s %9s\n", "shape", "scheme", "T", "graph ms", "direct ms",
+    std::printf("%-13s %-6s %-9s %6s %10s %10s %9s %11s %10s %12s %9s\n", "shape", "scheme", "backend", "T", "graph ms", "direct ms",
                 "TFLOP/s", "weight GB/s", "vs copy", "cuBLAS ms", "vs cuBLAS");
     nlohmann::ordered_json results = {{"gpu", gpu.name},
                                       {"device", gpu.id()},
@@ -170,10 +195,9 @@ int main(int argc, char** argv) {
           std::printf("%-13s %-6s skipped: FP8 tensor cores need sm_89\n", shape_name.c_str(), scheme_name_arg.c_str());
           continue;
         }
-        const ExecutionPlan plan{"cuda", *scheme, gpu,
-                                 PaddingPlan::for_alignment(shape.hidden, shape.intermediate, 32, 32), 0};
-        auto moe = cuda::make_cuda_moe(layer, plan);
-        if (small_batch_tokens >= 0) moe->set_small_batch_tokens(small_batch_tokens);
+        const auto moe = prepare_cuda_backend(layer, *scheme, gpu, backend_arg);
+        const std::string backend = moe.decision.chosen;
+        if (small_batch_tokens >= 0) moe.layer->set_small_batch_tokens(small_batch_tokens);
         for (size_t ti = 0; ti < token_counts.size(); ++ti) {
           const int T = std::stoi(token_counts[ti]);
           // Several batches in turn, with different experts, so repeated runs do not just hit L2.
@@ -189,33 +213,33 @@ int main(int argc, char** argv) {
           }
           bytes /= kBatches;
           DeviceBuffer out(static_cast<size_t>(T) * shape.hidden * sizeof(float));
-          const double direct_ms = median_ms(moe->stream(), 3, reps, [&](int i) {
-            moe->forward_on_device(inputs[i % kBatches].as<float>(), T, out.as<float>());
+          const double direct_ms = median_ms(moe.layer->stream(), 3, reps, [&](int i) {
+            moe.layer->forward_on_device(inputs[i % kBatches].as<float>(), T, out.as<float>());
           });
           // One graph per batch, captured after the direct runs have sized every buffer.
           std::vector<cudaGraphExec_t> graphs(kBatches);
           for (int b = 0; b < kBatches; ++b) {
             cudaGraph_t graph;
-            MXMOE_CUDA_CHECK(cudaStreamBeginCapture(moe->stream(), cudaStreamCaptureModeThreadLocal));
-            moe->forward_on_device(inputs[b].as<float>(), T, out.as<float>());
-            MXMOE_CUDA_CHECK(cudaStreamEndCapture(moe->stream(), &graph));
+            MXMOE_CUDA_CHECK(cudaStreamBeginCapture(moe.layer->stream(), cudaStreamCaptureModeThreadLocal));
+            moe.layer->forward_on_device(inputs[b].as<float>(), T, out.as<float>());
+            MXMOE_CUDA_CHECK(cudaStreamEndCapture(moe.layer->stream(), &graph));
             MXMOE_CUDA_CHECK(cudaGraphInstantiate(&graphs[b], graph, 0));
             MXMOE_CUDA_CHECK(cudaGraphDestroy(graph));
           }
-          const double ms = median_ms(moe->stream(), 3, std::max(reps, 50), [&](int i) {
-            MXMOE_CUDA_CHECK(cudaGraphLaunch(graphs[i % kBatches], moe->stream()));
+          const double ms = median_ms(moe.layer->stream(), 3, std::max(reps, 50), [&](int i) {
+            MXMOE_CUDA_CHECK(cudaGraphLaunch(graphs[i % kBatches], moe.layer->stream()));
           });
           for (cudaGraphExec_t g : graphs) MXMOE_CUDA_CHECK(cudaGraphExecDestroy(g));
           if (dense_ms.size() <= ti) dense_ms.push_back(dense_equivalent_ms(handle, stream, static_cast<int64_t>(T) * shape.top_k,
                                                                            shape.hidden, shape.intermediate));
           const double flops = 2.0 * T * shape.top_k * 3.0 * shape.hidden * shape.intermediate;
           const double tflops = flops / (ms * 1e-3) / 1e12, gbs = bytes / (ms * 1e-3) / 1e9;
-          std::printf("%-13s %-6s %6d %10.4f %10.4f %9.1f %11.0f %10.2f %12.3f %9.2f\n", shape_name.c_str(),
-                      scheme_name_arg.c_str(), T, ms, direct_ms, tflops, gbs, gbs / copy_gbs, dense_ms[ti],
+          std::printf("%-13s %-6s %-9s %6d %10.4f %10.4f %9.1f %11.0f %10.2f %12.3f %9.2f\n", shape_name.c_str(),
+                      scheme_name_arg.c_str(), backend.c_str(), T, ms, direct_ms, tflops, gbs, gbs / copy_gbs, dense_ms[ti],
                       dense_ms[ti] / ms);
           std::fflush(stdout);
-          results["runs"].push_back({{"shape", shape_name}, {"scheme", scheme_name_arg}, {"tokens", T}, {"ms", ms}, {"direct_ms", direct_ms},
-                                     {"small_batch_path", T <= moe->small_batch_tokens()},
+          results["runs"].push_back({{"shape", shape_name}, {"scheme", scheme_name_arg}, {"backend", backend}, {"tokens", T}, {"ms", ms}, {"direct_ms", direct_ms},
+                                     {"small_batch_path", T <= moe.layer->small_batch_tokens()},
                                      {"tflops", tflops}, {"weight_gbs", gbs}, {"ratio_copy", gbs / copy_gbs},
                                      {"cublas_dense_ms", dense_ms[ti]}, {"ratio_cublas", dense_ms[ti] / ms}});
         }

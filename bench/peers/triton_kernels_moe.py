@@ -206,7 +206,7 @@ def main():
 
     mx, raw = time_mxmoe(args.mxmoe_bench, models, schemes, tokens_list, args.reps)
     rows = []
-    print(f"\n{'model':<13} {'scheme':<6} {'T':>5} {'mxmoe us':>9} {'peer us':>9} {'peer/mxmoe':>10} "
+    print(f"\n{'model':<13} {'scheme':<6} {'backend':<9} {'T':>5} {'mxmoe us':>9} {'peer us':>9} {'peer/mxmoe':>10} "
           f"{'mxmoe TB/s':>10} {'of copy':>7} {'TFLOP/s':>8}")
     for model in models:
         for scheme in schemes:
@@ -217,10 +217,10 @@ def main():
                 rows.append({"model": model, "scheme": scheme, "tokens": tokens, "mxmoe_us": round(mx_us, 2),
                              "peer_us": round(peer_us, 2) if peer_us else None,
                              "mxmoe_weight_gbs": round(r["weight_gbs"], 1), "mxmoe_tflops": round(r["tflops"], 1),
-                             "small_batch_path": r.get("small_batch_path")})
+                             "backend": r.get("backend"), "small_batch_path": r.get("small_batch_path")})
                 ratio = f"{peer_us / mx_us:10.2f}" if peer_us else f"{'-':>10}"
                 peer_col = f"{peer_us:9.1f}" if peer_us else f"{'-':>9}"
-                print(f"{model:<13} {scheme:<6} {tokens:>5} {mx_us:9.1f} {peer_col} {ratio} "
+                print(f"{model:<13} {scheme:<6} {r.get('backend', ''):<9} {tokens:>5} {mx_us:9.1f} {peer_col} {ratio} "
                       f"{r['weight_gbs'] / 1e3:10.2f} {r['weight_gbs'] / copy_gbs:7.2f} {r['tflops']:8.1f}")
     slug = gpu.lower().replace("nvidia ", "").split()[0]
     os.makedirs(args.results_dir, exist_ok=True)

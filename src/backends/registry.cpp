@@ -5,7 +5,8 @@
 #define MXMOE_BACKENDS(X) \
   X(reference_backend)    \
   X(cpu_backend)          \
-  X(cuda_backend)
+  X(cuda_backend)         \
+  X(cuda_sm90_backend)
 
 namespace mxmoe {
 

@@ -43,39 +43,60 @@ TEST(CudaBackend, IsRefusedClearlyWhereItCannotRun) {
             VerdictStatus::rejected);
 }
 
-TEST(CudaBackend, IsPlannedForEveryGpuFromSm80) {
+const BackendDeclaration& declaration(const std::string& name) {
   const auto& registry = backend_registry();
-  const auto cuda = std::find_if(registry.begin(), registry.end(), [](const auto& b) { return b.name == "cuda"; });
-  ASSERT_NE(cuda, registry.end());
-  for (const char* device : {"sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120"}) {
+  const auto it = std::find_if(registry.begin(), registry.end(), [&](const auto& b) { return b.name == name; });
+  if (it == registry.end()) throw std::logic_error("no backend " + name);
+  return *it;
+}
+
+// Every GPU from sm_80 gets a CUDA backend; Hopper gets the sm_90a one for the bf16-activation
+// schemes, every other GPU the generic one (the vLLM failure: arch-specific code chosen where it
+// cannot run).
+TEST(CudaBackend, IsPlannedForEveryGpuFromSm80) {
+  const bool built = declaration("cuda").built;
+  ASSERT_EQ(declaration("cuda_sm90").built, built);
+  for (const char* device : {"sm_80", "sm_86", "sm_89", "sm_90", "sm_90a", "sm_100", "sm_120"}) {
+    const bool hopper = DeviceSpec::parse(device).sm == 90;
     for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
       const Decision d = select_backend(DeviceSpec::parse(device), {scheme, 32, 4, 2880, 2880, 0, true});
       const bool fp8_too_old = scheme == Scheme::w4a8 && (std::string(device) == "sm_80" || std::string(device) == "sm_86");
-      if (cuda->built && !fp8_too_old) {
-        EXPECT_EQ(d.chosen, "cuda") << device << " " << scheme_name(scheme);
-        EXPECT_TRUE(d.padding.is_identity()) << "2880 runs unpadded";
+      if (built && !fp8_too_old) {
+        EXPECT_EQ(d.chosen, hopper && scheme != Scheme::w4a8 ? "cuda_sm90" : "cuda") << device << " " << scheme_name(scheme);
       } else {
-        EXPECT_NE(d.chosen, "cuda") << device << " " << scheme_name(scheme);
+        EXPECT_TRUE(d.chosen != "cuda" && d.chosen != "cuda_sm90") << device << " " << scheme_name(scheme);
+      }
+      EXPECT_TRUE(d.padding.is_identity()) << "2880 runs unpadded";
+      if (!hopper) {
+        EXPECT_NE(d.verdict("cuda_sm90")->reason.find("architecture-specific code for sm_90a only"), std::string::npos)
+            << device << ": " << d.verdict("cuda_sm90")->reason;
       }
     }
   }
 }
 
+// The Hopper kernels step K by 64: a shape they cannot take unpadded is padded for them by the
+// oracle (and the plan reaches the packer: CudaBackendMatchesReference runs such shapes).
+TEST(CudaBackend, Sm90ShapesArePaddedToItsAlignment) {
+  if (!declaration("cuda_sm90").built) GTEST_SKIP() << "mxmoe was built without CUDA";
+  const Decision d = select_backend(DeviceSpec::parse("sm_90a"), {Scheme::w4a16, 8, 2, 96, 160, 0, true});
+  EXPECT_EQ(d.chosen, "cuda_sm90");
+  EXPECT_EQ(d.padding.padded_hidden, 128);
+  EXPECT_EQ(d.padding.padded_intermediate, 192);
+}
+
 // The token count is a real input: the oracle names the kernel path a batch of that size takes.
 TEST(CudaBackend, ExplainNamesTheKernelPathByTokenCount) {
-  const auto& registry = backend_registry();
-  const auto cuda = std::find_if(registry.begin(), registry.end(), [](const auto& b) { return b.name == "cuda"; });
-  ASSERT_NE(cuda, registry.end());
-  if (!cuda->built) GTEST_SKIP() << "mxmoe was built without CUDA";
+  if (!declaration("cuda").built) GTEST_SKIP() << "mxmoe was built without CUDA";
   auto kernels = [](int tokens) {
-    return select_backend(DeviceSpec::parse("sm_90"), {Scheme::w4a16, 128, 4, 2880, 2880, tokens, true}).kernels;
+    return select_backend(DeviceSpec::parse("sm_89"), {Scheme::w4a16, 128, 4, 2880, 2880, tokens, true}).kernels;
   };
   EXPECT_NE(kernels(1).find("small-batch kernels"), std::string::npos) << kernels(1);
   EXPECT_NE(kernels(32).find("small-batch kernels"), std::string::npos) << kernels(32);
   EXPECT_NE(kernels(33).find("batched kernels"), std::string::npos) << kernels(33);
   EXPECT_NE(kernels(8192).find("batched kernels"), std::string::npos) << kernels(8192);
   EXPECT_NE(kernels(0).find("up to 32 tokens"), std::string::npos) << kernels(0);
-  const Decision d = select_backend(DeviceSpec::parse("sm_90"), {Scheme::w4a16, 128, 4, 2880, 2880, 4, true});
+  const Decision d = select_backend(DeviceSpec::parse("sm_89"), {Scheme::w4a16, 128, 4, 2880, 2880, 4, true});
   EXPECT_NE(d.to_table().find("kernels: small-batch"), std::string::npos) << d.to_table();
   EXPECT_NE(d.to_json().find("\"kernels\": \"small-batch"), std::string::npos) << d.to_json();
 }
@@ -119,18 +140,48 @@ TEST(CudaKernels, FoldedScaleDecodeIsExactUpToCode128) {
 constexpr int kFullReferenceTokens = 1000;
 constexpr int kSampledTokens = 192;
 
-class CudaBackendMatchesReference : public ::testing::TestWithParam<test::BackendCase> {};
+// One cell of the CUDA conformance matrix: a backend and a (shape, tokens, scheme) it declares.
+struct CudaCase {
+  std::string backend;
+  test::BackendCase c;
+};
+
+std::vector<CudaCase> cuda_cases(std::initializer_list<MoeShape> shapes, std::initializer_list<int> tokens) {
+  std::vector<CudaCase> all;
+  for (const std::string backend : {"cuda", "cuda_sm90"}) {
+    const auto& schemes = declaration(backend).schemes;
+    for (const auto& c : test::backend_cases(shapes, tokens)) {
+      if (std::find(schemes.begin(), schemes.end(), c.scheme) != schemes.end()) all.push_back({backend, c});
+    }
+  }
+  return all;
+}
+
+std::string cuda_case_name(const ::testing::TestParamInfo<CudaCase>& info) {
+  return info.param.backend + "_" + test::backend_case_name({info.param.c, info.index});
+}
+
+// Why this GPU cannot run the backend's code, or "".
+std::string cannot_run_here(const std::string& backend, Scheme scheme) {
+  const DeviceSpec gpu = DeviceSpec::detect();
+  if (scheme == Scheme::w4a8 && gpu.sm < 89) return "w4a8 needs sm_89; this GPU is " + gpu.id();
+  if (backend == "cuda_sm90" && gpu.sm != 90) return "cuda_sm90 is sm_90a code; this GPU is " + gpu.id();
+  return "";
+}
+
+class CudaBackendMatchesReference : public ::testing::TestWithParam<CudaCase> {};
 
 TEST_P(CudaBackendMatchesReference, WithinTheSchemeBound) {
   REQUIRE_GPU();
-  const test::BackendCase c = GetParam();
+  const std::string backend = GetParam().backend;
+  const test::BackendCase c = GetParam().c;
   const DeviceSpec gpu = DeviceSpec::detect();
-  if (c.scheme == Scheme::w4a8 && gpu.sm < 89) GTEST_SKIP() << "w4a8 needs sm_89; this GPU is " << gpu.id();
+  if (const std::string why = cannot_run_here(backend, c.scheme); !why.empty()) GTEST_SKIP() << why;
   const uint64_t seed = test::fresh_seed();
   SCOPED_TRACE("input seed " + std::to_string(seed));
   const MoeLayer& layer = test::shared_layer(c.shape);
-  MoeRunner runner(layer, c.scheme, gpu, {.backend = "cuda"});
-  ASSERT_EQ(runner.decision().chosen, "cuda");
+  MoeRunner runner(layer, c.scheme, gpu, {.backend = backend});
+  ASSERT_EQ(runner.decision().chosen, backend);
   const auto x = random_hidden(c.tokens, c.shape.hidden, seed, HiddenDistribution::heavy);
   const MoeOutput got = runner.forward(x, c.tokens);
   ASSERT_TRUE(test::all_finite(got.output));
@@ -178,46 +229,67 @@ TEST_P(CudaBackendMatchesReference, WithinTheSchemeBound) {
       << c.shape.to_string() << " T=" << c.tokens << (sampled ? " (sampled)" : "");
 }
 
+// The tiny shapes are not multiples of 64: cuda_sm90 runs them padded by the oracle.
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaBackendMatchesReference,
-                         ::testing::ValuesIn(test::backend_cases(
-                             {{128, 96, 8, 2}, {96, 64, 4, 2}, {2880, 2880, 32, 4}, {2880, 2880, 128, 4}},
-                             {1, 3, 64, 1000, 8192})),
-                         test::backend_case_name);
+                         ::testing::ValuesIn(cuda_cases({{128, 96, 8, 2}, {96, 64, 4, 2}, {2880, 2880, 32, 4},
+                                                         {2880, 2880, 128, 4}},
+                                                        {1, 3, 64, 1000, 8192})),
+                         cuda_case_name);
 
 // Every output element and every intermediate is written: with all buffers filled with NaN before
 // the run, none survives into the output.
+// A CUDA backend's prepared layer, padded as the oracle plans it for this GPU.
+struct PreparedCuda {
+  std::shared_ptr<const MoeLayer> layer;  // padded
+  std::unique_ptr<cuda::CudaMoe> moe;
+};
+
+PreparedCuda prepare_cuda(const std::string& backend, const MoeLayer& layer, Scheme scheme) {
+  const DeviceSpec gpu = DeviceSpec::detect();
+  const Decision d = select_backend(gpu, Problem::for_layer(layer, scheme), ForcedBackend{backend, "test"});
+  PreparedCuda p;
+  p.layer = std::make_shared<const MoeLayer>(d.padding.is_identity() ? layer : pad_layer(layer, d.padding));
+  auto prepared = declaration(backend).prepare(p.layer, {backend, scheme, gpu, d.padding, 0});
+  p.moe.reset(dynamic_cast<cuda::CudaMoe*>(prepared.release()));
+  if (!p.moe) throw std::logic_error(backend + " did not prepare a CUDA layer");
+  return p;
+}
+
 TEST(CudaBackend, WritesEveryOutputWithPoisonedBuffers) {
   REQUIRE_GPU();
-  const DeviceSpec gpu = DeviceSpec::detect();
   const MoeLayer& layer = test::shared_layer({96, 64, 4, 2});
-  for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
-    if (scheme == Scheme::w4a8 && gpu.sm < 89) continue;
-    ExecutionPlan plan{"cuda", scheme, gpu, PaddingPlan::for_alignment(96, 64, 32, 32), 0};
-    auto prepared = cuda::make_cuda_moe(std::make_shared<const MoeLayer>(layer), plan);
-    prepared->poison_buffers_for_test(true);
-    for (int tokens : {1, 5, 37}) {
-      const auto x = random_hidden(tokens, 96, static_cast<uint64_t>(tokens));
-      const MoeOutput out = prepared->forward(x, tokens);
-      EXPECT_TRUE(test::all_finite(out.output)) << scheme_name(scheme) << " T=" << tokens;
-      const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &out.routing});
-      EXPECT_LE(test::relative_l2(out.output, expected.output), test::error_bound(scheme));
+  for (const std::string backend : {"cuda", "cuda_sm90"}) {
+    for (Scheme scheme : declaration(backend).schemes) {
+      if (!cannot_run_here(backend, scheme).empty()) continue;
+      PreparedCuda p = prepare_cuda(backend, layer, scheme);
+      p.moe->poison_buffers_for_test(true);
+      const int hidden = p.layer->shape.hidden;
+      for (int tokens : {1, 5, 37, 300}) {
+        const auto x = random_hidden(tokens, hidden, static_cast<uint64_t>(tokens));
+        const MoeOutput out = p.moe->forward(x, tokens);
+        EXPECT_TRUE(test::all_finite(out.output)) << backend << " " << scheme_name(scheme) << " T=" << tokens;
+        const MoeOutput expected = reference_forward(*p.layer, x, tokens, scheme, {.routing = &out.routing});
+        EXPECT_LE(test::relative_l2(out.output, expected.output), test::error_bound(scheme)) << backend;
+      }
     }
   }
 }
 
 // Small enough for compute-sanitizer's memcheck and racecheck (scripts/gpu-check).
-TEST(CudaSanitizer, SmallBatchAllSchemes) {
+TEST(CudaSanitizer, SmallShapeEveryBackendAndScheme) {
   REQUIRE_GPU();
   const DeviceSpec gpu = DeviceSpec::detect();
   const MoeLayer& layer = test::shared_layer({128, 96, 8, 2});
-  for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
-    if (scheme == Scheme::w4a8 && gpu.sm < 89) continue;
-    MoeRunner runner(layer, scheme, gpu, {.backend = "cuda"});
-    for (int tokens : {2, 40, 130}) {  // small, medium and large GEMM tiles
-      const auto x = random_hidden(tokens, 128, 11);
-      const MoeOutput out = runner.forward(x, tokens);
-      const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &out.routing});
-      EXPECT_LE(test::relative_l2(out.output, expected.output), test::error_bound(scheme));
+  for (const std::string backend : {"cuda", "cuda_sm90"}) {
+    for (Scheme scheme : declaration(backend).schemes) {
+      if (!cannot_run_here(backend, scheme).empty()) continue;
+      MoeRunner runner(layer, scheme, gpu, {.backend = backend});
+      for (int tokens : {2, 40, 130, 600}) {  // every tile width of both GEMM families
+        const auto x = random_hidden(tokens, 128, 11);
+        const MoeOutput out = runner.forward(x, tokens);
+        const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &out.routing});
+        EXPECT_LE(test::relative_l2(out.output, expected.output), test::error_bound(scheme)) << backend;
+      }
     }
   }
 }
@@ -314,41 +386,52 @@ TEST(CudaSmallBatchEdges, AgreesWithTheBatchedPath) {
 }
 
 // The device-pointer entry point captured in a CUDA graph: replays give the bits of an uncaptured
-// call, again and again (the path's counters return to zero), between runs of other sizes.
-TEST(CudaSmallBatchEdges, GraphReplayGivesTheSameBits) {
-  REQUIRE_GPU();
-  const MoeLayer& layer = test::shared_layer({2880, 2880, 32, 4});
-  auto moe = prepare_on_gpu(layer, Scheme::w4a16);
-  moe->set_small_batch_tokens(cuda::kDecodeMaxTokens);
-  for (int tokens : {1, 5, 64}) {
-    const auto x = random_hidden(tokens, 2880, test::fresh_seed());
+// call, again and again (counters return to zero), between runs of other sizes.
+void expect_graph_replays_match(cuda::CudaMoe& moe, int hidden, std::initializer_list<int> token_counts) {
+  for (int tokens : token_counts) {
+    const auto x = random_hidden(tokens, hidden, test::fresh_seed());
     const size_t bytes = x.size() * sizeof(float);
     cuda::DeviceBuffer input(bytes), output(bytes);
     ASSERT_EQ(cudaMemcpy(input.as<void>(), x.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
     auto read_output = [&] {
       std::vector<float> host(x.size());
-      EXPECT_EQ(cudaStreamSynchronize(moe->stream()), cudaSuccess);
+      EXPECT_EQ(cudaStreamSynchronize(moe.stream()), cudaSuccess);
       EXPECT_EQ(cudaMemcpy(host.data(), output.as<void>(), bytes, cudaMemcpyDeviceToHost), cudaSuccess);
       return host;
     };
-    moe->forward_on_device(input.as<float>(), tokens, output.as<float>());
+    moe.forward_on_device(input.as<float>(), tokens, output.as<float>());
     const std::vector<float> direct = read_output();
     ASSERT_TRUE(test::all_finite(direct));
     cudaGraph_t graph;
     cudaGraphExec_t exec;
-    ASSERT_EQ(cudaStreamBeginCapture(moe->stream(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
-    moe->forward_on_device(input.as<float>(), tokens, output.as<float>());
-    ASSERT_EQ(cudaStreamEndCapture(moe->stream(), &graph), cudaSuccess);
+    ASSERT_EQ(cudaStreamBeginCapture(moe.stream(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    moe.forward_on_device(input.as<float>(), tokens, output.as<float>());
+    ASSERT_EQ(cudaStreamEndCapture(moe.stream(), &graph), cudaSuccess);
     ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
     for (int replay = 0; replay < 3; ++replay) {
       ASSERT_EQ(cudaMemset(output.as<void>(), 0xFF, bytes), cudaSuccess);
-      ASSERT_EQ(cudaGraphLaunch(exec, moe->stream()), cudaSuccess);
+      ASSERT_EQ(cudaGraphLaunch(exec, moe.stream()), cudaSuccess);
       const std::vector<float> replayed = read_output();
       EXPECT_EQ(0, std::memcmp(replayed.data(), direct.data(), bytes)) << "T=" << tokens << " replay " << replay;
     }
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
   }
+}
+
+TEST(CudaSmallBatchEdges, GraphReplayGivesTheSameBits) {
+  REQUIRE_GPU();
+  const MoeLayer& layer = test::shared_layer({2880, 2880, 32, 4});
+  auto moe = prepare_on_gpu(layer, Scheme::w4a16);
+  moe->set_small_batch_tokens(cuda::kDecodeMaxTokens);
+  expect_graph_replays_match(*moe, 2880, {1, 5, 64});
+}
+
+TEST(CudaBackend, Sm90GraphReplayGivesTheSameBits) {
+  REQUIRE_GPU();
+  if (const std::string why = cannot_run_here("cuda_sm90", Scheme::w4a16); !why.empty()) GTEST_SKIP() << why;
+  PreparedCuda p = prepare_cuda("cuda_sm90", test::shared_layer({2880, 2880, 32, 4}), Scheme::w4a16);
+  expect_graph_replays_match(*p.moe, 2880, {1, 5, 300, 2000});
 }
 
 TEST(CudaBackend, RejectsNonFiniteInputs) {

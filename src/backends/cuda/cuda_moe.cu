@@ -41,8 +41,8 @@ class DeviceScope {
 
 class CudaMoeImpl final : public CudaMoe {
  public:
-  CudaMoeImpl(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan)
-      : shape_(layer->shape), swiglu_(layer->swiglu), scheme_(plan.scheme), device_(plan.device.ordinal) {
+  CudaMoeImpl(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan, const GemmFamily& gemms)
+      : gemms_(gemms), shape_(layer->shape), swiglu_(layer->swiglu), scheme_(plan.scheme), device_(plan.device.ordinal) {
     plan.padding.check_padded_layer(layer->shape, plan.backend);
     layer->validate();
     if (scheme_ == Scheme::w4a32) throw std::invalid_argument("the cuda backend does not run scheme w4a32");
@@ -58,19 +58,22 @@ class CudaMoeImpl final : public CudaMoe {
                                std::string(scheme_name(scheme_)) + "; GPU " + std::to_string(device_) + " (" +
                                prop.name + ") is " + sm_name(sm));
     }
-    const WeightLayout layout = scheme_ == Scheme::w4a8 ? WeightLayout::fp8_mma : WeightLayout::bf16_mma;
+    if (gemms_.exact_sm != 0 && sm != gemms_.exact_sm) {
+      throw std::runtime_error(std::string("the ") + gemms_.name + " kernels are built for " + sm_name(gemms_.exact_sm) +
+                               "a only; GPU " + std::to_string(device_) + " (" + prop.name + ") is " + sm_name(sm));
+    }
     uint8_t largest_scale = 0;
     for (const Mxfp4Tensor* t : {&layer->gate_up, &layer->down}) {
       if (!t->scales.empty()) largest_scale = std::max(largest_scale, *std::max_element(t->scales.begin(), t->scales.end()));
     }
     folded_scales_ = largest_scale <= 128;
     {
-      const PackedWeights gate_up = pack_weights(layer->gate_up, layout);
+      const PackedWeights gate_up = gemms_.pack(layer->gate_up, scheme_, true);
       gate_up_words_ = upload(gate_up.words);
       gate_up_scales_ = upload(gate_up.scales);
     }
     {
-      const PackedWeights down = pack_weights(layer->down, layout);
+      const PackedWeights down = gemms_.pack(layer->down, scheme_, false);
       down_words_ = upload(down.words);
       down_scales_ = upload(down.scales);
     }
@@ -79,7 +82,7 @@ class CudaMoeImpl final : public CudaMoe {
     router_weight_ = upload(layer->router_weight);
     router_bias_ = upload(layer->router_bias);
     MXMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    if (small_batch_supports(shape_.hidden, shape_.intermediate, shape_.experts, shape_.top_k)) {
+    if (gemms_.serves_small_batch_path && small_batch_supports(shape_.hidden, shape_.intermediate, shape_.experts, shape_.top_k)) {
       allocate_small_batch_path();
       small_batch_tokens_ = kSmallBatchTokens;
     }
@@ -220,11 +223,13 @@ class CudaMoeImpl final : public CudaMoe {
     const bool fp8 = scheme_ == Scheme::w4a8;
     const int64_t activation_bytes = fp8 ? 1 : 2;
     const int64_t active_bound = std::min(E, P);
-    const GemmTile tile = choose_gemm_tile(static_cast<double>(P) / static_cast<double>(active_bound));
-    const int tile_rows = gemm_tile_rows(tile, fp8);
+    const GemmBatchPlan gemm_plan = gemms_.plan(scheme_, P, active_bound, shape_, sm_count_);
+    const int tile_rows = gemm_plan.tile_rows;
     const int max_tiles = static_cast<int>((P + tile_rows - 1) / tile_rows + active_bound);
+    const bool fused_intermediate = gemms_.writes_down_input(scheme_);
 
-    logits_.reserve(T * E * sizeof(float));
+    const int64_t logit_slices = std::max(1, router_logit_slices(tokens, static_cast<int>(E), static_cast<int>(H)));
+    logits_.reserve(logit_slices * T * E * sizeof(float));
     expert_ids_.reserve(P * sizeof(int32_t));
     expert_weights_.reserve(P * sizeof(float));
     counts_.reserve(E * sizeof(int32_t));
@@ -235,17 +240,12 @@ class CudaMoeImpl final : public CudaMoe {
     amax_.reserve(2 * sizeof(uint32_t));
     tensor_scales_.reserve(2 * sizeof(float));
     x_quantized_.reserve(T * H * activation_bytes);
-    intermediate_.reserve(P * I * sizeof(float));
+    if (!fused_intermediate) intermediate_.reserve(P * I * sizeof(float));
     y_quantized_.reserve(P * I * activation_bytes);
     pair_out_.reserve(P * H * sizeof(float));
-    // Split-K for decode-sized batches: enough CTAs to keep every SM streaming weights.
-    const int target_ctas = 8 * sm_count_;
-    const int gate_up_splits = choose_splits(tile, static_cast<int>(2 * I), static_cast<int>(H),
-                                             static_cast<int>(active_bound), target_ctas);
-    const int down_splits = choose_splits(tile, static_cast<int>(H), static_cast<int>(I), static_cast<int>(active_bound),
-                                          target_ctas);
-    if (gate_up_splits > 1 || down_splits > 1) {
-      partial_.reserve(static_cast<size_t>(std::max(gate_up_splits * 2 * I, down_splits * H) * P) * sizeof(float));
+    if (gemm_plan.gate_up_splits > 1 || gemm_plan.down_splits > 1) {
+      partial_.reserve(static_cast<size_t>(std::max(gemm_plan.gate_up_splits * 2 * I, gemm_plan.down_splits * H) * P) *
+                       sizeof(float));
     }
 
     if (poison_) {
@@ -284,16 +284,24 @@ class CudaMoeImpl final : public CudaMoe {
     gate_up.bias = gate_up_bias_.as<float>();
     gate_up.a_scale = scales;
     gate_up.out = intermediate_.as<float>();
+    if (fused_intermediate) {
+      gate_up.out_activations = y_quantized_.as<uint16_t>();
+      gate_up.out_scale = scales + 1;
+    }
+    gate_up.folded_scales = folded_scales_;
     gate_up.gate_up = true;
+    gate_up.fp8 = fp8;
     gate_up.alpha = swiglu_.alpha;
     gate_up.limit = swiglu_.limit;
-    gate_up.splits = gate_up_splits;
+    gate_up.splits = gemm_plan.gate_up_splits;
     gate_up.partial = partial_.as<float>();
     gate_up.pairs = static_cast<int>(P);
-    fp8 ? launch_gemm_fp8(gate_up, tile, stream_) : launch_gemm_bf16(gate_up, tile, stream_);
+    gemms_.launch(gate_up, gemm_plan, stream_);
 
-    if (fp8) launch_abs_max(intermediate_.as<float>(), P * I, amax + 1, stream_);
-    launch_quantize(scheme_, intermediate_.as<float>(), P, I, amax + 1, y_quantized_.as<void>(), scales + 1, stream_);
+    if (!fused_intermediate) {
+      if (fp8) launch_abs_max(intermediate_.as<float>(), P * I, amax + 1, stream_);
+      launch_quantize(scheme_, intermediate_.as<float>(), P, I, amax + 1, y_quantized_.as<void>(), scales + 1, stream_);
+    }
 
     GemmProblem down = gate_up;
     down.weights = down_words_.as<uint32_t>();
@@ -305,14 +313,17 @@ class CudaMoeImpl final : public CudaMoe {
     down.bias = down_bias_.as<float>();
     down.a_scale = scales + 1;
     down.out = pair_out_.as<float>();
+    down.out_activations = nullptr;
+    down.out_scale = nullptr;
     down.gate_up = false;
-    down.splits = down_splits;
-    fp8 ? launch_gemm_fp8(down, tile, stream_) : launch_gemm_bf16(down, tile, stream_);
+    down.splits = gemm_plan.down_splits;
+    gemms_.launch(down, gemm_plan, stream_);
 
     launch_combine(pair_out_.as<float>(), position_.as<int32_t>(), expert_weights_.as<float>(), tokens,
                    static_cast<int>(H), static_cast<int>(k), out, stream_);
   }
 
+  const GemmFamily& gemms_;
   MoeShape shape_;
   SwigluParams swiglu_;
   Scheme scheme_;
@@ -334,8 +345,9 @@ class CudaMoeImpl final : public CudaMoe {
 
 }  // namespace
 
-std::unique_ptr<CudaMoe> make_cuda_moe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan) {
-  return std::make_unique<CudaMoeImpl>(std::move(layer), plan);
+std::unique_ptr<CudaMoe> make_cuda_moe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan,
+                                       const GemmFamily& gemms) {
+  return std::make_unique<CudaMoeImpl>(std::move(layer), plan, gemms);
 }
 
 }  // namespace mxmoe::cuda

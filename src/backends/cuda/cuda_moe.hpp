@@ -4,6 +4,7 @@
 
 #include <memory>
 
+#include "backends/cuda/gemm_family.hpp"
 #include "mxmoe/backend.hpp"
 
 namespace mxmoe::cuda {
@@ -24,6 +25,8 @@ class CudaMoe : public PreparedMoe {
   virtual int small_batch_tokens() const = 0;
 };
 
-std::unique_ptr<CudaMoe> make_cuda_moe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan);
+// The shared CUDA pipeline around one family of GEMM kernels.
+std::unique_ptr<CudaMoe> make_cuda_moe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan,
+                                       const GemmFamily& gemms = generic_gemm_family());
 
 }  // namespace mxmoe::cuda

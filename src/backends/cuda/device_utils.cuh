@@ -98,6 +98,21 @@ __device__ __forceinline__ __nv_bfloat162 e8m0_bf16x2(uint32_t code) {
   return bits_bf16x2(half | (half << 16));
 }
 
+// The last index e < count with offsets[e] <= value: the expert owning a tile or a pair. Never an
+// expert without any, whose offset equals the next one's.
+__device__ __forceinline__ int owner_of(const int32_t* offsets, int count, int64_t value) {
+  int lo = 0;
+  for (int hi = count; lo + 1 < hi;) {
+    const int mid = (lo + hi) / 2;
+    if (offsets[mid] <= value) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
 // gpt-oss SwiGLU in fp32, for the GEMM epilogues of both paths.
 __device__ __forceinline__ float swiglu(float gate, float linear, float alpha, float limit) {
   gate = fminf(gate, limit);

@@ -14,6 +14,7 @@
 
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
+#include "backends/cuda/gemm_family.hpp"
 #include "backends/cuda/kernels.hpp"
 
 namespace mxmoe::cuda {
@@ -46,21 +47,6 @@ template <class C>
 __device__ __forceinline__ int a_chunk_offset(int row, int chunk) {
   const int swizzle = C::fp8 ? ((row >> 2) & 1) : ((row >> 1) & 3);
   return row * C::a_row_bytes + ((chunk ^ swizzle) << 4);
-}
-
-// The last index e < count with offsets[e] <= value: the expert owning a tile or a pair. Never an
-// expert without any, whose offset equals the next one's.
-__device__ __forceinline__ int owner_of(const int32_t* offsets, int count, int64_t value) {
-  int lo = 0;
-  for (int hi = count; lo + 1 < hi;) {
-    const int mid = (lo + hi) / 2;
-    if (offsets[mid] <= value) {
-      lo = mid;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo;
 }
 
 // Columns n and n + 1 of pair q from their sums: the activation scale and the bias, then SwiGLU of
@@ -280,8 +266,8 @@ void launch(const GemmProblem& p, cudaStream_t stream) {
   }
 }
 
-// small: decode-sized batches (a few pairs per expert): many CTAs, deep pipeline.
-// medium and large: more pairs per tile reuse each decoded weight more.
+enum class GemmTile { small, medium, large };
+
 using Bf16Small = GemmConfig<false, 16, 64, 1, 4, 8>;
 using Bf16Medium = GemmConfig<false, 64, 128, 2, 2, 4>;
 using Bf16Large = GemmConfig<false, 128, 128, 2, 2, 3>;
@@ -289,15 +275,16 @@ using Fp8Small = GemmConfig<true, 16, 64, 1, 4, 8>;
 using Fp8Medium = GemmConfig<true, 64, 128, 2, 2, 4>;
 using Fp8Large = GemmConfig<true, 128, 64, 2, 2, 4>;  // narrower: partial sums need registers too
 
-}  // namespace
-
-int choose_splits(GemmTile tile, int n, int k, int active_experts, int target_ctas) {
+// Split-K slices for a small-tile GEMM so that about `target_ctas` CTAs run.
+int choose_splits(GemmTile tile, int n, int k, int64_t active_experts, int target_ctas) {
   if (tile != GemmTile::small) return 1;
-  const int ctas = ((n + Bf16Small::BN - 1) / Bf16Small::BN) * std::max(active_experts, 1);
-  const int splits = (target_ctas + ctas - 1) / ctas;
-  return std::max(1, std::min({splits, 8, k / 32}));
+  const int64_t ctas = ((n + Bf16Small::BN - 1) / Bf16Small::BN) * std::max<int64_t>(active_experts, 1);
+  const int64_t splits = (target_ctas + ctas - 1) / ctas;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({splits, 8, k / 32})));
 }
 
+// small: decode-sized batches (a few pairs per expert); medium and large reuse each decoded weight
+// over more pairs.
 GemmTile choose_gemm_tile(double rows_per_expert) {
   if (rows_per_expert <= 16) return GemmTile::small;
   if (rows_per_expert <= 64) return GemmTile::medium;
@@ -313,20 +300,53 @@ int gemm_tile_rows(GemmTile tile, bool fp8) {
   return 16;
 }
 
-void launch_gemm_bf16(const GemmProblem& p, GemmTile tile, cudaStream_t stream) {
+PackedWeights pack(const Mxfp4Tensor& weights, Scheme scheme, bool /*gate_up*/) {
+  return pack_weights(weights, scheme == Scheme::w4a8 ? WeightLayout::fp8_mma : WeightLayout::bf16_mma);
+}
+
+GemmBatchPlan plan(Scheme scheme, int64_t pairs, int64_t active_experts, const MoeShape& shape, int sm_count) {
+  const GemmTile tile = choose_gemm_tile(static_cast<double>(pairs) / static_cast<double>(std::max<int64_t>(active_experts, 1)));
+  GemmBatchPlan plan;
+  plan.variant = static_cast<int>(tile);
+  plan.tile_rows = gemm_tile_rows(tile, scheme == Scheme::w4a8);
+  // Split-K for decode-sized batches: enough CTAs to keep every SM streaming weights.
+  const int target_ctas = 8 * sm_count;
+  plan.gate_up_splits = choose_splits(tile, 2 * shape.intermediate, shape.hidden, active_experts, target_ctas);
+  plan.down_splits = choose_splits(tile, shape.hidden, shape.intermediate, active_experts, target_ctas);
+  return plan;
+}
+
+template <class Small, class Medium, class Large>
+void launch_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stream) {
   switch (tile) {
-    case GemmTile::small: launch<Bf16Small>(p, stream); break;
-    case GemmTile::medium: launch<Bf16Medium>(p, stream); break;
-    case GemmTile::large: launch<Bf16Large>(p, stream); break;
+    case GemmTile::small: launch<Small>(p, stream); break;
+    case GemmTile::medium: launch<Medium>(p, stream); break;
+    case GemmTile::large: launch<Large>(p, stream); break;
   }
 }
 
-void launch_gemm_fp8(const GemmProblem& p, GemmTile tile, cudaStream_t stream) {
-  switch (tile) {
-    case GemmTile::small: launch<Fp8Small>(p, stream); break;
-    case GemmTile::medium: launch<Fp8Medium>(p, stream); break;
-    case GemmTile::large: launch<Fp8Large>(p, stream); break;
+void launch_gemm(const GemmProblem& p, const GemmBatchPlan& plan, cudaStream_t stream) {
+  const auto tile = static_cast<GemmTile>(plan.variant);
+  if (p.fp8) {
+    launch_tile<Fp8Small, Fp8Medium, Fp8Large>(p, tile, stream);
+  } else {
+    launch_tile<Bf16Small, Bf16Medium, Bf16Large>(p, tile, stream);
   }
+}
+
+bool writes_down_input(Scheme) { return false; }
+
+}  // namespace
+
+const GemmFamily& generic_gemm_family() {
+  static const GemmFamily family{.name = "mma.sync",
+                                 .exact_sm = 0,
+                                 .pack = pack,
+                                 .plan = plan,
+                                 .launch = launch_gemm,
+                                 .writes_down_input = writes_down_input,
+                                 .serves_small_batch_path = true};
+  return family;
 }
 
 }  // namespace mxmoe::cuda

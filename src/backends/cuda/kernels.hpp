@@ -9,7 +9,11 @@
 
 namespace mxmoe::cuda {
 
-// logits = x W^T + b in fp32 (into `logits`, [T][E] scratch), the k largest (equal logits: lower
+// How many K slices the router's logits are computed in for a batch (0: the small-batch router
+// code, which needs no slices): `logits` must hold max(1, slices) x [T][E] floats.
+int router_logit_slices(int tokens, int experts, int hidden);
+
+// logits = x W^T + b in fp32 (into `logits`, scratch sized by router_logit_slices), the k largest (equal logits: lower
 // expert first), softmax over them. Also counts the (token, slot) pairs per expert into `counts`
 // (zeroed by the caller).
 void launch_router(const float* x, const float* router_weight, const float* router_bias, int tokens, int hidden,
@@ -32,8 +36,8 @@ void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, 
                      float* tensor_scale, cudaStream_t stream);
 
 struct GemmProblem {
-  const uint32_t* weights = nullptr;  // packed (layout.hpp) [E][N/8][K/32][32]
-  const uint8_t* scales = nullptr;    // [E][N/8][K/32][8]
+  const uint32_t* weights = nullptr;  // packed by the GEMM family (gemm_family.hpp)
+  const uint8_t* scales = nullptr;
   const void* a = nullptr;            // [rows][K], bf16 or FP8 codes
   const int32_t* a_rows = nullptr;    // source row per sorted pair; null: the pair itself
   const int32_t* pair_offsets = nullptr;
@@ -43,7 +47,13 @@ struct GemmProblem {
   const float* bias = nullptr;        // [E][N]
   const float* a_scale = nullptr;     // device scalar multiplying the products
   float* out = nullptr;               // gate_up: [pairs][N/2] SwiGLU units; down: [pairs][N]
+  // gate_up of a family that writes the down GEMM's input itself (gemm_family.hpp): bf16 SwiGLU
+  // units [pairs][N/2] here instead of `out`, and 1 (their tensor scale) stored at *out_scale.
+  uint16_t* out_activations = nullptr;
+  float* out_scale = nullptr;
+  bool folded_scales = false;         // every weight scale code <= 128 (device_utils.cuh)
   bool gate_up = false;
+  bool fp8 = false;                   // A holds FP8 E4M3 codes (w4a8), else bf16
   float alpha = 1.702f, limit = 7.0f;
   // Split-K: CTAs take `splits` slices of K and store raw partial sums in `partial`
   // ([splits][pairs][N]); an epilogue kernel adds them in slice order, then scales, adds the bias and
@@ -52,16 +62,6 @@ struct GemmProblem {
   float* partial = nullptr;
   int pairs = 0;
 };
-
-enum class GemmTile { small, medium, large };
-// Split-K slices for a small-tile GEMM so that about `target_ctas` CTAs run.
-int choose_splits(GemmTile tile, int n, int k, int active_experts, int target_ctas);
-// Rows of the tile the GEMM uses for a batch averaging `rows_per_expert` pairs per active expert.
-GemmTile choose_gemm_tile(double rows_per_expert);
-int gemm_tile_rows(GemmTile tile, bool fp8);
-
-void launch_gemm_bf16(const GemmProblem& p, GemmTile tile, cudaStream_t stream);
-void launch_gemm_fp8(const GemmProblem& p, GemmTile tile, cudaStream_t stream);
 
 // out[t] = sum_j weights[t*k + j] * pair_out[position[t*k + j]], j in order.
 void launch_combine(const float* pair_out, const int32_t* position, const float* weights, int tokens, int hidden,

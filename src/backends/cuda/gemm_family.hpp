@@ -1,0 +1,45 @@
+// The seam between the shared CUDA pipeline (routing, sort, activation quantization, combine and
+// buffers: cuda_moe.cu) and a family of grouped-GEMM kernels. A family brings its weight layout and
+// its two launches; a CUDA backend folder is a family plus a declaration.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "backends/cuda/kernels.hpp"
+#include "backends/cuda/layout.hpp"
+#include "mxmoe/moe.hpp"
+
+namespace mxmoe::cuda {
+
+// How one batch's GEMMs run: the pairs per tile (the sort's unit), a family-defined kernel
+// variant, and split-K slices (1: none).
+struct GemmBatchPlan {
+  int tile_rows = 16;
+  int variant = 0;
+  int gate_up_splits = 1;
+  int down_splits = 1;
+};
+
+struct GemmFamily {
+  const char* name = "";
+  // 0: any GPU the backend's declaration admits; else the one compute capability its code is for.
+  int exact_sm = 0;
+  // Re-lays one MXFP4 tensor for the kernels. gate_up tensors hold (gate, linear) rows in pairs.
+  PackedWeights (*pack)(const Mxfp4Tensor& weights, Scheme scheme, bool gate_up) = nullptr;
+  GemmBatchPlan (*plan)(Scheme scheme, int64_t pairs, int64_t active_experts, const MoeShape& shape,
+                        int sm_count) = nullptr;
+  // Runs the gate_up (problem.gate_up) or the down GEMM of a batch.
+  void (*launch)(const GemmProblem& problem, const GemmBatchPlan& plan, cudaStream_t stream) = nullptr;
+  // Whether gate_up writes the down GEMM's input (bf16) itself under this scheme, so the batch needs
+  // no fp32 intermediate and no quantization pass.
+  bool (*writes_down_input)(Scheme scheme) = nullptr;
+  // Whether the weights are laid out as the small-batch path (decode.hpp) reads them.
+  bool serves_small_batch_path = false;
+};
+
+// The mma.sync kernels of gemm.cu: sm_80 and newer.
+const GemmFamily& generic_gemm_family();
+
+}  // namespace mxmoe::cuda

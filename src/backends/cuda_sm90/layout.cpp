@@ -1,0 +1,76 @@
+#include "backends/cuda_sm90/layout.hpp"
+
+#include <stdexcept>
+
+#include "mxmoe/format.hpp"
+#include "util/parallel.hpp"
+
+namespace mxmoe::cuda::sm90 {
+
+namespace {
+
+// The source row of tile-ordered row `row`: gate_up interleaves (gate, linear) rows, which the
+// kernels want 8 rows apart (layout.hpp).
+int64_t source_row(int64_t row, bool gate_up) {
+  if (!gate_up) return row;
+  const int64_t base = row - row % 16, r = row % 16;
+  return base + (r < 8 ? 2 * r : 2 * (r - 8) + 1);
+}
+
+// Where bit i (0: mantissa, 1-2: exponent, 3: sign) of the first (half 0) or second element of A
+// register r goes in its step's word (layout.hpp).
+int bit_position(int r, int half, int i) {
+  if (r < 3) {
+    const int bf16_position = i < 3 ? 6 + i : 15;  // the bit's place in a bf16
+    return (bf16_position + 16 * half + 3 * r) % 32;
+  }
+  constexpr int kLast[4] = {0, 1, 3, 4};
+  return kLast[i] + 16 * half;
+}
+
+}  // namespace
+
+PackedWeights pack_weights(const Mxfp4Tensor& t, bool gate_up) {
+  if (t.rows % kTileRows != 0 || t.cols % kChunkK != 0) {
+    throw std::invalid_argument("sm90 weight layout: rows and columns must be multiples of 64");
+  }
+  const int64_t tiles = t.rows / kTileRows, chunks = t.cols / kChunkK;
+  PackedWeights p;
+  p.words.resize(static_cast<size_t>(t.groups * tiles * chunks * 128 * 4));
+  p.scales.resize(static_cast<size_t>(t.groups * tiles * chunks * 128));
+  detail::parallel_for(t.groups * tiles, 0, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t e = i / tiles, tile = i % tiles;
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t base = i * chunks + c;
+        for (int thread = 0; thread < 128; ++thread) {
+          const int warp = thread / 32, lane = thread % 32, g = lane / 4, t4 = lane % 4;
+          const int64_t rows[2] = {source_row(tile * kTileRows + warp * 16 + g, gate_up),
+                                   source_row(tile * kTileRows + warp * 16 + g + 8, gate_up)};
+          for (int step = 0; step < 4; ++step) {
+            uint32_t word = 0;
+            for (int r = 0; r < 4; ++r) {
+              const uint8_t* packed = t.row_blocks(e, rows[r & 1]);
+              const int64_t k = c * kChunkK + step * 16 + 2 * t4 + (r >= 2 ? 8 : 0);
+              for (int half = 0; half < 2; ++half) {
+                const uint8_t code = mxfp4_code(packed, k + half);
+                for (int i = 0; i < 4; ++i) word |= static_cast<uint32_t>((code >> i) & 1u) << bit_position(r, half, i);
+              }
+            }
+            p.words[static_cast<size_t>((base * 128 + thread) * 4 + step)] = word;
+          }
+          if (t4 == 0) {
+            uint8_t* s = p.scales.data() + (base * 32 + warp * 8 + g) * 4;
+            for (int half = 0; half < 2; ++half) {
+              s[2 * half] = t.row_scales(e, rows[half])[2 * c];
+              s[2 * half + 1] = t.row_scales(e, rows[half])[2 * c + 1];
+            }
+          }
+        }
+      }
+    }
+  });
+  return p;
+}
+
+}  // namespace mxmoe::cuda::sm90

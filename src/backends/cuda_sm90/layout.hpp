@@ -1,0 +1,30 @@
+// How the Hopper kernels want MXFP4 weights: each thread of a warpgroup loads, with one 16-byte
+// load, exactly the codes of its wgmma A fragments for 64 k (two MXFP4 blocks, four k16 steps).
+//
+// Rows are cut into tiles of 64 (one warpgroup's M); warp w of the warpgroup owns tile rows
+// 16w..16w+15, and lane l (g = l/4, t = l%4) rows g and g+8 of those, as in every m64nNk16 A
+// fragment. Per (expert, row tile, 64-k chunk):
+// - words [128 threads][4]: word s holds k16 step s, the eight codes of A registers r = 0..3 at
+//   (row, k) = (g, 2t), (g+8, 2t), (g, 2t+8), (g+8, 2t+8) (second element of each: k + 1). The bits
+//   are placed for a cheap decode: a code's mantissa, exponent and sign bits sit where a bf16 has
+//   its top mantissa bit, low exponent bits and sign (bits 6-8 and 15 of each half) once the word
+//   is rotated right by 3r, for r < 3 (one AND after the rotation extracts the register); register
+//   3 takes the 8 bits left over (0, 1, 3, 4 of each half) and three shifts.
+// - scales [4 warps][8 groups][4 bytes]: row g block 0, row g block 1, row g+8 block 0, row g+8
+//   block 1 (the four lanes of a group load the same word).
+// gate_up rows are reordered so that a thread's two rows are one SwiGLU unit's gate and linear row:
+// tile row 16w + g is gate row 2u and 16w + g + 8 is linear row 2u + 1 of unit u = (tile row base)/2 + g.
+#pragma once
+
+#include "backends/cuda/layout.hpp"
+#include "mxmoe/moe.hpp"
+
+namespace mxmoe::cuda::sm90 {
+
+constexpr int kTileRows = 64;   // weight rows per warpgroup
+constexpr int kChunkK = 64;     // k per pipeline step
+
+// Needs rows and cols multiples of 64.
+PackedWeights pack_weights(const Mxfp4Tensor& t, bool gate_up);
+
+}  // namespace mxmoe::cuda::sm90

@@ -1,0 +1,92 @@
+// The Hopper weight layout (src/backends/cuda_sm90/layout.hpp) read back on the host from its
+// documented description: every code and scale of random weights is where a wgmma A fragment wants
+// it, gate_up rows paired (gate, linear) eight rows apart. Runs without a GPU.
+#include <gtest/gtest.h>
+
+#ifdef MXMOE_WITH_CUDA
+#include <random>
+
+#include "backends/cuda_sm90/layout.hpp"
+#include "mxmoe/format.hpp"
+
+namespace mxmoe {
+namespace {
+
+Mxfp4Tensor random_tensor(int groups, int rows, int cols, uint64_t seed) {
+  Mxfp4Tensor t;
+  t.groups = groups;
+  t.rows = rows;
+  t.cols = cols;
+  t.blocks.resize(static_cast<size_t>(groups) * rows * cols / 2);
+  t.scales.resize(static_cast<size_t>(groups) * rows * cols / 32);
+  std::mt19937_64 rng(seed);
+  for (auto& b : t.blocks) b = static_cast<uint8_t>(rng());
+  for (auto& s : t.scales) s = static_cast<uint8_t>(rng() % 255);
+  return t;
+}
+
+// Bits 6, 7, 8 and 15 of each bf16 half after rotating right by 3r (r < 3); register 3 from bits
+// 0, 1, 3, 4 of each half. Returns the 4-bit code of element `half` of register r.
+uint8_t code_in_word(uint32_t word, int r, int half) {
+  static constexpr int kBf16Bits[4] = {6, 7, 8, 15}, kLastBits[4] = {0, 1, 3, 4};
+  uint8_t code = 0;
+  for (int i = 0; i < 4; ++i) {
+    const int position = r < 3 ? (kBf16Bits[i] + 16 * half + 3 * r) % 32 : kLastBits[i] + 16 * half;
+    code |= static_cast<uint8_t>(((word >> position) & 1u) << i);
+  }
+  return code;
+}
+
+void expect_layout(const Mxfp4Tensor& t, bool gate_up) {
+  const cuda::PackedWeights p = cuda::sm90::pack_weights(t, gate_up);
+  const int tiles = t.rows / 64, chunks = t.cols / 64;
+  ASSERT_EQ(p.words.size(), static_cast<size_t>(t.groups) * tiles * chunks * 512);
+  ASSERT_EQ(p.scales.size(), static_cast<size_t>(t.groups) * tiles * chunks * 128);
+  int checked = 0;
+  for (int e = 0; e < t.groups; ++e) {
+    for (int tile = 0; tile < tiles; ++tile) {
+      for (int c = 0; c < chunks; ++c) {
+        const size_t base = (static_cast<size_t>(e) * tiles + tile) * chunks + c;
+        for (int thread = 0; thread < 128; ++thread) {
+          const int warp = thread / 32, g = thread % 32 / 4, t4 = thread % 4;
+          for (int half_row = 0; half_row < 2; ++half_row) {
+            const int tile_row = tile * 64 + warp * 16 + g + 8 * half_row;
+            // gate_up: the unit's gate row, then its linear row eight rows further down.
+            const int unit = tile_row / 16 * 8 + g;
+            const int row = gate_up ? 2 * unit + half_row : tile_row;
+            for (int step = 0; step < 4; ++step) {
+              const uint32_t word = p.words[(base * 128 + thread) * 4 + step];
+              for (int high_k = 0; high_k < 2; ++high_k) {
+                const int r = half_row + 2 * high_k;
+                const int k = c * 64 + step * 16 + 2 * t4 + 8 * high_k;
+                for (int element = 0; element < 2; ++element) {
+                  ASSERT_EQ(code_in_word(word, r, element), mxfp4_code(t.row_blocks(e, row), k + element))
+                      << "expert " << e << " row " << row << " k " << k + element;
+                  ++checked;
+                }
+              }
+            }
+            for (int block = 0; block < 2; ++block) {
+              EXPECT_EQ(p.scales[(base * 32 + warp * 8 + g) * 4 + 2 * half_row + block], t.row_scales(e, row)[2 * c + block]);
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(checked, t.groups * t.rows * t.cols) << "every code read back exactly once";
+}
+
+TEST(CudaSm90Layout, EveryCodeAndScaleSitsWhereTheFragmentsWantIt) {
+  expect_layout(random_tensor(2, 128, 192, 7), false);
+  expect_layout(random_tensor(2, 128, 192, 8), true);
+}
+
+TEST(CudaSm90Layout, RefusesShapesThatAreNotMultiplesOf64) {
+  EXPECT_THROW(cuda::sm90::pack_weights(random_tensor(1, 96, 64, 1), false), std::invalid_argument);
+  EXPECT_THROW(cuda::sm90::pack_weights(random_tensor(1, 64, 96, 1), false), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace mxmoe
+#endif  // MXMOE_WITH_CUDA
