@@ -25,7 +25,10 @@ class MoeRunner {
  public:
   // `device` must be this machine's (detected): planning for other devices is select_backend's job.
   // Throws OracleError when no backend (or not the forced one) can run here.
+  // The layer is copied from an lvalue, moved from an rvalue (MoeRunner(checkpoint.load_layer(0), ...)
+  // copies nothing), shared from a shared_ptr. Backends that repack the weights let go of it.
   MoeRunner(const MoeLayer& layer, Scheme scheme, const DeviceSpec& device, const RunnerOptions& options = {});
+  MoeRunner(MoeLayer&& layer, Scheme scheme, const DeviceSpec& device, const RunnerOptions& options = {});
   MoeRunner(std::shared_ptr<const MoeLayer> layer, Scheme scheme, const DeviceSpec& device,
             const RunnerOptions& options = {});
   ~MoeRunner();

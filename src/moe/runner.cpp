@@ -11,6 +11,9 @@ namespace mxmoe {
 MoeRunner::MoeRunner(const MoeLayer& layer, Scheme scheme, const DeviceSpec& device, const RunnerOptions& options)
     : MoeRunner(std::make_shared<const MoeLayer>(layer), scheme, device, options) {}
 
+MoeRunner::MoeRunner(MoeLayer&& layer, Scheme scheme, const DeviceSpec& device, const RunnerOptions& options)
+    : MoeRunner(std::make_shared<const MoeLayer>(std::move(layer)), scheme, device, options) {}
+
 MoeRunner::MoeRunner(std::shared_ptr<const MoeLayer> layer, Scheme scheme, const DeviceSpec& device,
                      const RunnerOptions& options) {
   if (!device.detected) {
