@@ -47,11 +47,11 @@ void add_explain_command(CLI::App& app, Action& action) {
   cmd->add_option("--device", o->device, "auto, cpu, cpu:native, cpu:avx2, cpu:avx512, cpu:avx512bf16, sm_80 ... sm_120")
       ->capture_default_str();
   cmd->add_option("--scheme", o->scheme, "Quantization scheme: " + scheme_names())->required();
-  cmd->add_option("--hidden", o->problem.hidden, "Hidden size H")->required()->check(CLI::PositiveNumber);
-  cmd->add_option("--intermediate", o->problem.intermediate, "Intermediate size I")->required()->check(CLI::PositiveNumber);
-  cmd->add_option("--experts", o->problem.experts, "Number of experts E")->required()->check(CLI::PositiveNumber);
-  cmd->add_option("--top-k", o->problem.top_k, "Experts per token k")->required()->check(CLI::PositiveNumber);
-  cmd->add_option("--tokens", o->problem.tokens, "Tokens per batch (a sizing hint)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--hidden", o->problem.hidden, "Hidden size H")->required()->check(positive_number());
+  cmd->add_option("--intermediate", o->problem.intermediate, "Intermediate size I")->required()->check(positive_number());
+  cmd->add_option("--experts", o->problem.experts, "Number of experts E")->required()->check(positive_number());
+  cmd->add_option("--top-k", o->problem.top_k, "Experts per token k")->required()->check(positive_number());
+  cmd->add_option("--tokens", o->problem.tokens, "Tokens per batch (a sizing hint)")->check(non_negative_number());
   cmd->add_flag("--no-bias", o->no_bias, "The layer has no biases");
   cmd->add_option("--backend", o->backend, "Force a backend by name (also MXMOE_BACKEND); auto lets the oracle choose")
       ->capture_default_str();

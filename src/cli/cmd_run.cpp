@@ -101,13 +101,13 @@ void add_run_command(CLI::App& app, Action& action) {
   auto o = std::make_shared<RunOptions>();
   auto* cmd = app.add_subcommand("run", "Run one MoE layer of a gpt-oss checkpoint on a batch of hidden states");
   cmd->add_option("--checkpoint", o->checkpoint, "Checkpoint directory (config.json + safetensors)")->required();
-  cmd->add_option("--layer", o->layer, "Layer index")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--layer", o->layer, "Layer index")->capture_default_str()->check(non_negative_number());
   cmd->add_option("--input", o->input, "safetensors file with hidden_states [T, H] (F32 or BF16), or random:T")->required();
   cmd->add_option("--output", o->output, "safetensors file to write: output, expert_ids, expert_weights")->required();
   cmd->add_option("--scheme", o->scheme, "w4a16, w4a8, w4a4, or w4a32 (exact fp32 activations)")->capture_default_str();
   cmd->add_option("--backend", o->backend, "A backend name, or auto (MXMOE_BACKEND also forces one)")->capture_default_str();
   cmd->add_option("--device", o->device, "auto, cpu:native, cuda, or a device of this machine")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "CPU threads (0: all)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--threads", o->threads, "CPU threads (0: all)")->capture_default_str()->check(non_negative_number());
   cmd->add_option("--seed", o->seed, "Seed for random:T inputs")->capture_default_str();
   cmd->callback([o, &action] { action = [o] { return run_run(*o); }; });
 }

@@ -1,5 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "cli/cli_runner.hpp"
 #include "mxmoe/version.hpp"
 
@@ -13,8 +17,30 @@ TEST(Cli, VersionAndHelp) {
   const auto help = test::run_cli("--help");
   EXPECT_EQ(help.exit_code, 0);
   for (const char* cmd : {"demo", "explain"}) EXPECT_NE(help.out.find(cmd), std::string::npos) << cmd;
-  EXPECT_NE(test::run_cli("").exit_code, 0);
-  EXPECT_NE(test::run_cli("no-such-command").exit_code, 0);
+}
+
+// 0 success, 1 failure, 2 usage error: never CLI11's internal codes (104-109).
+TEST(Cli, UsageErrorsExitWithTwo) {
+  for (const char* args : {"", "no-such-command", "run --bogus", "run --input random:2", "demo --tokens 0",
+                           "explain --device sm_90 --scheme w4a16 --hidden abc --intermediate 64 --experts 4 --top-k 2"}) {
+    EXPECT_EQ(test::run_cli(args).exit_code, 2) << args;
+  }
+}
+
+// Number errors say what is wrong with the value, not a range with DBL_MAX written out.
+TEST(Cli, NumberErrorsAreReadable) {
+  const std::string dims = "explain --device sm_90 --scheme w4a16 --intermediate 64 --experts 4 --top-k 2 --hidden ";
+  for (const auto& [value, message] : std::vector<std::pair<std::string, std::string>>{
+           {"abc", "expected a whole number, got 'abc'"},
+           {"-5", "must be at least 1, got -5"},
+           {"2.5", "expected a whole number, got '2.5'"},
+           {"99999999999999999999", "'99999999999999999999' is too large"},
+           {"3000000000", "must be at most 2147483647, got 3000000000"}}) {
+    const auto r = test::run_cli(dims + value);
+    EXPECT_EQ(r.exit_code, 2) << value;
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+    EXPECT_LT(r.err.size(), 300u) << r.err;
+  }
 }
 
 TEST(Cli, DemoRunsOnASmallPreset) {
