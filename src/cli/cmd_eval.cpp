@@ -13,7 +13,8 @@ namespace {
 struct EvalOptions {
   std::vector<std::string> paths;
   std::string junit;
-  std::string json;
+  std::string output;  // the JSON report
+  bool json = false;   // print the JSON report instead of the table
 };
 
 int run_eval_command(const EvalOptions& o) {
@@ -23,7 +24,7 @@ int run_eval_command(const EvalOptions& o) {
   std::vector<std::filesystem::path> read(files.begin(), files.end());
   read.insert(read.end(), inputs.begin(), inputs.end());
   if (!o.junit.empty()) io::check_output_file(o.junit, read, "--junit");
-  if (!o.json.empty()) io::check_output_file(o.json, read, "--json");
+  if (!o.output.empty()) io::check_output_file(o.output, read, "--output");
   // Every config is parsed before any runs: a malformed one stops the run at once.
   std::vector<EvalConfig> configs;
   for (const auto& f : files) configs.push_back(load_eval_config(f));
@@ -35,9 +36,9 @@ int run_eval_command(const EvalOptions& o) {
     results.push_back(run_eval(c, cache));
     progress.advance();
   }
-  std::cout << eval_table(results);
+  std::cout << (o.json ? eval_json(results) : eval_table(results));
   if (!o.junit.empty()) io::write_text_file_atomically(o.junit, eval_junit_xml(results));
-  if (!o.json.empty()) io::write_text_file_atomically(o.json, eval_json(results));
+  if (!o.output.empty()) io::write_text_file_atomically(o.output, eval_json(results));
   for (const auto& r : results) {
     if (r.status == EvalStatus::failed || r.status == EvalStatus::error) return 1;
   }
@@ -51,7 +52,8 @@ void add_eval_command(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("eval", "Run accuracy evals: YAML configs or lists of them (configs/evals/models-*.txt)");
   cmd->add_option("paths", o->paths, "Config files (.yaml) and lists of configs")->required();
   cmd->add_option("--junit", o->junit, "Write JUnit XML here");
-  cmd->add_option("--json", o->json, "Write JSON here");
+  cmd->add_option("--output", o->output, "Write the JSON report to this file");
+  cmd->add_flag("--json", o->json, "Print the JSON report instead of the table");
   cmd->callback([o, &action] { action = [o] { return run_eval_command(*o); }; });
 }
 

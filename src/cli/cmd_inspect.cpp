@@ -69,7 +69,7 @@ int run_inspect(const std::string& path) {
 void add_inspect_command(CLI::App& app, Action& action) {
   auto path = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand("inspect", "Show a checkpoint's layout, config, tensors per layer and inconsistencies");
-  cmd->add_option("path", *path, "Checkpoint directory or .safetensors file")->required();
+  cmd->add_option("--checkpoint", *path, "Checkpoint directory or .safetensors file")->required();
   cmd->callback([path, &action] { action = [path] { return run_inspect(*path); }; });
 }
 

@@ -126,7 +126,7 @@ int run_quantize(const QuantizeOptions& o) {
 void add_quantize_command(CLI::App& app, Action& action) {
   auto o = std::make_shared<QuantizeOptions>();
   auto* cmd = app.add_subcommand("quantize", "Convert a bf16 gpt-oss checkpoint's expert weights to MXFP4 blocks and scales");
-  cmd->add_option("--input", o->input, "bf16 checkpoint directory (HF layout: experts.gate_up_proj [E,H,2I], down_proj [E,I,H])")
+  cmd->add_option("--checkpoint", o->input, "bf16 checkpoint directory (HF layout: experts.gate_up_proj [E,H,2I], down_proj [E,I,H])")
       ->required();
   cmd->add_option("--output", o->output, "Output directory (new or empty; written whole or not at all)")->required();
   cmd->add_flag("--force", o->force, "Replace a non-empty output directory (only once the new one is complete)");

@@ -80,7 +80,7 @@ void add_synth_command(CLI::App& app, Action& action) {
   cmd->add_option("--experts", o->experts, "Override the preset's number of experts")->check(CLI::Range(1, 4096));
   cmd->add_option("--seed", o->seed, "Random seed")->capture_default_str();
   cmd->add_option("--layout", o->layout, "huggingface or openai")->capture_default_str()->check(CLI::IsMember({"huggingface", "openai"}));
-  cmd->add_option("--out", o->out, "Output directory (new or empty; written whole or not at all)")->required();
+  cmd->add_option("--output", o->out, "Output directory (new or empty; written whole or not at all)")->required();
   cmd->add_flag("--force", o->force, "Replace a non-empty output directory (only once the new one is complete)");
   cmd->callback([o, &action] { action = [o] { return run_synth(*o); }; });
 }

@@ -23,7 +23,7 @@ class CliCheckpoints : public test::TempDirTest {
 };
 
 TEST_F(CliCheckpoints, SynthThenRunMatchesTheReferenceOnTheSameLayer) {
-  auto r = test::run_cli("synth --preset tiny --layers 2 --seed 11 --out " + path("ck"));
+  auto r = test::run_cli("synth --preset tiny --layers 2 --seed 11 --output " + path("ck"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(fs::exists(dir_ / "ck" / "model.safetensors.index.json"));
   r = test::run_cli("run --checkpoint " + path("ck") + " --layer 1 --input random:16 --seed 5 --output " + path("o.safetensors"));
@@ -45,7 +45,7 @@ TEST_F(CliCheckpoints, SynthThenRunMatchesTheReferenceOnTheSameLayer) {
 }
 
 TEST_F(CliCheckpoints, RunReadsBf16AndF32InputsAndChecksThem) {
-  ASSERT_EQ(test::run_cli("synth --preset tiny --layout openai --out " + path("ck")).exit_code, 0);
+  ASSERT_EQ(test::run_cli("synth --preset tiny --layout openai --output " + path("ck")).exit_code, 0);
   const std::vector<float> x = random_hidden(3, 128, 2);
   const auto bf16 = floats_to_bf16_bytes(x);
   write_safetensors(path("bf16.safetensors"), {{"hidden_states", DType::BF16, {3, 128}, bf16}});
@@ -74,8 +74,8 @@ TEST_F(CliCheckpoints, RunReadsBf16AndF32InputsAndChecksThem) {
 }
 
 TEST_F(CliCheckpoints, InspectReportsConsistencyAndCorruption) {
-  ASSERT_EQ(test::run_cli("synth --preset tiny --layers 2 --out " + path("ck")).exit_code, 0);
-  auto r = test::run_cli("inspect " + path("ck"));
+  ASSERT_EQ(test::run_cli("synth --preset tiny --layers 2 --output " + path("ck")).exit_code, 0);
+  auto r = test::run_cli("inspect --checkpoint " + path("ck"));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("huggingface layout"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("model.layers.1.mlp.experts.down_proj_scales"), std::string::npos);
@@ -88,14 +88,14 @@ TEST_F(CliCheckpoints, InspectReportsConsistencyAndCorruption) {
     config.assign(std::istreambuf_iterator<char>(in), {});
   }
   std::ofstream(dir_ / "ck" / "config.json") << std::regex_replace(config, std::regex("\"num_hidden_layers\": 2"), "\"num_hidden_layers\": 3");
-  r = test::run_cli("inspect " + path("ck"));
+  r = test::run_cli("inspect --checkpoint " + path("ck"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("missing tensor 'model.layers.2.mlp.router.weight'"), std::string::npos) << r.out;
 
   // A truncated shard.
   const fs::path shard = dir_ / "ck" / "model-00002-of-00002.safetensors";
   fs::resize_file(shard, fs::file_size(shard) - 100);
-  r = test::run_cli("inspect " + path("ck"));
+  r = test::run_cli("inspect --checkpoint " + path("ck"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("model-00002-of-00002.safetensors"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("truncated"), std::string::npos) << r.err;
@@ -135,7 +135,7 @@ TEST_F(CliCheckpoints, QuantizeConvertsBf16ExpertsToMxfp4) {
   config.layers = 1;
   std::ofstream(dir_ / "bf16" / "config.json") << config.to_json();
 
-  auto r = test::run_cli("quantize --input " + path("bf16") + " --output " + path("mx"));
+  auto r = test::run_cli("quantize --checkpoint " + path("bf16") + " --output " + path("mx"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto checkpoint = GptOssCheckpoint::open(dir_ / "mx");
   EXPECT_TRUE(checkpoint.inconsistencies().empty());
@@ -150,14 +150,14 @@ TEST_F(CliCheckpoints, QuantizeConvertsBf16ExpertsToMxfp4) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
 
   // Not a bf16 checkpoint: a clear error.
-  r = test::run_cli("quantize --input " + path("mx") + " --output " + path("mx2"));
+  r = test::run_cli("quantize --checkpoint " + path("mx") + " --output " + path("mx2"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("no bf16 expert tensors"), std::string::npos) << r.err;
 }
 
 // Outputs never overwrite an input of the same command, nor a link or a device (issue 14).
 TEST_F(CliCheckpoints, RunNeverOverwritesItsInputs) {
-  ASSERT_EQ(test::run_cli("synth --preset tiny --out " + path("ck")).exit_code, 0);
+  ASSERT_EQ(test::run_cli("synth --preset tiny --output " + path("ck")).exit_code, 0);
   ASSERT_EQ(test::run_cli("run --checkpoint " + path("ck") + " --input random:2 --output " + path("x.safetensors")).exit_code, 0);
   const auto size_of = [&](const std::string& name) { return fs::file_size(dir_ / name); };
   const auto model_size = size_of("ck/model.safetensors"), input_size = size_of("x.safetensors");
@@ -180,7 +180,7 @@ TEST_F(CliCheckpoints, RunNeverOverwritesItsInputs) {
 }
 
 TEST_F(CliCheckpoints, RequestsThatCannotFitAreRefusedUpFront) {
-  ASSERT_EQ(test::run_cli("synth --preset gpt-oss-20b --experts 4 --out " + path("ck")).exit_code, 0);
+  ASSERT_EQ(test::run_cli("synth --preset gpt-oss-20b --experts 4 --output " + path("ck")).exit_code, 0);
   auto r = test::run_cli("run --checkpoint " + path("ck") + " --input random:16000000 --output " + path("o.safetensors"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("needs about"), std::string::npos) << r.err;
@@ -194,12 +194,12 @@ TEST_F(CliCheckpoints, RequestsThatCannotFitAreRefusedUpFront) {
 
 // Folders are written whole or not at all, and never into an existing checkpoint (issue 14).
 TEST_F(CliCheckpoints, SynthRefusesANonEmptyFolderAndLeavesNoHalfWrittenOne) {
-  ASSERT_EQ(test::run_cli("synth --preset tiny --layers 2 --out " + path("ck")).exit_code, 0);
-  auto r = test::run_cli("synth --preset tiny --layers 3 --out " + path("ck"));
+  ASSERT_EQ(test::run_cli("synth --preset tiny --layers 2 --output " + path("ck")).exit_code, 0);
+  auto r = test::run_cli("synth --preset tiny --layers 3 --output " + path("ck"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("is not empty"), std::string::npos) << r.err;
-  EXPECT_EQ(test::run_cli("inspect " + path("ck")).exit_code, 0) << "the first checkpoint must still load";
-  r = test::run_cli("synth --preset tiny --layers 3 --force --out " + path("ck"));
+  EXPECT_EQ(test::run_cli("inspect --checkpoint " + path("ck")).exit_code, 0) << "the first checkpoint must still load";
+  r = test::run_cli("synth --preset tiny --layers 3 --force --output " + path("ck"));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(fs::exists(dir_ / "ck" / "model-00003-of-00003.safetensors"));
   EXPECT_FALSE(fs::exists(dir_ / "ck" / "model-00002-of-00002.safetensors"));
@@ -213,7 +213,7 @@ TEST_F(CliCheckpoints, SynthRefusesANonEmptyFolderAndLeavesNoHalfWrittenOne) {
 }
 
 TEST_F(CliCheckpoints, HugeLayerCountsInAConfigAreRefusedQuickly) {
-  ASSERT_EQ(test::run_cli("synth --preset tiny --out " + path("ck")).exit_code, 0);
+  ASSERT_EQ(test::run_cli("synth --preset tiny --output " + path("ck")).exit_code, 0);
   std::string config;
   {
     std::ifstream in(dir_ / "ck" / "config.json");
@@ -221,7 +221,7 @@ TEST_F(CliCheckpoints, HugeLayerCountsInAConfigAreRefusedQuickly) {
   }
   std::ofstream(dir_ / "ck" / "config.json") << std::regex_replace(config, std::regex("\"num_hidden_layers\": 1"),
                                                                     "\"num_hidden_layers\": 1073741824");
-  const auto r = test::run_cli("inspect " + path("ck"));
+  const auto r = test::run_cli("inspect --checkpoint " + path("ck"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("num_hidden_layers"), std::string::npos) << r.err;
   EXPECT_LT(r.out.size(), 10000u);

@@ -30,7 +30,7 @@ class CliEval : public test::TempDirTest {
 
 TEST_F(CliEval, PassingConfigsExitZeroAndWriteReports) {
   const auto ok = config("ok", "{relative_l2: 4e-4, cosine: 0.99999, routing_agreement: 1.0}");
-  const auto r = test::run_cli("eval " + ok + " --junit " + (dir_ / "r.xml").string() + " --json " + (dir_ / "r.json").string());
+  const auto r = test::run_cli("eval " + ok + " --junit " + (dir_ / "r.xml").string() + " --output " + (dir_ / "r.json").string());
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("ok "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("pass"), std::string::npos) << r.out;
@@ -39,6 +39,12 @@ TEST_F(CliEval, PassingConfigsExitZeroAndWriteReports) {
   EXPECT_NE(xml.find("<testsuites name=\"mxmoe eval\" tests=\"1\" failures=\"0\""), std::string::npos) << xml;
   EXPECT_NE(xml.find("<testcase"), std::string::npos);
   EXPECT_NE(read(dir_ / "r.json").find("\"status\": \"pass\""), std::string::npos);
+  // --json means what it means in explain: the report on standard output, as JSON.
+  const auto json = test::run_cli("eval " + ok + " --json");
+  EXPECT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_EQ(json.out.rfind("{", 0), 0u) << json.out;
+  EXPECT_NE(json.out.find("\"status\": \"pass\""), std::string::npos) << json.out;
+  EXPECT_EQ(json.out.find("1 passed"), std::string::npos) << "the table was printed too: " << json.out;
 }
 
 // Report paths are checked before the run: never over a config it reads, a folder or a link.
@@ -50,7 +56,7 @@ TEST_F(CliEval, ReportPathsThatWouldDestroySomethingAreRefusedBeforeRunning) {
   EXPECT_NE(r.err.find("--junit"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("is an input of this command"), std::string::npos) << r.err;
   EXPECT_EQ(read(ok), before);
-  r = test::run_cli("eval " + ok + " --json " + dir_.string());
+  r = test::run_cli("eval " + ok + " --output " + dir_.string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("not a regular file"), std::string::npos) << r.err;
   EXPECT_EQ(r.out.find("pass"), std::string::npos) << "the evals ran before the refusal: " << r.out;
