@@ -45,9 +45,9 @@ struct DeviceSpec {
   // "cpu:avx512bf16", "cpu:neon", and "sm_XY" or "sm_XYa" (optionally prefixed "cuda:") for the
   // compute capabilities 7.0 to 12.1. Throws std::invalid_argument listing these forms otherwise.
   static DeviceSpec parse(std::string_view text);
-  // The device of this machine that `text` names: a compute capability must match one of its GPUs,
-  // a CPU variant must be covered by its CPU's features. Throws std::invalid_argument naming what
-  // the machine has otherwise.
+  // The device of this machine that `text` names: a compute capability must match one of its GPUs;
+  // "cpu" is its CPU, and a named CPU ISA must be the one its kernels use (a narrower one can be
+  // planned for, not run). Throws std::invalid_argument naming what the machine has otherwise.
   static DeviceSpec for_running(std::string_view text);
   static DeviceSpec detect();      // "auto"
   static DeviceSpec detect_cpu();  // "cpu:native"

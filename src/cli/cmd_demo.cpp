@@ -30,7 +30,7 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 int run_demo(const DemoOptions& o) {
   const ModelPreset preset = preset_or_throw(o.preset);
   const Scheme scheme = scheme_or_throw(o.scheme);
-  const DeviceSpec device = DeviceSpec::for_running(o.device);
+  const DeviceSpec device = device_for_run(o.device, o.backend);
   std::printf("mxmoe demo: random %s layer (%s), %d tokens, scheme %s, seed %llu\n", preset.name.c_str(),
               preset.shape.to_string().c_str(), o.tokens, o.scheme.c_str(), static_cast<unsigned long long>(o.seed));
   auto t = std::chrono::steady_clock::now();

@@ -62,7 +62,7 @@ std::filesystem::path checkpoint_folder(const std::filesystem::path& checkpoint)
 
 int run_run(const RunOptions& o) {
   const Scheme scheme = scheme_or_throw(o.scheme);
-  const DeviceSpec device = DeviceSpec::for_running(o.device);
+  const DeviceSpec device = device_for_run(o.device, o.backend);
   const GptOssCheckpoint checkpoint = GptOssCheckpoint::open(o.checkpoint);
   const MoeShape& shape = checkpoint.config().shape;
   int tokens = 0;

@@ -8,6 +8,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "mxmoe/backend.hpp"
+#include "mxmoe/device.hpp"
+#include "mxmoe/oracle.hpp"
 #include "mxmoe/scheme.hpp"
 #include "mxmoe/synth.hpp"
 
@@ -23,6 +26,21 @@ inline ModelPreset preset_or_throw(const std::string& name) {
   const auto preset = find_preset(name);
   if (!preset) throw std::invalid_argument("unknown preset '" + name + "'; known: " + preset_names());
   return *preset;
+}
+
+// The device a command runs on: --device as given, except that "auto" with a CPU backend forced (by
+// --backend or MXMOE_BACKEND) is this machine's CPU rather than its first GPU.
+inline DeviceSpec device_for_run(const std::string& device, const std::string& backend) {
+  if (device == "auto") {
+    if (const auto forced = resolve_forced_backend(backend)) {
+      for (const auto& b : backend_registry()) {
+        if (b.name == forced->name && !b.runs_on_any_device && b.device_kind == DeviceKind::cpu) {
+          return DeviceSpec::detect_cpu();
+        }
+      }
+    }
+  }
+  return DeviceSpec::for_running(device);
 }
 
 // A whole number in [min, max], refused with a message naming the problem (CLI11's own number

@@ -129,11 +129,16 @@ DeviceSpec DeviceSpec::for_running(std::string_view text) {
       if (g.sm == wanted.sm) return g;
     }
   } else {
+    // "cpu" is this machine's CPU. A named vector ISA must be the one its kernels will use: the CPU
+    // backend runs the best kernels the CPU has, so a narrower name would be silently ignored.
+    if (wanted.cpu == CpuFeatures{} || wanted.id() == cpu.id()) return cpu;
     const CpuFeatures& w = wanted.cpu;
     const CpuFeatures& h = cpu.cpu;
     if ((!w.avx2 || h.avx2) && (!w.avx512 || h.avx512) && (!w.avx512_bf16 || h.avx512_bf16) &&
         (!w.avx512_vnni || h.avx512_vnni) && (!w.neon || h.neon)) {
-      return cpu;
+      throw std::invalid_argument("device '" + std::string(text) + "': this CPU runs mxmoe's " + cpu.id() +
+                                  " kernels, which it picks itself; a narrower ISA can be planned for (mxmoe explain "
+                                  "--device " + std::string(text) + ") but not run. Use --device cpu");
     }
   }
   throw std::invalid_argument("device '" + std::string(text) + "' is not on this machine, which has: " + present);

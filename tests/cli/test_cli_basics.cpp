@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cli/cli_runner.hpp"
+#include "cli/common.hpp"
 #include "mxmoe/version.hpp"
 
 namespace mxmoe {
@@ -41,6 +42,15 @@ TEST(Cli, NumberErrorsAreReadable) {
     EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
     EXPECT_LT(r.err.size(), 300u) << r.err;
   }
+}
+
+// Forcing a CPU backend runs on the CPU even where the default device would be a GPU.
+TEST(Cli, ForcingACpuBackendPicksTheCpu) {
+  EXPECT_EQ(cli::device_for_run("auto", "cpu").kind, DeviceKind::cpu);
+  EXPECT_EQ(cli::device_for_run("auto", "auto").id(), DeviceSpec::detect().id());
+  EXPECT_EQ(cli::device_for_run("auto", "reference").id(), DeviceSpec::detect().id()) << "runs anywhere: no change";
+  const auto r = test::run_cli("demo --preset tiny --tokens 2 --backend cpu");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 TEST(Cli, DemoRunsOnASmallPreset) {

@@ -39,6 +39,21 @@ TEST(DeviceSpec, DetectsThisMachine) {
   EXPECT_EQ(any.kind == DeviceKind::cuda, !detect_cuda_devices().empty());
 }
 
+// Running on a narrower ISA than the CPU's kernels use is refused, not silently widened.
+TEST(DeviceSpec, RunningOnANarrowerCpuIsaIsRefused) {
+  const DeviceSpec cpu = DeviceSpec::detect_cpu();
+  EXPECT_EQ(DeviceSpec::for_running("cpu").id(), cpu.id());
+  EXPECT_EQ(DeviceSpec::for_running(cpu.id()).id(), cpu.id());
+  if (!cpu.cpu.avx512) GTEST_SKIP() << "this CPU (" << cpu.id() << ") has no ISA narrower than its best but avx2";
+  try {
+    DeviceSpec::for_running("cpu:avx2");
+    FAIL() << "cpu:avx2 accepted for a run on " << cpu.id();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("can be planned for"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(cpu.id()), std::string::npos) << e.what();
+  }
+}
+
 TEST(DeviceSpec, RejectsUnknownFormsAndListsTheAcceptedOnes) {
   for (const char* text : {"gpu", "sm_91", "sm_", "sm_9x", "cpu:avx1024", "", "cuda:x"}) {
     try {
