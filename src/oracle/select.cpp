@@ -144,6 +144,21 @@ Decision select_backend(const DeviceSpec& device, const Problem& problem, const 
     d.verdicts.push_back(std::move(v));
   }
   const std::string where = device.id() + " for " + problem.to_string();
+  // A GPU is never served by a host emulation (the float64 reference, a thousand times slower)
+  // unless that is what was asked for.
+  bool emulation_withheld = false;
+  if (!forced && device.kind == DeviceKind::cuda) {
+    for (size_t i = 0; i < registry.size(); ++i) {
+      Verdict& v = d.verdicts[i];
+      if (registry[i].runs_on_any_device && v.status == VerdictStatus::eligible) {
+        v.status = VerdictStatus::rejected;
+        v.reason = "a host emulation, not chosen for a GPU unless forced (--backend " + v.backend + ")";
+        v.padding.reset();
+        eligible.erase(std::find(eligible.begin(), eligible.end(), v.backend));
+        emulation_withheld = true;
+      }
+    }
+  }
 
   Verdict* chosen = nullptr;
   if (forced) {
@@ -169,7 +184,12 @@ Decision select_backend(const DeviceSpec& device, const Problem& problem, const 
     if (!chosen) {
       std::vector<std::string> reasons;
       for (const auto& v : d.verdicts) reasons.push_back("  " + v.backend + ": " + v.reason);
-      throw OracleError("no backend can run " + where + ":\n" + join(reasons, "\n"), d);
+      std::string message = "no backend can run " + where + ":\n" + join(reasons, "\n");
+      if (emulation_withheld) {
+        message += "\nThe float64 host reference can emulate this GPU's result, about a thousand times slower: ask "
+                   "for it with --backend reference (or MXMOE_BACKEND=reference).";
+      }
+      throw OracleError(message, d);
     }
     chosen->reason = "highest-ranked eligible backend (rank " + std::to_string(chosen->rank) + ")";
   }

@@ -35,12 +35,19 @@ TEST(CudaBackend, IsRefusedClearlyWhereItCannotRun) {
     EXPECT_NE(std::string(e.what()).find("backend 'cuda' (forced by --backend) cannot run on cpu"), std::string::npos)
         << e.what();
   }
+  // A GPU no GPU backend serves is refused, naming each backend's reason and the way to ask for
+  // the float64 emulation; never served by it silently.
   const Problem p{Scheme::w4a8, 32, 4, 2880, 2880, 0, true};
-  const Decision sm80 = select_backend(DeviceSpec::parse("sm_80"), p);
-  EXPECT_NE(sm80.chosen, "cuda");
-  EXPECT_NE(sm80.verdict("cuda")->reason.find("needs sm_89"), std::string::npos) << sm80.verdict("cuda")->reason;
-  EXPECT_EQ(select_backend(DeviceSpec::parse("sm_75"), {Scheme::w4a16, 32, 4, 2880, 2880, 0, true}).verdict("cuda")->status,
-            VerdictStatus::rejected);
+  try {
+    select_backend(DeviceSpec::parse("sm_80"), p);
+    FAIL() << "w4a8 on sm_80 was given a backend";
+  } catch (const OracleError& e) {
+    EXPECT_NE(e.decision().verdict("cuda")->reason.find("needs sm_89"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--backend reference"), std::string::npos) << e.what();
+    EXPECT_EQ(e.decision().verdict("reference")->status, VerdictStatus::rejected);
+  }
+  EXPECT_EQ(select_backend(DeviceSpec::parse("sm_80"), p, ForcedBackend{"reference", "test"}).chosen, "reference");
+  EXPECT_THROW(select_backend(DeviceSpec::parse("sm_75"), {Scheme::w4a16, 32, 4, 2880, 2880, 0, true}), OracleError);
 }
 
 const BackendDeclaration& declaration(const std::string& name) {
@@ -59,13 +66,14 @@ TEST(CudaBackend, IsPlannedForEveryGpuFromSm80) {
   for (const char* device : {"sm_80", "sm_86", "sm_89", "sm_90", "sm_90a", "sm_100", "sm_120"}) {
     const bool hopper = DeviceSpec::parse(device).sm == 90;
     for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
-      const Decision d = select_backend(DeviceSpec::parse(device), {scheme, 32, 4, 2880, 2880, 0, true});
       const bool fp8_too_old = scheme == Scheme::w4a8 && (std::string(device) == "sm_80" || std::string(device) == "sm_86");
-      if (built && !fp8_too_old) {
-        EXPECT_EQ(d.chosen, hopper && scheme != Scheme::w4a8 ? "cuda_sm90" : "cuda") << device << " " << scheme_name(scheme);
-      } else {
-        EXPECT_TRUE(d.chosen != "cuda" && d.chosen != "cuda_sm90") << device << " " << scheme_name(scheme);
+      if (!built || fp8_too_old) {
+        EXPECT_THROW(select_backend(DeviceSpec::parse(device), {scheme, 32, 4, 2880, 2880, 0, true}), OracleError)
+            << device << " " << scheme_name(scheme) << ": no GPU backend, and never the host emulation unasked";
+        continue;
       }
+      const Decision d = select_backend(DeviceSpec::parse(device), {scheme, 32, 4, 2880, 2880, 0, true});
+      EXPECT_EQ(d.chosen, hopper && scheme != Scheme::w4a8 ? "cuda_sm90" : "cuda") << device << " " << scheme_name(scheme);
       EXPECT_TRUE(d.padding.is_identity()) << "2880 runs unpadded";
       if (!hopper) {
         EXPECT_NE(d.verdict("cuda_sm90")->reason.find("architecture-specific code for sm_90a only"), std::string::npos)

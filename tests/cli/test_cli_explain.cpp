@@ -11,14 +11,14 @@ namespace {
 const std::string kGptOss20b = "--scheme w4a16 --hidden 2880 --intermediate 2880 --experts 32 --top-k 4";
 
 TEST(CliExplain, JsonNamesTheChoiceThePlanAndEveryBackend) {
-  const auto r = test::run_cli("explain --device sm_90 " + kGptOss20b + " --json");
+  const auto r = test::run_cli("explain --device cpu:avx2 " + kGptOss20b + " --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   ASSERT_TRUE(j["chosen"].is_string());
   EXPECT_EQ(j["padding"]["hidden"], 2880);
   EXPECT_GE(j["padding"]["padded_hidden"].get<int>(), 2880);
   EXPECT_GE(j["padding"]["padded_intermediate"].get<int>(), 2880);
-  EXPECT_EQ(j["device"]["id"], "sm_90");
+  EXPECT_EQ(j["device"]["id"], "cpu:avx2");
   ASSERT_EQ(j["backends"].size(), backend_registry().size());
   int chosen = 0;
   for (size_t i = 0; i < backend_registry().size(); ++i) {
@@ -29,6 +29,19 @@ TEST(CliExplain, JsonNamesTheChoiceThePlanAndEveryBackend) {
     chosen += verdict == "chosen";
   }
   EXPECT_EQ(chosen, 1);
+}
+
+// A GPU that no GPU backend serves (here FP8 activations on an A100) is refused, with the way to
+// ask for the float64 emulation, which then runs.
+TEST(CliExplain, AGpuWithoutAGpuBackendIsRefusedUnlessEmulationIsAsked) {
+  const std::string w4a8 = "--scheme w4a8 --hidden 2880 --intermediate 2880 --experts 32 --top-k 4";
+  const auto r = test::run_cli("explain --device sm_80 " + w4a8);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no backend can run sm_80"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--backend reference"), std::string::npos) << r.err;
+  const auto forced = test::run_cli("explain --device sm_80 --backend reference " + w4a8);
+  EXPECT_EQ(forced.exit_code, 0) << forced.err;
+  EXPECT_NE(forced.out.find("forced by --backend"), std::string::npos) << forced.out;
 }
 
 TEST(CliExplain, TableShowsVerdictsAndPadding) {

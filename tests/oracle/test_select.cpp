@@ -102,6 +102,7 @@ TEST(OracleMatrix, EveryChoiceIsValidAndEveryBackendHasAVerdict) {
         }
         ASSERT_EQ(d.verdicts.size(), registry.size());
         const BackendDeclaration& chosen = find(registry, d.chosen);
+        if (device.kind == DeviceKind::cuda) EXPECT_FALSE(chosen.runs_on_any_device) << "a GPU served by a host emulation";
         // Device rules, checked here from the declaration's data rather than through the oracle.
         if (!chosen.runs_on_any_device) {
           EXPECT_EQ(chosen.device_kind, device.kind);
@@ -137,7 +138,9 @@ TEST(OracleMatrix, EveryChoiceIsValidAndEveryBackendHasAVerdict) {
           const Verdict& v = d.verdicts[i];
           EXPECT_EQ(v.backend, registry[i].name);
           PaddingPlan other;
-          const bool can_run = check_backend(registry[i], device, p, other).empty();
+          // A host emulation is withheld from GPUs unless forced.
+          const bool withheld = registry[i].runs_on_any_device && device.kind == DeviceKind::cuda;
+          const bool can_run = check_backend(registry[i], device, p, other).empty() && !withheld;
           EXPECT_EQ(v.status != VerdictStatus::rejected, can_run) << v.backend;
           if (can_run) EXPECT_LE(registry[i].rank, chosen.rank) << v.backend;
           EXPECT_FALSE(v.reason.empty()) << v.backend;
@@ -295,9 +298,14 @@ TEST(Oracle, DeviceMemoryLimitsAreChecked) {
   DeviceSpec small = DeviceSpec::parse("sm_90");
   small.memory_bytes = 1ull << 30;  // 1 GiB: a gpt-oss-120b layer (about 1.6 GB) does not fit
   const auto registry = test_registry();
-  const Decision d = select_backend(small, problem(Scheme::w4a16, 2880, 2880, 128, 4), std::nullopt, registry);
-  EXPECT_EQ(d.chosen, "reference");
-  EXPECT_TRUE(contains(d.verdict("test-gpu-pad128")->reason, "of device memory")) << d.verdict("test-gpu-pad128")->reason;
+  try {
+    select_backend(small, problem(Scheme::w4a16, 2880, 2880, 128, 4), std::nullopt, registry);
+    FAIL() << "a layer larger than the GPU's memory was planned for it";
+  } catch (const OracleError& e) {
+    const Verdict* v = e.decision().verdict("test-gpu-pad128");
+    EXPECT_TRUE(contains(v->reason, "of device memory")) << v->reason;
+    EXPECT_TRUE(contains(e.what(), "--backend reference")) << e.what();
+  }
 }
 
 TEST(Oracle, ProductRegistryHoldsOnlyRealBackends) {
