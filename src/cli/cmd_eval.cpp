@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -15,7 +16,12 @@ struct EvalOptions {
   std::string junit;
   std::string output;  // the JSON report
   bool json = false;   // print the JSON report instead of the table
+  bool allow_skipped = false;
 };
+
+// Exit code of a run in which every config was skipped: nothing was checked, which a CI job
+// should not mistake for success (0) or for a failing config (1).
+constexpr int kAllSkipped = 3;
 
 int run_eval_command(const EvalOptions& o) {
   std::vector<std::filesystem::path> inputs(o.paths.begin(), o.paths.end());
@@ -42,6 +48,13 @@ int run_eval_command(const EvalOptions& o) {
   for (const auto& r : results) {
     if (r.status == EvalStatus::failed || r.status == EvalStatus::error) return 1;
   }
+  const bool all_skipped = std::all_of(results.begin(), results.end(),
+                                       [](const EvalResult& r) { return r.status == EvalStatus::skipped; });
+  if (!results.empty() && all_skipped && !o.allow_skipped) {
+    std::fprintf(stderr, "mxmoe eval: every config was skipped, so nothing was checked (exit %d); --allow-skipped "
+                 "accepts that\n", kAllSkipped);
+    return kAllSkipped;
+  }
   return 0;
 }
 
@@ -54,6 +67,8 @@ void add_eval_command(CLI::App& app, Action& action) {
   cmd->add_option("--junit", o->junit, "Write JUnit XML here");
   cmd->add_option("--output", o->output, "Write the JSON report to this file");
   cmd->add_flag("--json", o->json, "Print the JSON report instead of the table");
+  cmd->add_flag("--allow-skipped", o->allow_skipped,
+                "Exit 0 when every config is skipped (by default such a run exits 3: nothing was checked)");
   cmd->callback([o, &action] { action = [o] { return run_eval_command(*o); }; });
 }
 

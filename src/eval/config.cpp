@@ -217,7 +217,14 @@ EvalConfig load_eval_config(const std::filesystem::path& file) {
 std::vector<std::filesystem::path> expand_eval_paths(const std::vector<std::filesystem::path>& paths) {
   std::vector<std::filesystem::path> configs;
   for (const auto& p : paths) {
-    if (!std::filesystem::is_regular_file(p)) throw EvalConfigError(p.string() + ": no such file");
+    std::error_code error;
+    const auto status = std::filesystem::status(p, error);
+    if (std::filesystem::is_directory(status)) {
+      throw EvalConfigError(p.string() + ": is a folder; give config files (.yaml) or lists of them (.txt), such as " +
+                            (p / "models-cpu.txt").string());
+    }
+    if (!std::filesystem::exists(status)) throw EvalConfigError(p.string() + ": no such file");
+    if (!std::filesystem::is_regular_file(status)) throw EvalConfigError(p.string() + ": not a regular file");
     const auto ext = p.extension();
     if (ext == ".yaml" || ext == ".yml") {
       configs.push_back(p);

@@ -73,10 +73,15 @@ TEST_F(CliEval, ATooTightThresholdFailsTheCommand) {
 TEST_F(CliEval, AnUnmetDeviceRequirementIsSkippedNotPassed) {
   const auto gpu = config("needs-gpu", "{cosine: 0.9}", "sm_121");
   const auto r = test::run_cli("eval " + gpu + " --junit " + (dir_ / "r.xml").string());
-  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.exit_code, 3) << "every config skipped: nothing was checked\n" << r.err;
+  EXPECT_NE(r.err.find("--allow-skipped"), std::string::npos) << r.err;
   EXPECT_NE(r.out.find("skip: needs sm_121"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("0 passed, 0 failed, 0 errors, 1 skipped"), std::string::npos) << r.out;
   EXPECT_NE(read(dir_ / "r.xml").find("<skipped message=\"needs sm_121"), std::string::npos);
+  EXPECT_EQ(test::run_cli("eval " + gpu + " --allow-skipped").exit_code, 0);
+  // One config that ran is enough for the usual exit code.
+  const auto ok = config("ok", "{relative_l2: 4e-4}");
+  EXPECT_EQ(test::run_cli("eval " + gpu + " " + ok).exit_code, 0);
 }
 
 TEST_F(CliEval, MalformedConfigsAreClearErrors) {

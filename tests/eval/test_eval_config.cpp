@@ -140,7 +140,20 @@ TEST_F(EvalConfigTest, ListsExpandRelativeToTheListAndNameBadLines) {
   } catch (const EvalConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("models-y.txt:2: no config file 'missing.yaml'"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(expand_eval_paths({dir_ / "none.txt"}), EvalConfigError);
+  try {
+    expand_eval_paths({dir_ / "none.txt"});
+    FAIL();
+  } catch (const EvalConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("none.txt: no such file"), std::string::npos) << e.what();
+  }
+  // A folder is not "no such file": the error says what to give instead.
+  try {
+    expand_eval_paths({dir_});
+    FAIL();
+  } catch (const EvalConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("is a folder; give config files (.yaml) or lists of them (.txt)"),
+              std::string::npos) << e.what();
+  }
 }
 
 TEST_F(EvalConfigTest, TheShippedConfigsAllParse) {
