@@ -57,6 +57,11 @@ TEST(Cli, DemoRunsOnASmallPreset) {
   const auto r = test::run_cli("demo --preset tiny --tokens 4");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("tiny"), std::string::npos) << r.out;
+  // The reference is not compared with itself.
+  const auto ref = test::run_cli("demo --preset tiny --tokens 2 --backend reference");
+  EXPECT_EQ(ref.exit_code, 0) << ref.err;
+  EXPECT_NE(ref.out.find("no second run to compare with"), std::string::npos) << ref.out;
+  EXPECT_EQ(ref.out.find("relative L2 error"), std::string::npos) << ref.out;
   const auto bad = test::run_cli("demo --preset gpt-oss-9000");
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("unknown preset 'gpt-oss-9000'"), std::string::npos) << bad.err;
