@@ -24,12 +24,16 @@ struct GptOssTensorNames {
   std::string router_weight, router_bias;
   std::string gate_up_blocks, gate_up_scales, gate_up_bias;
   std::string down_blocks, down_scales, down_bias;
-  static GptOssTensorNames of(GptOssLayout layout, int layer);
-  std::vector<std::string> all() const;
+  // bf16_experts: the dense expert weights of an unquantized checkpoint (Hugging Face layout:
+  // experts.gate_up_proj [E, H, 2I] and down_proj [E, I, H], named in the *_blocks fields, no scales).
+  static GptOssTensorNames of(GptOssLayout layout, int layer, bool bf16_experts = false);
+  std::vector<std::string> all() const;  // the names that exist in this form
 };
 
 struct GptOssConfig {
   GptOssLayout layout = GptOssLayout::huggingface;
+  // Expert weights are dense BF16 (the input of `mxmoe quantize`), not MXFP4 blocks and scales.
+  bool bf16_experts = false;
   MoeShape shape;
   int layers = 0;
   SwigluParams swiglu;
@@ -65,7 +69,8 @@ class GptOssCheckpoint {
   const TensorStore& store() const { return store_; }
 
   // Loads layer L: dtypes and shapes checked against the config, FormatError naming the file and
-  // tensor otherwise; NaN scale codes are rejected with the expert and row.
+  // tensor otherwise; NaN scale codes are rejected with the expert and row. A bf16 checkpoint is
+  // refused with the way to convert it.
   MoeLayer load_layer(int layer) const;
 
   // Every problem found in the checkpoint without throwing: missing tensors, wrong dtypes or

@@ -28,7 +28,9 @@ int run_inspect(const std::string& path) {
   }
   const GptOssCheckpoint checkpoint = GptOssCheckpoint::from_store(std::move(store));
   const GptOssConfig& c = checkpoint.config();
-  std::printf("%s: gpt-oss checkpoint, %s layout, %zu file(s)\n", path.c_str(), std::string(layout_name(c.layout)).c_str(),
+  std::printf("%s: gpt-oss checkpoint, %s layout, %s experts, %zu file(s)\n", path.c_str(),
+              std::string(layout_name(c.layout)).c_str(),
+              c.bf16_experts ? "bf16 (dense: mxmoe quantize converts them to MXFP4)" : "MXFP4",
               checkpoint.store().files().size());
   std::printf("config: %s, %d layers, swiglu limit %g alpha %g\n", c.shape.to_string().c_str(), c.layers, c.swiglu.limit,
               c.swiglu.alpha);
@@ -37,7 +39,7 @@ int run_inspect(const std::string& path) {
   for (int layer = 0; layer < c.layers; ++layer) {
     uint64_t bytes = 0;
     std::printf("layer %d:\n", layer);
-    for (const auto& name : GptOssTensorNames::of(c.layout, layer).all()) {
+    for (const auto& name : GptOssTensorNames::of(c.layout, layer, c.bf16_experts).all()) {
       if (!checkpoint.store().has(name)) {
         std::printf("  %-52s missing\n", name.c_str());
         continue;

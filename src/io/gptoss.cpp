@@ -15,10 +15,14 @@ std::string_view layout_name(GptOssLayout layout) {
   return layout == GptOssLayout::huggingface ? "huggingface" : "openai";
 }
 
-GptOssTensorNames GptOssTensorNames::of(GptOssLayout layout, int layer) {
+GptOssTensorNames GptOssTensorNames::of(GptOssLayout layout, int layer, bool bf16_experts) {
   const std::string L = std::to_string(layer);
   if (layout == GptOssLayout::huggingface) {
     const std::string p = "model.layers." + L + ".mlp.";
+    if (bf16_experts) {
+      return {p + "router.weight", p + "router.bias", p + "experts.gate_up_proj", "", p + "experts.gate_up_proj_bias",
+              p + "experts.down_proj", "", p + "experts.down_proj_bias"};
+    }
     return {p + "router.weight",
             p + "router.bias",
             p + "experts.gate_up_proj_blocks",
@@ -34,12 +38,22 @@ GptOssTensorNames GptOssTensorNames::of(GptOssLayout layout, int layer) {
 }
 
 std::vector<std::string> GptOssTensorNames::all() const {
-  return {router_weight, router_bias, gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias};
+  std::vector<std::string> names;
+  for (const std::string* n : {&router_weight, &router_bias, &gate_up_blocks, &gate_up_scales, &gate_up_bias, &down_blocks,
+                               &down_scales, &down_bias}) {
+    if (!n->empty()) names.push_back(*n);
+  }
+  return names;
 }
 
 std::vector<ExpectedTensor> expected_layer_tensors(const GptOssConfig& c, int layer) {
-  const auto n = GptOssTensorNames::of(c.layout, layer);
+  const auto n = GptOssTensorNames::of(c.layout, layer, c.bf16_experts);
   const int64_t E = c.shape.experts, H = c.shape.hidden, I = c.shape.intermediate;
+  if (c.bf16_experts) {
+    return {{n.router_weight, true, {E, H}},          {n.router_bias, true, {E}},
+            {n.gate_up_blocks, true, {E, H, 2 * I}},  {n.gate_up_bias, true, {E, 2 * I}},
+            {n.down_blocks, true, {E, I, H}},         {n.down_bias, true, {E, H}}};
+  }
   return {{n.router_weight, true, {E, H}},
           {n.router_bias, true, {E}},
           {n.gate_up_blocks, false, {E, 2 * I, H / 32, 16}},
@@ -148,6 +162,15 @@ GptOssCheckpoint GptOssCheckpoint::from_store(TensorStore store) {
   }
   GptOssCheckpoint c;
   c.config_ = GptOssConfig::read(store.root() / "config.json", *layout);
+  // Dense expert weights (a Hugging Face bf16 checkpoint) instead of MXFP4 blocks.
+  if (*layout == GptOssLayout::huggingface) {
+    bool dense = false, blocks = false;
+    for (const auto& name : store.names()) {
+      dense |= name.ends_with(".mlp.experts.gate_up_proj") || name.ends_with(".mlp.experts.down_proj");
+      blocks |= name.ends_with("_proj_blocks");
+    }
+    c.config_.bf16_experts = dense && !blocks;
+  }
   c.store_ = std::move(store);
   return c;
 }
@@ -156,6 +179,10 @@ MoeLayer GptOssCheckpoint::load_layer(int layer) const {
   if (layer < 0 || layer >= config_.layers) {
     throw std::invalid_argument("layer " + std::to_string(layer) + " is out of range: the checkpoint has " +
                                 std::to_string(config_.layers) + " layers (0 to " + std::to_string(config_.layers - 1) + ")");
+  }
+  if (config_.bf16_experts) {
+    throw FormatError(store_.root().string() + ": a bf16 checkpoint (dense expert weights); convert it to MXFP4 with "
+                      "mxmoe quantize --checkpoint " + store_.root().string() + " --output DIR");
   }
   const auto n = GptOssTensorNames::of(config_.layout, layer);
   const auto expected = expected_layer_tensors(config_, layer);

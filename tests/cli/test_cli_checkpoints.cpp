@@ -135,7 +135,18 @@ TEST_F(CliCheckpoints, QuantizeConvertsBf16ExpertsToMxfp4) {
   config.layers = 1;
   std::ofstream(dir_ / "bf16" / "config.json") << config.to_json();
 
-  auto r = test::run_cli("quantize --checkpoint " + path("bf16") + " --output " + path("mx"));
+  // The input of quantize is a consistent checkpoint of its own kind, which cannot run as it is.
+  auto r = test::run_cli("inspect --checkpoint " + path("bf16"));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("bf16 (dense"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("consistent: every MoE tensor matches the config"), std::string::npos) << r.out;
+  try {
+    GptOssCheckpoint::open(dir_ / "bf16").load_layer(0);
+    FAIL() << "a bf16 checkpoint loaded as MXFP4";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("mxmoe quantize --checkpoint"), std::string::npos) << e.what();
+  }
+  r = test::run_cli("quantize --checkpoint " + path("bf16") + " --output " + path("mx"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto checkpoint = GptOssCheckpoint::open(dir_ / "mx");
   EXPECT_TRUE(checkpoint.inconsistencies().empty());
