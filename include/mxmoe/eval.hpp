@@ -28,6 +28,9 @@ struct EvalThresholds {
   std::optional<double> max_abs;            // at most
   std::optional<double> cosine;             // at least
   std::optional<double> routing_agreement;  // at least: fraction of tokens with the reference's expert set
+  // At most: what the scheme itself costs, the relative L2 of its float64 reference against the
+  // float64 reference with exact activations (w4a32), on the same routing.
+  std::optional<double> scheme_relative_l2;
 };
 
 struct EvalConfig {
@@ -63,11 +66,15 @@ std::vector<std::filesystem::path> expand_eval_paths(const std::vector<std::file
 enum class EvalStatus { passed, failed, skipped, error };
 std::string_view eval_status_name(EvalStatus status);
 
-struct EvalMetrics {  // the worst over every layer and token count
+// The worst over every layer and token count. The first four ask "is the kernel right?" (the
+// backend against the float64 reference of the same scheme); scheme_relative_l2 asks "what does
+// the scheme cost?" (that reference against exact activations).
+struct EvalMetrics {
   double relative_l2 = 0;
   double max_abs = 0;
   double cosine = 1;
   double routing_agreement = 1;
+  double scheme_relative_l2 = 0;
 };
 
 struct EvalResult {

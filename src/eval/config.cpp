@@ -192,11 +192,13 @@ EvalConfig parse_eval_config(const std::filesystem::path& file, const YAML::Node
   }
 
   const MapReader metrics = top.map("metrics");
-  metrics.allow({"relative_l2", "max_abs", "cosine", "routing_agreement"});
+  metrics.allow({"relative_l2", "max_abs", "cosine", "routing_agreement", "scheme_relative_l2"});
   c.thresholds = {threshold(metrics, "relative_l2"), threshold(metrics, "max_abs"), threshold(metrics, "cosine"),
-                  threshold(metrics, "routing_agreement")};
-  if (!c.thresholds.relative_l2 && !c.thresholds.max_abs && !c.thresholds.cosine && !c.thresholds.routing_agreement) {
-    metrics.fail("'metrics' needs at least one threshold (relative_l2, max_abs, cosine, routing_agreement)");
+                  threshold(metrics, "routing_agreement"), threshold(metrics, "scheme_relative_l2")};
+  if (!c.thresholds.relative_l2 && !c.thresholds.max_abs && !c.thresholds.cosine && !c.thresholds.routing_agreement &&
+      !c.thresholds.scheme_relative_l2) {
+    metrics.fail("'metrics' needs at least one threshold (relative_l2, max_abs, cosine, routing_agreement, "
+                 "scheme_relative_l2)");
   }
   return c;
 }

@@ -144,8 +144,8 @@ EvalResult run_eval(const EvalConfig& c, EvalModelCache& cache) {
                        {.backend = c.backend, .pad_hidden_to = c.pad_hidden_to, .pad_intermediate_to = c.pad_intermediate_to});
       backends.insert(runner.decision().chosen);
       for (int tokens : c.tokens) {
-        // The backend's forward and up to two reference forwards hold their activations at once.
-        detail::admit_memory(3 * forward_memory_bytes(layer->shape, tokens),
+        // The backend's forward and up to three reference forwards hold their activations at once.
+        detail::admit_memory(4 * forward_memory_bytes(layer->shape, tokens),
                              "eval '" + c.name + "' at " + std::to_string(tokens) + " tokens");
         const auto x = random_hidden(tokens, layer->shape.hidden, c.input_seed * 1000003 + l * 7919 + tokens, c.distribution);
         const MoeOutput got = runner.forward(x, tokens);
@@ -156,8 +156,14 @@ EvalResult run_eval(const EvalConfig& c, EvalModelCache& cache) {
         const MoeOutput expected = agreement == 1.0 && got.routing.weights == expected_own.routing.weights
                                        ? expected_own
                                        : reference_forward(*layer, x, tokens, c.scheme, {.routing = &got.routing});
+        // The scheme's own cost: its reference against exact activations on the same routing.
+        double scheme_cost = 0;
+        if (c.scheme != Scheme::w4a32) {
+          const MoeOutput exact = reference_forward(*layer, x, tokens, Scheme::w4a32, {.routing = &got.routing});
+          scheme_cost = relative_l2(expected.output, exact.output);
+        }
         const EvalMetrics m{relative_l2(got.output, expected.output), max_abs_diff(got.output, expected.output),
-                            cosine_similarity(got.output, expected.output), agreement};
+                            cosine_similarity(got.output, expected.output), agreement, scheme_cost};
         if (first) {
           r.metrics = m;
           first = false;
@@ -166,6 +172,7 @@ EvalResult run_eval(const EvalConfig& c, EvalModelCache& cache) {
           r.metrics.max_abs = std::max(r.metrics.max_abs, m.max_abs);
           r.metrics.cosine = std::min(r.metrics.cosine, m.cosine);
           r.metrics.routing_agreement = std::min(r.metrics.routing_agreement, m.routing_agreement);
+          r.metrics.scheme_relative_l2 = std::max(r.metrics.scheme_relative_l2, m.scheme_relative_l2);
         }
       }
     }
@@ -186,6 +193,9 @@ EvalResult run_eval(const EvalConfig& c, EvalModelCache& cache) {
   }
   if (t.routing_agreement && !(r.metrics.routing_agreement >= *t.routing_agreement)) {
     failures.push_back("routing_agreement " + format(r.metrics.routing_agreement) + " < " + format(*t.routing_agreement));
+  }
+  if (t.scheme_relative_l2 && !(r.metrics.scheme_relative_l2 <= *t.scheme_relative_l2)) {
+    failures.push_back("scheme_relative_l2 " + format(r.metrics.scheme_relative_l2) + " > " + format(*t.scheme_relative_l2));
   }
   std::string message;
   for (const auto& f : failures) message += (message.empty() ? "" : "; ") + f;

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
 
 #include "cli/cli_runner.hpp"
 
@@ -68,6 +69,23 @@ TEST_F(CliEval, ATooTightThresholdFailsTheCommand) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("FAIL: relative_l2"), std::string::npos) << r.out;
   EXPECT_NE(read(dir_ / "r.xml").find("<failure message=\"relative_l2"), std::string::npos);
+}
+
+// Two questions, two errors: is the kernel right (against the same-scheme reference), and what
+// does the scheme cost (that reference against exact activations)? W4A16 costs about 0.3%.
+TEST_F(CliEval, TheSchemesOwnCostIsReportedAndChecked) {
+  const auto ok = config("cost", "{relative_l2: 4e-4, scheme_relative_l2: 2e-2}");
+  auto r = test::run_cli("eval " + ok + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const auto at = r.out.find("\"scheme_relative_l2\": ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const double cost = std::stod(r.out.substr(at + 22));
+  EXPECT_GT(cost, 1e-4) << "bf16 activations cost something";
+  EXPECT_LT(cost, 2e-2);
+  const auto tight = config("tight-cost", "{scheme_relative_l2: 1e-7}");
+  r = test::run_cli("eval " + tight);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("FAIL: scheme_relative_l2"), std::string::npos) << r.out;
 }
 
 TEST_F(CliEval, AnUnmetDeviceRequirementIsSkippedNotPassed) {

@@ -45,7 +45,7 @@ device: sm_89+
 env: {MXMOE_BACKEND: cpu}
 padding: {hidden: 256}
 input: {tokens: [1, 9], seed: 3, distribution: heavy}
-metrics: {relative_l2: 1e-3, max_abs: 0.1, cosine: 0.999, routing_agreement: 0.98}
+metrics: {relative_l2: 1e-3, max_abs: 0.1, cosine: 0.999, routing_agreement: 0.98, scheme_relative_l2: 0.01}
 )";
 
 TEST_F(EvalConfigTest, ParsesEveryField) {
@@ -66,6 +66,7 @@ TEST_F(EvalConfigTest, ParsesEveryField) {
   EXPECT_EQ(c.distribution, HiddenDistribution::heavy);
   EXPECT_EQ(*c.thresholds.relative_l2, 1e-3);
   EXPECT_EQ(*c.thresholds.routing_agreement, 0.98);
+  EXPECT_EQ(*c.thresholds.scheme_relative_l2, 0.01);
 }
 
 TEST_F(EvalConfigTest, CheckpointPathsAreRelativeToTheConfig) {
