@@ -1,10 +1,10 @@
 // Grouped MXFP4 GEMMs for MoE experts on Hopper's warpgroup MMA (sm_90a only).
 //
-// The problem is computed transposed, Y^T = W X^T: a warpgroup owns 64 weight rows (wgmma's M) and
-// a CTA one tile of BN sorted (token, slot) pairs of one expert (wgmma's N, 16..256). So the
-// weights, the narrow operand, go to the tensor cores from registers: each thread loads 16 bytes of
-// packed codes per 64-deep k step (layout.hpp), decodes them to bf16 with the block scale, and
-// issues four m64nBNk16 wgmmas. The pairs' activation rows are gathered by cp.async into a ring of
+// The problem is computed transposed, Y^T = W X^T: a warpgroup owns one or two tiles of 64 weight
+// rows (wgmma's M) and a CTA one tile of BN sorted (token, slot) pairs of one expert (wgmma's N,
+// 16..128). So the weights, the narrow operand, go to the tensor cores from registers: each thread
+// loads 16 bytes of packed codes per 64-deep k step and row tile (layout.hpp), decodes them to bf16
+// with the block scale, and issues four m64nBNk16 wgmmas per row tile. The pairs' activation rows are gathered by cp.async into a ring of
 // 128-byte-swizzled shared-memory stages that wgmma reads through a matrix descriptor.
 //
 // Epilogues: gate_up applies SwiGLU to each thread's (gate, linear) row pair and writes the down
