@@ -32,25 +32,6 @@ namespace {
 
 using mxmoe::cuda::DeviceBuffer;
 
-struct PreparedCuda {
-  mxmoe::Decision decision;
-  std::unique_ptr<mxmoe::cuda::CudaMoe> layer;
-};
-
-// The oracle's CUDA backend for this GPU (or the one named), prepared as the runner would.
-PreparedCuda prepare_cuda_backend(const std::shared_ptr<const mxmoe::MoeLayer>& layer, mxmoe::Scheme scheme,
-                                  const mxmoe::DeviceSpec& gpu, const std::string& backend) {
-  using namespace mxmoe;
-  PreparedCuda p;
-  p.decision = select_backend(gpu, Problem::for_layer(*layer, scheme), resolve_forced_backend(backend));
-  if (!p.decision.padding.is_identity()) throw std::invalid_argument("the benchmark shapes run unpadded");
-  const auto& registry = backend_registry();
-  const auto it = std::find_if(registry.begin(), registry.end(), [&](const auto& b) { return b.name == p.decision.chosen; });
-  auto prepared = it->prepare(layer, {p.decision.chosen, scheme, gpu, p.decision.padding, 0});
-  p.layer.reset(dynamic_cast<cuda::CudaMoe*>(prepared.release()));
-  if (!p.layer) throw std::invalid_argument("backend " + p.decision.chosen + " is not a CUDA backend");
-  return p;
-}
 
 std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
@@ -195,9 +176,11 @@ int main(int argc, char** argv) {
           std::printf("%-13s %-6s skipped: FP8 tensor cores need sm_89\n", shape_name.c_str(), scheme_name_arg.c_str());
           continue;
         }
-        const auto moe = prepare_cuda_backend(layer, *scheme, gpu, backend_arg);
-        const std::string backend = moe.decision.chosen;
-        if (small_batch_tokens >= 0) moe.layer->set_small_batch_tokens(small_batch_tokens);
+        const auto prepared = cuda::prepare_cuda_backend(*layer, *scheme, gpu, resolve_forced_backend(backend_arg));
+        if (!prepared.decision.padding.is_identity()) throw std::invalid_argument("the benchmark shapes run unpadded");
+        cuda::CudaMoe* moe = prepared.moe.get();
+        const std::string backend = prepared.decision.chosen;
+        if (small_batch_tokens >= 0) moe->set_small_batch_tokens(small_batch_tokens);
         for (size_t ti = 0; ti < token_counts.size(); ++ti) {
           const int T = std::stoi(token_counts[ti]);
           // Several batches in turn, with different experts, so repeated runs do not just hit L2.
@@ -213,21 +196,21 @@ int main(int argc, char** argv) {
           }
           bytes /= kBatches;
           DeviceBuffer out(static_cast<size_t>(T) * shape.hidden * sizeof(float));
-          const double direct_ms = median_ms(moe.layer->stream(), 3, reps, [&](int i) {
-            moe.layer->forward_on_device(inputs[i % kBatches].as<float>(), T, out.as<float>());
+          const double direct_ms = median_ms(moe->stream(), 3, reps, [&](int i) {
+            moe->forward_on_device(inputs[i % kBatches].as<float>(), T, out.as<float>());
           });
           // One graph per batch, captured after the direct runs have sized every buffer.
           std::vector<cudaGraphExec_t> graphs(kBatches);
           for (int b = 0; b < kBatches; ++b) {
             cudaGraph_t graph;
-            MXMOE_CUDA_CHECK(cudaStreamBeginCapture(moe.layer->stream(), cudaStreamCaptureModeThreadLocal));
-            moe.layer->forward_on_device(inputs[b].as<float>(), T, out.as<float>());
-            MXMOE_CUDA_CHECK(cudaStreamEndCapture(moe.layer->stream(), &graph));
+            MXMOE_CUDA_CHECK(cudaStreamBeginCapture(moe->stream(), cudaStreamCaptureModeThreadLocal));
+            moe->forward_on_device(inputs[b].as<float>(), T, out.as<float>());
+            MXMOE_CUDA_CHECK(cudaStreamEndCapture(moe->stream(), &graph));
             MXMOE_CUDA_CHECK(cudaGraphInstantiate(&graphs[b], graph, 0));
             MXMOE_CUDA_CHECK(cudaGraphDestroy(graph));
           }
-          const double ms = median_ms(moe.layer->stream(), 3, std::max(reps, 50), [&](int i) {
-            MXMOE_CUDA_CHECK(cudaGraphLaunch(graphs[i % kBatches], moe.layer->stream()));
+          const double ms = median_ms(moe->stream(), 3, std::max(reps, 50), [&](int i) {
+            MXMOE_CUDA_CHECK(cudaGraphLaunch(graphs[i % kBatches], moe->stream()));
           });
           for (cudaGraphExec_t g : graphs) MXMOE_CUDA_CHECK(cudaGraphExecDestroy(g));
           if (dense_ms.size() <= ti) dense_ms.push_back(dense_equivalent_ms(handle, stream, static_cast<int64_t>(T) * shape.top_k,
@@ -239,7 +222,7 @@ int main(int argc, char** argv) {
                       dense_ms[ti] / ms);
           std::fflush(stdout);
           results["runs"].push_back({{"shape", shape_name}, {"scheme", scheme_name_arg}, {"backend", backend}, {"tokens", T}, {"ms", ms}, {"direct_ms", direct_ms},
-                                     {"small_batch_path", T <= moe.layer->small_batch_tokens()},
+                                     {"small_batch_path", T <= moe->small_batch_tokens()},
                                      {"tflops", tflops}, {"weight_gbs", gbs}, {"ratio_copy", gbs / copy_gbs},
                                      {"cublas_dense_ms", dense_ms[ti]}, {"ratio_cublas", dense_ms[ti] / ms}});
         }

@@ -246,21 +246,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaBackendMatchesReference,
 
 // Every output element and every intermediate is written: with all buffers filled with NaN before
 // the run, none survives into the output.
-// A CUDA backend's prepared layer, padded as the oracle plans it for this GPU.
-struct PreparedCuda {
-  std::shared_ptr<const MoeLayer> layer;  // padded
-  std::unique_ptr<cuda::CudaMoe> moe;
-};
-
-PreparedCuda prepare_cuda(const std::string& backend, const MoeLayer& layer, Scheme scheme) {
-  const DeviceSpec gpu = DeviceSpec::detect();
-  const Decision d = select_backend(gpu, Problem::for_layer(layer, scheme), ForcedBackend{backend, "test"});
-  PreparedCuda p;
-  p.layer = std::make_shared<const MoeLayer>(d.padding.is_identity() ? layer : pad_layer(layer, d.padding));
-  auto prepared = declaration(backend).prepare(p.layer, {backend, scheme, gpu, d.padding, 0});
-  p.moe.reset(dynamic_cast<cuda::CudaMoe*>(prepared.release()));
-  if (!p.moe) throw std::logic_error(backend + " did not prepare a CUDA layer");
-  return p;
+cuda::PreparedCudaLayer prepare_cuda(const std::string& backend, const MoeLayer& layer, Scheme scheme) {
+  return cuda::prepare_cuda_backend(layer, scheme, DeviceSpec::detect(), ForcedBackend{backend, "test"});
 }
 
 TEST(CudaBackend, WritesEveryOutputWithPoisonedBuffers) {
@@ -269,7 +256,7 @@ TEST(CudaBackend, WritesEveryOutputWithPoisonedBuffers) {
   for (const std::string backend : {"cuda", "cuda_sm90"}) {
     for (Scheme scheme : declaration(backend).schemes) {
       if (!cannot_run_here(backend, scheme).empty()) continue;
-      PreparedCuda p = prepare_cuda(backend, layer, scheme);
+      cuda::PreparedCudaLayer p = prepare_cuda(backend, layer, scheme);
       p.moe->poison_buffers_for_test(true);
       const int hidden = p.layer->shape.hidden;
       for (int tokens : {1, 5, 37, 300}) {
@@ -438,7 +425,7 @@ TEST(CudaSmallBatchEdges, GraphReplayGivesTheSameBits) {
 TEST(CudaBackend, Sm90GraphReplayGivesTheSameBits) {
   REQUIRE_GPU();
   if (const std::string why = cannot_run_here("cuda_sm90", Scheme::w4a16); !why.empty()) GTEST_SKIP() << why;
-  PreparedCuda p = prepare_cuda("cuda_sm90", test::shared_layer({2880, 2880, 32, 4}), Scheme::w4a16);
+  cuda::PreparedCudaLayer p = prepare_cuda("cuda_sm90", test::shared_layer({2880, 2880, 32, 4}), Scheme::w4a16);
   expect_graph_replays_match(*p.moe, 2880, {1, 5, 300, 2000});
 }
 

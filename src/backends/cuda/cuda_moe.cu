@@ -345,6 +345,22 @@ class CudaMoeImpl final : public CudaMoe {
 
 }  // namespace
 
+PreparedCudaLayer prepare_cuda_backend(const MoeLayer& layer, Scheme scheme, const DeviceSpec& gpu,
+                                       const std::optional<ForcedBackend>& forced) {
+  PreparedCudaLayer p;
+  p.decision = select_backend(gpu, Problem::for_layer(layer, scheme), forced);
+  p.layer = std::make_shared<const MoeLayer>(p.decision.padding.is_identity() ? layer : pad_layer(layer, p.decision.padding));
+  const auto& registry = backend_registry();
+  const auto declaration = std::find_if(registry.begin(), registry.end(),
+                                        [&](const BackendDeclaration& b) { return b.name == p.decision.chosen; });
+  auto prepared = declaration->prepare(p.layer, {p.decision.chosen, scheme, gpu, p.decision.padding, 0});
+  auto* cuda = dynamic_cast<CudaMoe*>(prepared.get());
+  if (!cuda) throw std::invalid_argument("backend " + p.decision.chosen + " is not a CUDA backend");
+  prepared.release();
+  p.moe.reset(cuda);
+  return p;
+}
+
 std::unique_ptr<CudaMoe> make_cuda_moe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan,
                                        const GemmFamily& gemms) {
   return std::make_unique<CudaMoeImpl>(std::move(layer), plan, gemms);

@@ -4,8 +4,11 @@
 
 #include <memory>
 
+#include <optional>
+
 #include "backends/cuda/gemm_family.hpp"
 #include "mxmoe/backend.hpp"
+#include "mxmoe/oracle.hpp"
 
 namespace mxmoe::cuda {
 
@@ -24,6 +27,17 @@ class CudaMoe : public PreparedMoe {
   virtual void set_small_batch_tokens(int tokens) = 0;
   virtual int small_batch_tokens() const = 0;
 };
+
+// A CUDA backend of the registry (the oracle's choice for `gpu`, or the forced one) prepared as
+// the runner prepares it, padding included, with the device-level controls exposed: for benchmarks
+// and tests. Throws OracleError when it cannot run, std::invalid_argument when it is not CUDA.
+struct PreparedCudaLayer {
+  Decision decision;
+  std::shared_ptr<const MoeLayer> layer;  // as prepared: padded by the decision's plan
+  std::unique_ptr<CudaMoe> moe;
+};
+PreparedCudaLayer prepare_cuda_backend(const MoeLayer& layer, Scheme scheme, const DeviceSpec& gpu,
+                                       const std::optional<ForcedBackend>& forced = std::nullopt);
 
 // The shared CUDA pipeline around one family of GEMM kernels.
 std::unique_ptr<CudaMoe> make_cuda_moe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan,
