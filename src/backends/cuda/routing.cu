@@ -27,6 +27,23 @@ router_logits_kernel(const float* x, const float* weight, const float* bias, int
 // top-k kernel adds in slice order.
 constexpr int kTiledTokens = 64, kTiledExperts = 32, kTiledDepth = 32, kTiledThreads = 128;
 
+// Rows row0.. of a [count][hidden] matrix, columns k0..k0+31, into shared memory k-major (zeros
+// past the last row), 16 bytes per load.
+template <int kRows>
+__device__ __forceinline__ void stage_transposed(const float* m, int row0, int count, int hidden, int k0,
+                                                 float (&tile)[kTiledDepth][kRows + 4]) {
+#pragma unroll
+  for (int i = 0; i < kRows * kTiledDepth / 4 / kTiledThreads; ++i) {
+    const int index = threadIdx.x + i * kTiledThreads, row = index / 8, quad = index % 8;
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (row0 + row < count) v = *reinterpret_cast<const float4*>(m + static_cast<int64_t>(row0 + row) * hidden + k0 + 4 * quad);
+    tile[4 * quad][row] = v.x;
+    tile[4 * quad + 1][row] = v.y;
+    tile[4 * quad + 2][row] = v.z;
+    tile[4 * quad + 3][row] = v.w;
+  }
+}
+
 __global__ void __launch_bounds__(kTiledThreads)
 router_logits_tiled_kernel(const float* x, const float* weight, const float* bias, int tokens, int hidden, int experts,
                            int slice_depth, float* logits) {
@@ -38,26 +55,8 @@ router_logits_tiled_kernel(const float* x, const float* weight, const float* bia
   const int k_begin = blockIdx.z * slice_depth, k_end = min(hidden, k_begin + slice_depth);
   float* partial = logits + static_cast<int64_t>(blockIdx.z) * tokens * experts;
   for (int k0 = k_begin; k0 < k_end; k0 += kTiledDepth) {
-#pragma unroll
-    for (int i = 0; i < kTiledTokens * kTiledDepth / 4 / kTiledThreads; ++i) {
-      const int index = threadIdx.x + i * kTiledThreads, token = index / 8, quad = index % 8;
-      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (t0 + token < tokens) v = *reinterpret_cast<const float4*>(x + static_cast<int64_t>(t0 + token) * hidden + k0 + 4 * quad);
-      xs[4 * quad][token] = v.x;
-      xs[4 * quad + 1][token] = v.y;
-      xs[4 * quad + 2][token] = v.z;
-      xs[4 * quad + 3][token] = v.w;
-    }
-#pragma unroll
-    for (int i = 0; i < kTiledExperts * kTiledDepth / 4 / kTiledThreads; ++i) {
-      const int index = threadIdx.x + i * kTiledThreads, expert = index / 8, quad = index % 8;
-      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (e0 + expert < experts) v = *reinterpret_cast<const float4*>(weight + static_cast<int64_t>(e0 + expert) * hidden + k0 + 4 * quad);
-      ws[4 * quad][expert] = v.x;
-      ws[4 * quad + 1][expert] = v.y;
-      ws[4 * quad + 2][expert] = v.z;
-      ws[4 * quad + 3][expert] = v.w;
-    }
+    stage_transposed<kTiledTokens>(x, t0, tokens, hidden, k0, xs);
+    stage_transposed<kTiledExperts>(weight, e0, experts, hidden, k0, ws);
     __syncthreads();
 #pragma unroll
     for (int k = 0; k < kTiledDepth; ++k) {
