@@ -176,7 +176,7 @@ int main(int argc, char** argv) {
           std::printf("%-13s %-6s skipped: FP8 tensor cores need sm_89\n", shape_name.c_str(), scheme_name_arg.c_str());
           continue;
         }
-        const auto prepared = cuda::prepare_cuda_backend(*layer, *scheme, gpu, resolve_forced_backend(backend_arg));
+        const auto prepared = cuda::prepare_cuda_backend(layer, *scheme, gpu, resolve_forced_backend(backend_arg));
         if (!prepared.decision.padding.is_identity()) throw std::invalid_argument("the benchmark shapes run unpadded");
         cuda::CudaMoe* moe = prepared.moe.get();
         const std::string backend = prepared.decision.chosen;

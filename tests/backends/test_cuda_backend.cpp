@@ -247,7 +247,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaBackendMatchesReference,
 // Every output element and every intermediate is written: with all buffers filled with NaN before
 // the run, none survives into the output.
 cuda::PreparedCudaLayer prepare_cuda(const std::string& backend, const MoeLayer& layer, Scheme scheme) {
-  return cuda::prepare_cuda_backend(layer, scheme, DeviceSpec::detect(), ForcedBackend{backend, "test"});
+  return cuda::prepare_cuda_backend(std::make_shared<const MoeLayer>(layer), scheme, DeviceSpec::detect(),
+                                    ForcedBackend{backend, "test"});
 }
 
 TEST(CudaBackend, WritesEveryOutputWithPoisonedBuffers) {
@@ -295,10 +296,7 @@ TEST(CudaSanitizer, SmallShapeEveryBackendAndScheme) {
 class CudaSmallBatch : public ::testing::TestWithParam<test::BackendCase> {};
 
 std::unique_ptr<cuda::CudaMoe> prepare_on_gpu(const MoeLayer& layer, Scheme scheme) {
-  const DeviceSpec gpu = DeviceSpec::detect();
-  const ExecutionPlan plan{"cuda", scheme, gpu,
-                           PaddingPlan::for_alignment(layer.shape.hidden, layer.shape.intermediate, 32, 32), 0};
-  return cuda::make_cuda_moe(std::make_shared<const MoeLayer>(layer), plan);
+  return prepare_cuda("cuda", layer, scheme).moe;
 }
 
 void expect_matches_reference(const MoeLayer& layer, Scheme scheme, const std::vector<float>& x, int tokens,

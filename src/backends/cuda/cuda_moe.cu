@@ -345,11 +345,12 @@ class CudaMoeImpl final : public CudaMoe {
 
 }  // namespace
 
-PreparedCudaLayer prepare_cuda_backend(const MoeLayer& layer, Scheme scheme, const DeviceSpec& gpu,
+PreparedCudaLayer prepare_cuda_backend(std::shared_ptr<const MoeLayer> layer, Scheme scheme, const DeviceSpec& gpu,
                                        const std::optional<ForcedBackend>& forced) {
   PreparedCudaLayer p;
-  p.decision = select_backend(gpu, Problem::for_layer(layer, scheme), forced);
-  p.layer = std::make_shared<const MoeLayer>(p.decision.padding.is_identity() ? layer : pad_layer(layer, p.decision.padding));
+  p.decision = select_backend(gpu, Problem::for_layer(*layer, scheme), forced);
+  p.layer = p.decision.padding.is_identity() ? std::move(layer)
+                                             : std::make_shared<const MoeLayer>(pad_layer(*layer, p.decision.padding));
   const auto& registry = backend_registry();
   const auto declaration = std::find_if(registry.begin(), registry.end(),
                                         [&](const BackendDeclaration& b) { return b.name == p.decision.chosen; });

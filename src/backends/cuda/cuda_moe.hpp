@@ -36,7 +36,8 @@ struct PreparedCudaLayer {
   std::shared_ptr<const MoeLayer> layer;  // as prepared: padded by the decision's plan
   std::unique_ptr<CudaMoe> moe;
 };
-PreparedCudaLayer prepare_cuda_backend(const MoeLayer& layer, Scheme scheme, const DeviceSpec& gpu,
+// The layer is shared, not copied, unless the plan pads it.
+PreparedCudaLayer prepare_cuda_backend(std::shared_ptr<const MoeLayer> layer, Scheme scheme, const DeviceSpec& gpu,
                                        const std::optional<ForcedBackend>& forced = std::nullopt);
 
 // The shared CUDA pipeline around one family of GEMM kernels.
