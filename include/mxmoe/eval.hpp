@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -80,6 +81,7 @@ struct EvalMetrics {
 struct EvalResult {
   std::filesystem::path file;
   std::string name;
+  std::string model;  // "checkpoint DIR" or "synthetic PRESET seed N"
   EvalStatus status = EvalStatus::error;
   std::string message;  // why it failed, was skipped or errored
   std::string backend;
@@ -102,7 +104,10 @@ class EvalModelCache {
   std::unique_ptr<Impl> impl_;
 };
 
-EvalResult run_eval(const EvalConfig& config, EvalModelCache& cache);
+// Told what a run is doing now ("layer 3: reference T=128"), for a progress display.
+using EvalStepObserver = std::function<void(const std::string& step)>;
+
+EvalResult run_eval(const EvalConfig& config, EvalModelCache& cache, const EvalStepObserver& on_step = {});
 
 // Reports: a table for people, JUnit XML and JSON for CI.
 std::string eval_table(const std::vector<EvalResult>& results);

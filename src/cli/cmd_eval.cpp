@@ -4,8 +4,9 @@
 
 #include "cli/commands.hpp"
 #include "io/files.hpp"
+#include "cli/progress.hpp"
 #include "mxmoe/eval.hpp"
-#include "util/progress.hpp"
+#include "mxmoe/gptoss.hpp"
 
 namespace mxmoe::cli {
 
@@ -13,6 +14,7 @@ namespace {
 
 struct EvalOptions {
   std::vector<std::string> paths;
+  std::string checkpoint;  // replaces every config's model
   std::string junit;
   std::string output;  // the JSON report
   bool json = false;   // print the JSON report instead of the table
@@ -34,13 +36,24 @@ int run_eval_command(const EvalOptions& o) {
   // Every config is parsed before any runs: a malformed one stops the run at once.
   std::vector<EvalConfig> configs;
   for (const auto& f : files) configs.push_back(load_eval_config(f));
+  if (!o.checkpoint.empty()) {
+    GptOssCheckpoint::open(o.checkpoint);  // a wrong folder stops the run here, not in every config
+    for (auto& c : configs) c.checkpoint = std::filesystem::absolute(o.checkpoint);
+  }
   EvalModelCache cache;
   std::vector<EvalResult> results;
-  detail::Progress progress("eval", static_cast<int64_t>(configs.size()));
-  for (const auto& c : configs) {
-    std::fprintf(stderr, "[%zu/%zu] %s\n", results.size() + 1, configs.size(), c.name.c_str());
-    results.push_back(run_eval(c, cache));
-    progress.advance();
+  {
+    Progress progress("eval", static_cast<int64_t>(configs.size()));
+    for (const auto& c : configs) {
+      progress.step(c.name);
+      results.push_back(run_eval(c, cache, [&](const std::string& step) { progress.step(c.name + ": " + step); }));
+      const EvalResult& r = results.back();
+      char line[512];
+      std::snprintf(line, sizeof line, "[%zu/%zu] %s: %s (%.1f s)\n", results.size(), configs.size(), c.name.c_str(),
+                    std::string(eval_status_name(r.status)).c_str(), r.seconds);
+      progress.print(stderr, line);
+      progress.advance();
+    }
   }
   std::cout << (o.json ? eval_json(results) : eval_table(results));
   if (!o.junit.empty()) io::write_text_file_atomically(o.junit, eval_junit_xml(results));
@@ -64,6 +77,8 @@ void add_eval_command(CLI::App& app, Action& action) {
   auto o = std::make_shared<EvalOptions>();
   auto* cmd = app.add_subcommand("eval", "Run accuracy evals: YAML configs or lists of them (configs/evals/models-*.txt)");
   cmd->add_option("paths", o->paths, "Config files (.yaml) and lists of configs")->required();
+  cmd->add_option("--checkpoint", o->checkpoint,
+                  "Evaluate this gpt-oss checkpoint folder in every config, instead of the config's own model");
   cmd->add_option("--junit", o->junit, "Write JUnit XML here");
   cmd->add_option("--output", o->output, "Write the JSON report to this file");
   cmd->add_flag("--json", o->json, "Print the JSON report instead of the table");

@@ -7,7 +7,7 @@
 #include "mxmoe/format.hpp"
 #include "mxmoe/safetensors.hpp"
 #include "util/parallel.hpp"
-#include "util/progress.hpp"
+#include "cli/progress.hpp"
 
 namespace mxmoe::cli {
 
@@ -73,7 +73,7 @@ void write_quantized(const TensorStore& store, const nlohmann::json& config, con
   const std::regex experts(R"(model\.layers\.\d+\.mlp\.experts\.(gate_up_proj|down_proj))");
   std::map<std::string, std::string> weight_map;
   size_t converted = 0;
-  detail::Progress progress("quantize", static_cast<int64_t>(store.names().size()));
+  Progress progress("quantize: tensor", static_cast<int64_t>(store.names().size()));
   for (const auto& file : store.files()) {
     std::vector<TensorToWrite> tensors;
     std::vector<QuantizedExperts> owned;
@@ -91,6 +91,7 @@ void write_quantized(const TensorStore& store, const nlohmann::json& config, con
       progress.advance();
     }
     const std::string shard = file.path().filename().string();
+    progress.step("writing " + shard);
     write_safetensors(out_dir / shard, tensors, file.metadata());
     for (const auto& t : tensors) weight_map[t.name] = shard;
   }
@@ -99,7 +100,8 @@ void write_quantized(const TensorStore& store, const nlohmann::json& config, con
   }
   if (store.files().size() > 1) write_safetensors_index(out_dir, weight_map);
   io::write_text_file_atomically(out_dir / "config.json", config.dump(2) + "\n");
-  std::printf("quantized %zu expert tensors to MXFP4, %zu tensors in all\n", converted, weight_map.size());
+  progress.print(stdout, "quantized " + std::to_string(converted) + " expert tensors to MXFP4, " +
+                             std::to_string(weight_map.size()) + " tensors in all\n");
 }
 
 int run_quantize(const QuantizeOptions& o) {

@@ -4,6 +4,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "cli/progress.hpp"
 #include "io/files.hpp"
 #include "mxmoe/limits.hpp"
 #include "util/admission.hpp"
@@ -70,17 +71,23 @@ int run_run(const RunOptions& o) {
   for (const auto& entry : std::filesystem::directory_iterator(checkpoint_folder(o.checkpoint))) inputs.push_back(entry.path());
   if (!o.input.starts_with("random:")) inputs.push_back(o.input);
   io::check_output_file(o.output, inputs, "--output");
+  Progress progress("run");
+  progress.step("reading the input");
   const std::vector<float> hidden = read_input(o.input, shape, o.seed, tokens);
+  progress.step("loading layer " + std::to_string(o.layer) + " and preparing the backend");
   const auto t0 = std::chrono::steady_clock::now();
   MoeRunner runner(std::make_shared<const MoeLayer>(checkpoint.load_layer(o.layer)), scheme, device,
                    {.backend = o.backend, .threads = o.threads});
   const auto t1 = std::chrono::steady_clock::now();
+  progress.step(runner.decision().chosen + ": forward of " + std::to_string(tokens) + " tokens");
   const MoeOutput result = runner.forward(hidden, tokens);
   const auto t2 = std::chrono::steady_clock::now();
-
-  std::printf("%s", runner.decision().to_table().c_str());
-  std::printf("\nlayer %d of %s, %d tokens: load+prepare %.3f s, forward %.3f s\n", o.layer, o.checkpoint.c_str(), tokens,
-              std::chrono::duration<double>(t1 - t0).count(), std::chrono::duration<double>(t2 - t1).count());
+  progress.step("writing " + o.output);
+  char timing[512];
+  std::snprintf(timing, sizeof timing, "\nlayer %d of %s, %d tokens: load+prepare %.3f s, forward %.3f s\n", o.layer,
+                o.checkpoint.c_str(), tokens, std::chrono::duration<double>(t1 - t0).count(),
+                std::chrono::duration<double>(t2 - t1).count());
+  progress.print(stdout, runner.decision().to_table() + timing);
 
   const int64_t T = tokens, H = shape.hidden, k = shape.top_k;
   write_safetensors(o.output,
@@ -90,8 +97,8 @@ int run_run(const RunOptions& o) {
                     {{"backend", runner.decision().chosen},
                      {"scheme", std::string(scheme_name(scheme))},
                      {"layer", std::to_string(o.layer)}});
-  std::printf("wrote %s: output [%d, %d] F32, expert_ids and expert_weights [%d, %d]\n", o.output.c_str(), tokens,
-              shape.hidden, tokens, shape.top_k);
+  progress.print(stdout, "wrote " + o.output + ": output [" + std::to_string(T) + ", " + std::to_string(H) +
+                             "] F32, expert_ids and expert_weights [" + std::to_string(T) + ", " + std::to_string(k) + "]\n");
   return 0;
 }
 

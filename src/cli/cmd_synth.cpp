@@ -7,7 +7,7 @@
 #include "mxmoe/limits.hpp"
 #include "util/admission.hpp"
 #include "mxmoe/gptoss.hpp"
-#include "util/progress.hpp"
+#include "cli/progress.hpp"
 
 namespace mxmoe::cli {
 
@@ -49,11 +49,13 @@ int run_synth(const SynthOptions& o) {
   uint64_t bytes = 0;
   io::write_folder_atomically(out, o.force, [&](const std::filesystem::path& dir) {
     std::map<std::string, std::string> weight_map;
-    detail::Progress progress("synth " + preset.name, config.layers);
+    Progress progress("synth " + preset.name + ": layer", config.layers);
     for (int layer = 0; layer < config.layers; ++layer) {
+      progress.step("generating");
       const MoeLayer m = random_layer(config.shape, o.seed, layer);
       const LayerTensors tensors = gptoss_layer_tensors(m, layer, config.layout);
       const std::string shard = shard_name(layer, config.layers);
+      progress.step("writing " + shard);
       write_safetensors(dir / shard, tensors.tensors, {{"format", "pt"}, {"generator", "mxmoe synth"}});
       for (const auto& t : tensors.tensors) {
         weight_map[t.name] = shard;

@@ -104,6 +104,7 @@ std::string eval_json(const std::vector<EvalResult>& results) {
     auto threshold = [](const std::optional<double>& t) { return t ? nlohmann::ordered_json(*t) : nlohmann::ordered_json(nullptr); };
     out.push_back({{"name", r.name},
                    {"file", r.file.string()},
+                   {"model", r.model},
                    {"status", eval_status_name(r.status)},
                    {"message", r.message},
                    {"backend", r.backend},

@@ -5,7 +5,6 @@
 #include <set>
 #include <string_view>
 
-#include "util/admission.hpp"
 #include "mxmoe/eval.hpp"
 #include "mxmoe/gptoss.hpp"
 #include "mxmoe/metrics.hpp"
@@ -133,11 +132,16 @@ std::string format(double v) {
 
 }  // namespace
 
-EvalResult run_eval(const EvalConfig& c, EvalModelCache& cache) {
+EvalResult run_eval(const EvalConfig& c, EvalModelCache& cache, const EvalStepObserver& on_step) {
+  auto step = [&](const std::string& what) {
+    if (on_step) on_step(what);
+  };
   const auto start = std::chrono::steady_clock::now();
   EvalResult r;
   r.file = c.file;
   r.name = c.name;
+  r.model = c.checkpoint ? "checkpoint " + c.checkpoint->string()
+                         : "synthetic " + c.synth_preset + " seed " + std::to_string(c.synth_seed);
   r.thresholds = c.thresholds;
   auto finish = [&](EvalStatus status, std::string message) {
     r.status = status;
@@ -160,7 +164,10 @@ EvalResult run_eval(const EvalConfig& c, EvalModelCache& cache) {
     std::set<std::string> backends;
     bool first = true;
     for (int l : layers) {
+      const std::string at_layer = "layer " + std::to_string(l) + ": ";
+      step(at_layer + (c.checkpoint ? "loading" : "generating"));
       const auto layer = model_layer(c, l, cache, layer_count);
+      step(at_layer + "preparing the backend");
       MoeRunner runner(layer, c.scheme, *device,
                        {.backend = c.backend, .pad_hidden_to = c.pad_hidden_to, .pad_intermediate_to = c.pad_intermediate_to});
       backends.insert(runner.decision().chosen);
@@ -169,7 +176,10 @@ EvalResult run_eval(const EvalConfig& c, EvalModelCache& cache) {
         detail::admit_memory(4 * forward_memory_bytes(layer->shape, tokens),
                              "eval '" + c.name + "' at " + std::to_string(tokens) + " tokens");
         const auto x = random_hidden(tokens, layer->shape.hidden, c.input_seed * 1000003 + l * 7919 + tokens, c.distribution);
+        const std::string at_tokens = at_layer + "T=" + std::to_string(tokens) + " ";
+        step(at_tokens + runner.decision().chosen);
         const MoeOutput got = runner.forward(x, tokens);
+        step(at_tokens + "float64 reference");
         const MoeOutput expected_own = reference_forward(*layer, x, tokens, c.scheme);
         const double agreement = routing_agreement(got.routing, expected_own.routing);
         // Errors on the backend's own routing: a near-tie routed differently counts once, in
@@ -178,6 +188,7 @@ EvalResult run_eval(const EvalConfig& c, EvalModelCache& cache) {
                                        ? expected_own
                                        : reference_forward(*layer, x, tokens, c.scheme, {.routing = &got.routing});
         // The scheme's own cost: its reference against exact activations on the same routing.
+        step(at_tokens + "float64 reference, exact activations");
         const double scheme_cost = c.scheme == Scheme::w4a32
                                        ? 0.0
                                        : relative_l2(expected.output, exact_output(cache, *layer, x, tokens, got.routing));

@@ -121,5 +121,42 @@ TEST_F(CliEval, MalformedConfigsAreClearErrors) {
   EXPECT_NE(r.out.find("ERROR: layer 3 is out of range"), std::string::npos) << r.out;
 }
 
+// A checkpoint folder on the command line replaces every config's model: the same configs run on a
+// real (here: written by synth) checkpoint exactly as on their synthetic ones.
+TEST_F(CliEval, CheckpointOverrideRunsEveryConfigOnTheFolder) {
+  const fs::path checkpoint = dir_ / "ckpt";
+  ASSERT_EQ(test::run_cli("synth --preset tiny --layers 2 --seed 7 --output " + checkpoint.string()).exit_code, 0);
+  const auto ok = config("ok", "{relative_l2: 4e-4}");
+  const auto r = test::run_cli("eval " + ok + " --checkpoint " + checkpoint.string() + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("\"model\": \"checkpoint " + fs::absolute(checkpoint).string()), std::string::npos) << r.out;
+  const auto own = test::run_cli("eval " + ok + " --json");
+  EXPECT_NE(own.out.find("\"model\": \"synthetic tiny seed 2\""), std::string::npos) << own.out;
+  // A folder that is not a checkpoint stops the run before any config.
+  const auto bad = test::run_cli("eval " + ok + " --checkpoint " + dir_.string());
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("no model.safetensors"), std::string::npos) << bad.err;
+  EXPECT_EQ(bad.out.find("ok "), std::string::npos) << "a config ran: " << bad.out;
+}
+
+// Progress stays out of pipes and logs; asked for (as on a terminal), it redraws one line on
+// stderr, erases it before each printed line and at the end, and never touches stdout.
+TEST_F(CliEval, ProgressRedrawsOnlyWhenAskedAndNeverInStdout) {
+  const auto ok = config("ok", "{relative_l2: 4e-4}");
+  const auto quiet = test::run_cli("eval " + ok);
+  ASSERT_EQ(quiet.exit_code, 0) << quiet.err;
+  EXPECT_EQ(quiet.err.find('\r'), std::string::npos) << quiet.err;
+  EXPECT_NE(quiet.err.find("[1/1] ok: pass"), std::string::npos) << quiet.err;
+  const auto shown = test::run_cli("eval " + ok, "MXMOE_PROGRESS=1");
+  ASSERT_EQ(shown.exit_code, 0) << shown.err;
+  EXPECT_EQ(shown.out.find('\r'), std::string::npos) << shown.out;
+  EXPECT_EQ(shown.out, quiet.out);
+  EXPECT_NE(shown.err.find("\r\033[Keval [0/1] ok: layer 0: T=2 float64 reference"), std::string::npos) << shown.err;
+  EXPECT_NE(shown.err.find("\r\033[K[1/1] ok: pass"), std::string::npos) << "not erased before a line: " << shown.err;
+  const std::string erase = "\r\033[K";
+  EXPECT_EQ(shown.err.rfind(erase), shown.err.size() - erase.size()) << "the status line was left behind: " << shown.err;
+  EXPECT_EQ(test::run_cli("eval " + ok, "MXMOE_PROGRESS=0").err, quiet.err);
+}
+
 }  // namespace
 }  // namespace mxmoe
