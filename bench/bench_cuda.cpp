@@ -44,27 +44,16 @@ void check_cublas(cublasStatus_t status, const char* what) {
   if (status != CUBLAS_STATUS_SUCCESS) throw std::runtime_error(std::string("cuBLAS error in ") + what);
 }
 
+double median(std::vector<double> ms) {
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
 // Median of `reps` timings (ms) of f() on `stream`, after `warmup` untimed runs.
 template <class F>
 double median_ms(cudaStream_t stream, int warmup, int reps, F&& f) {
   for (int i = 0; i < warmup; ++i) f(i);
-  cudaEvent_t start, stop;
-  MXMOE_CUDA_CHECK(cudaEventCreate(&start));
-  MXMOE_CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<double> times;
-  for (int i = 0; i < reps; ++i) {
-    MXMOE_CUDA_CHECK(cudaEventRecord(start, stream));
-    f(i);
-    MXMOE_CUDA_CHECK(cudaEventRecord(stop, stream));
-    MXMOE_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    MXMOE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return median(mxmoe::cuda::time_on_stream(stream, reps, f));
 }
 
 // Random bf16 values (never zeros: they run faster than real data).
@@ -80,16 +69,6 @@ DeviceBuffer random_bf16(size_t count, uint64_t seed) {
   DeviceBuffer d(count * 2);
   MXMOE_CUDA_CHECK(cudaMemcpy(d.as<void>(), host.data(), count * 2, cudaMemcpyHostToDevice));
   return d;
-}
-
-double copy_bandwidth_gbs(cudaStream_t stream) {
-  const size_t bytes = size_t{1} << 31;
-  DeviceBuffer a(bytes), b(bytes);
-  MXMOE_CUDA_CHECK(cudaMemsetAsync(a.as<void>(), 1, bytes, stream));
-  const double ms = median_ms(stream, 2, 10, [&](int) {
-    MXMOE_CUDA_CHECK(cudaMemcpyAsync(b.as<void>(), a.as<void>(), bytes, cudaMemcpyDeviceToDevice, stream));
-  });
-  return 2.0 * static_cast<double>(bytes) / (ms * 1e-3) / 1e9;  // bytes read plus bytes written
 }
 
 // cuBLAS bf16 GEMMs with the FLOPs of one MoE layer: [T*k, H] x [H, 2I] and [T*k, I] x [I, H].
@@ -151,7 +130,7 @@ int main(int argc, char** argv) {
     MXMOE_CUDA_CHECK(cudaStreamCreate(&stream));
     cublasHandle_t handle;
     check_cublas(cublasCreate(&handle), "cublasCreate");
-    const double copy_gbs = copy_bandwidth_gbs(stream);
+    const double copy_gbs = cuda::device_copy_bandwidth_gbs(stream);
     std::printf("GPU: %s (%s, %d SMs); device-to-device copy %.0f GB/s (read + write)\n", gpu.name.c_str(),
                 gpu.id().c_str(), gpu.sm_count, copy_gbs);
     std::printf("%-13s %-6s %-9s %6s %10s %10s %9s %11s %10s %12s %9s\n", "shape", "scheme", "backend", "T", "graph ms", "direct ms",
@@ -185,34 +164,21 @@ int main(int argc, char** argv) {
           const int T = std::stoi(token_counts[ti]);
           // Several batches in turn, with different experts, so repeated runs do not just hit L2.
           constexpr int kBatches = 4;
-          std::vector<DeviceBuffer> inputs;
+          std::vector<float> batches;
           double bytes = 0;
           for (int b = 0; b < kBatches; ++b) {
             const auto x = random_hidden(T, shape.hidden, 100 + b);
             const Routing r = route(*layer, x, T);
             bytes += expert_bytes * static_cast<double>(std::set<int>(r.expert_ids.begin(), r.expert_ids.end()).size());
-            inputs.emplace_back(x.size() * sizeof(float));
-            MXMOE_CUDA_CHECK(cudaMemcpy(inputs.back().as<void>(), x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice));
+            batches.insert(batches.end(), x.begin(), x.end());
           }
           bytes /= kBatches;
-          DeviceBuffer out(static_cast<size_t>(T) * shape.hidden * sizeof(float));
+          DeviceBuffer inputs(batches.size() * sizeof(float)), out(static_cast<size_t>(T) * shape.hidden * sizeof(float));
+          MXMOE_CUDA_CHECK(cudaMemcpy(inputs.as<void>(), batches.data(), batches.size() * sizeof(float), cudaMemcpyHostToDevice));
           const double direct_ms = median_ms(moe->stream(), 3, reps, [&](int i) {
-            moe->forward_on_device(inputs[i % kBatches].as<float>(), T, out.as<float>());
+            moe->forward_on_device(inputs.as<float>() + static_cast<size_t>(i % kBatches) * T * shape.hidden, T, out.as<float>());
           });
-          // One graph per batch, captured after the direct runs have sized every buffer.
-          std::vector<cudaGraphExec_t> graphs(kBatches);
-          for (int b = 0; b < kBatches; ++b) {
-            cudaGraph_t graph;
-            MXMOE_CUDA_CHECK(cudaStreamBeginCapture(moe->stream(), cudaStreamCaptureModeThreadLocal));
-            moe->forward_on_device(inputs[b].as<float>(), T, out.as<float>());
-            MXMOE_CUDA_CHECK(cudaStreamEndCapture(moe->stream(), &graph));
-            MXMOE_CUDA_CHECK(cudaGraphInstantiate(&graphs[b], graph, 0));
-            MXMOE_CUDA_CHECK(cudaGraphDestroy(graph));
-          }
-          const double ms = median_ms(moe->stream(), 3, std::max(reps, 50), [&](int i) {
-            MXMOE_CUDA_CHECK(cudaGraphLaunch(graphs[i % kBatches], moe->stream()));
-          });
-          for (cudaGraphExec_t g : graphs) MXMOE_CUDA_CHECK(cudaGraphExecDestroy(g));
+          const double ms = median(moe->time_forward(batches, T, {.batches = kBatches, .warmup = 3, .reps = std::max(reps, 50)}).ms);
           if (dense_ms.size() <= ti) dense_ms.push_back(dense_equivalent_ms(handle, stream, static_cast<int64_t>(T) * shape.top_k,
                                                                            shape.hidden, shape.intermediate));
           const double flops = 2.0 * T * shape.top_k * 3.0 * shape.hidden * shape.intermediate;

@@ -43,12 +43,33 @@ struct ExecutionPlan {
   int threads = 0;      // CPU threads; 0: all
 };
 
+// How a benchmark times forwards: `batches` different batches in turn (so repeated runs do not
+// just re-read a cache), after `warmup` untimed forwards.
+struct TimingRequest {
+  int batches = 1;
+  int warmup = 3;
+  int reps = 20;
+};
+
+struct ForwardTiming {
+  std::vector<double> ms;  // one per repetition, in the order run
+  std::string method;      // how they were measured, e.g. "CUDA-graph replays timed by CUDA events"
+};
+
 // A layer prepared by a backend (weights repacked or uploaded once), ready to run batches.
 class PreparedMoe {
  public:
   virtual ~PreparedMoe() = default;
   // hidden: [tokens, padded_hidden]. Returns [tokens, padded_hidden] outputs and the routing.
   virtual MoeOutput forward(std::span<const float> hidden, int tokens) = 0;
+
+  // For benchmarks. hidden: [request.batches * tokens, padded_hidden]; repetition i runs batch
+  // i % batches with its data already where the backend computes (a GPU backend uploads it once
+  // and replays one captured CUDA graph per batch). The default times forward() by the host clock.
+  virtual ForwardTiming time_forward(std::span<const float> hidden, int tokens, const TimingRequest& request);
+  // The copy bandwidth (bytes read + written per second) of the memory the weights stream from,
+  // measured now: the ceiling of a layer that streams its weights. The default copies host memory.
+  virtual double copy_bandwidth_gbs();
 };
 
 // A backend's declaration. The oracle reads only this: the rules are data, plus at most a small

@@ -41,7 +41,16 @@ class MoeRunner {
   // Throws std::domain_error when an output is not finite (check_finite_output), whatever backend.
   MoeOutput forward(std::span<const float> hidden, int tokens);
 
+  // For benchmarks: hidden holds request.batches batches of `tokens` rows ([batches * tokens, hidden]),
+  // timed where the backend computes (PreparedMoe::time_forward: CUDA-graph replays on a GPU).
+  ForwardTiming time_forward(std::span<const float> hidden, int tokens, const TimingRequest& request);
+  // The copy bandwidth of the memory the chosen backend streams weights from, measured now.
+  double copy_bandwidth_gbs() { return prepared_->copy_bandwidth_gbs(); }
+
  private:
+  // Refuses a batch whose activations would not fit this machine's memory.
+  void admit_forward(int tokens) const;
+
   Decision decision_;
   std::unique_ptr<PreparedMoe> prepared_;
 };

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   mxmoe::cli::add_run_command(app, action);
   mxmoe::cli::add_quantize_command(app, action);
   mxmoe::cli::add_eval_command(app, action);
+  mxmoe::cli::add_bench_command(app, action);
 
   try {
     app.parse(argc, argv);

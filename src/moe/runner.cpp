@@ -38,21 +38,42 @@ MoeRunner::~MoeRunner() = default;
 MoeRunner::MoeRunner(MoeRunner&&) noexcept = default;
 MoeRunner& MoeRunner::operator=(MoeRunner&&) noexcept = default;
 
+void MoeRunner::admit_forward(int tokens) const {
+  const PaddingPlan& plan = decision_.padding;
+  detail::admit_memory(forward_memory_bytes({plan.padded_hidden, plan.padded_intermediate, decision_.problem.experts,
+                                              decision_.problem.top_k},
+                                             tokens),
+                       "a forward of " + std::to_string(tokens) + " tokens");
+}
+
 MoeOutput MoeRunner::forward(std::span<const float> hidden, int tokens) {
   const PaddingPlan& plan = decision_.padding;
   if (tokens < 0 || hidden.size() != static_cast<size_t>(tokens) * plan.hidden) {
     throw std::invalid_argument("forward: hidden states hold " + std::to_string(hidden.size()) + " values, expected " +
                                 std::to_string(tokens) + " tokens x " + std::to_string(plan.hidden));
   }
-  detail::admit_memory(forward_memory_bytes({plan.padded_hidden, plan.padded_intermediate, decision_.problem.experts,
-                                              decision_.problem.top_k},
-                                             tokens),
-                       "a forward of " + std::to_string(tokens) + " tokens");
+  admit_forward(tokens);
   MoeOutput out = plan.is_identity() ? prepared_->forward(hidden, tokens)
                                      : prepared_->forward(pad_hidden(hidden, tokens, plan), tokens);
   if (!plan.is_identity()) out.output = unpad_hidden(out.output, tokens, plan);
   check_finite_output(out.output, plan.hidden);
   return out;
+}
+
+ForwardTiming MoeRunner::time_forward(std::span<const float> hidden, int tokens, const TimingRequest& request) {
+  const PaddingPlan& plan = decision_.padding;
+  if (tokens <= 0 || request.batches <= 0 || request.warmup < 0 || request.reps <= 0) {
+    throw std::invalid_argument("time_forward: needs tokens, batches and repetitions >= 1 and warm-up >= 0");
+  }
+  const int64_t rows = int64_t{request.batches} * tokens;
+  if (hidden.size() != static_cast<size_t>(rows) * plan.hidden) {
+    throw std::invalid_argument("time_forward: hidden states hold " + std::to_string(hidden.size()) + " values, expected " +
+                                std::to_string(request.batches) + " batches x " + std::to_string(tokens) + " tokens x " +
+                                std::to_string(plan.hidden));
+  }
+  admit_forward(tokens);
+  if (plan.is_identity()) return prepared_->time_forward(hidden, tokens, request);
+  return prepared_->time_forward(pad_hidden(hidden, static_cast<int>(rows), plan), tokens, request);
 }
 
 void check_finite_output(std::span<const float> output, int hidden) {

@@ -437,6 +437,25 @@ TEST(CudaBackend, RejectsNonFiniteInputs) {
   EXPECT_TRUE(runner.forward({}, 0).output.empty());
 }
 
+// The benchmark hook (mxmoe bench) times graph replays of a padded layer and leaves the layer as it
+// was: the next forward gives the same bits as before.
+TEST(CudaBackend, TimedGraphReplaysLeaveTheLayerUnchanged) {
+  REQUIRE_GPU();
+  const MoeLayer& layer = test::shared_layer({200, 96, 8, 2});  // padded by every CUDA backend
+  MoeRunner runner(layer, Scheme::w4a16, DeviceSpec::detect());
+  ASSERT_FALSE(runner.decision().padding.is_identity());
+  const auto x = random_hidden(6, 200, 3);  // two batches of 3 tokens
+  const std::span<const float> first(x.data(), 3 * 200);
+  const MoeOutput before = runner.forward(first, 3);
+  const ForwardTiming timing = runner.time_forward(x, 3, {.batches = 2, .warmup = 1, .reps = 5});
+  ASSERT_EQ(timing.ms.size(), 5u);
+  for (double ms : timing.ms) EXPECT_GT(ms, 0);
+  EXPECT_NE(timing.method.find("CUDA-graph"), std::string::npos) << timing.method;
+  EXPECT_EQ(runner.forward(first, 3).output, before.output);
+  EXPECT_GT(runner.copy_bandwidth_gbs(), 100);
+  EXPECT_THROW(runner.time_forward(x, 4, {.batches = 2}), std::invalid_argument);
+}
+
 #endif  // MXMOE_WITH_CUDA
 
 }  // namespace

@@ -2,9 +2,10 @@
 
 #include <cuda_runtime_api.h>
 
+#include <functional>
 #include <memory>
-
 #include <optional>
+#include <vector>
 
 #include "backends/cuda/gemm_family.hpp"
 #include "mxmoe/backend.hpp"
@@ -39,6 +40,12 @@ struct PreparedCudaLayer {
 // The layer is shared, not copied, unless the plan pads it.
 PreparedCudaLayer prepare_cuda_backend(std::shared_ptr<const MoeLayer> layer, Scheme scheme, const DeviceSpec& gpu,
                                        const std::optional<ForcedBackend>& forced = std::nullopt);
+
+// Milliseconds of each of `reps` runs of enqueue(rep) on `stream`, timed by CUDA events.
+std::vector<double> time_on_stream(cudaStream_t stream, int reps, const std::function<void(int rep)>& enqueue);
+// This GPU's device-to-device copy bandwidth (bytes read + written per second), the median of 10
+// copies of 1 GiB.
+double device_copy_bandwidth_gbs(cudaStream_t stream);
 
 // The shared CUDA pipeline around one family of GEMM kernels.
 std::unique_ptr<CudaMoe> make_cuda_moe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan,
