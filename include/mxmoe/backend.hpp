@@ -60,8 +60,10 @@ struct ForwardTiming {
 class PreparedMoe {
  public:
   virtual ~PreparedMoe() = default;
-  // hidden: [tokens, padded_hidden]. Returns [tokens, padded_hidden] outputs and the routing.
-  virtual MoeOutput forward(std::span<const float> hidden, int tokens) = 0;
+  // hidden: [tokens, padded_hidden]. Returns [tokens, padded_hidden] outputs and the routing: the
+  // layer's own router's, or `routing` when the caller routed (as inference engines do; checked by
+  // the runner, trusted here).
+  virtual MoeOutput forward(std::span<const float> hidden, int tokens, const Routing* routing = nullptr) = 0;
 
   // For benchmarks. hidden: [request.batches * tokens, padded_hidden]; repetition i runs batch
   // i % batches with its data already where the backend computes (a GPU backend uploads it once

@@ -40,6 +40,10 @@ class MoeRunner {
   // hidden: [tokens, hidden] with the layer's real (unpadded) hidden size; returns the same shape.
   // Throws std::domain_error when an output is not finite (check_finite_output), whatever backend.
   MoeOutput forward(std::span<const float> hidden, int tokens);
+  // The same on the caller's routing ([tokens, top_k] expert ids and weights) instead of the layer's
+  // router; throws std::invalid_argument for ids out of range, an expert twice for one token, or
+  // weights that are not finite.
+  MoeOutput forward(std::span<const float> hidden, int tokens, const Routing& routing);
 
   // For benchmarks: hidden holds request.batches batches of `tokens` rows ([batches * tokens, hidden]),
   // timed where the backend computes (PreparedMoe::time_forward: CUDA-graph replays on a GPU).
@@ -48,6 +52,7 @@ class MoeRunner {
   double copy_bandwidth_gbs() { return prepared_->copy_bandwidth_gbs(); }
 
  private:
+  MoeOutput run(std::span<const float> hidden, int tokens, const Routing* routing);
   // Refuses a batch whose activations would not fit this machine's memory.
   void admit_forward(int tokens) const;
 

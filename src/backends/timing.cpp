@@ -26,11 +26,11 @@ ForwardTiming PreparedMoe::time_forward(std::span<const float> hidden, int token
   }
   const size_t batch_values = hidden.size() / request.batches;
   auto batch = [&](int i) { return hidden.subspan((i % request.batches) * batch_values, batch_values); };
-  for (int i = 0; i < request.warmup; ++i) forward(batch(i), tokens);
+  for (int i = 0; i < request.warmup; ++i) forward(batch(i), tokens, nullptr);
   ForwardTiming timing{{}, "forward() calls timed by the host clock"};
   for (int i = 0; i < request.reps; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    forward(batch(i), tokens);
+    forward(batch(i), tokens, nullptr);
     timing.ms.push_back(elapsed_ms(start));
   }
   return timing;

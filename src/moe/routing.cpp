@@ -5,6 +5,7 @@
 #include <string>
 
 #include "mxmoe/moe.hpp"
+#include "moe/routing_check.hpp"
 #include "util/parallel.hpp"
 
 namespace mxmoe {
@@ -21,12 +22,7 @@ Routing route(std::span<const float> router_weight, std::span<const float> route
                                 " values, expected tokens x hidden = " + std::to_string(tokens) + " x " +
                                 std::to_string(H));
   }
-  for (size_t i = 0; i < hidden.size(); ++i) {
-    if (!std::isfinite(hidden[i])) {
-      throw std::domain_error("route: hidden state of token " + std::to_string(i / H) + ", column " +
-                              std::to_string(i % H) + " is " + (std::isnan(hidden[i]) ? "NaN" : "Inf"));
-    }
-  }
+  detail::check_finite_hidden(hidden, H);
   Routing routing;
   routing.tokens = tokens;
   routing.top_k = k;

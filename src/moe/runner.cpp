@@ -4,6 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "moe/routing_check.hpp"
 #include "util/admission.hpp"
 
 namespace mxmoe {
@@ -46,15 +47,23 @@ void MoeRunner::admit_forward(int tokens) const {
                        "a forward of " + std::to_string(tokens) + " tokens");
 }
 
-MoeOutput MoeRunner::forward(std::span<const float> hidden, int tokens) {
+MoeOutput MoeRunner::forward(std::span<const float> hidden, int tokens) { return run(hidden, tokens, nullptr); }
+
+MoeOutput MoeRunner::forward(std::span<const float> hidden, int tokens, const Routing& routing) {
+  detail::check_routing(routing, tokens, decision_.problem.top_k, decision_.problem.experts);
+  detail::check_finite_hidden(hidden, decision_.padding.hidden);  // what the layer's router would have checked
+  return run(hidden, tokens, &routing);
+}
+
+MoeOutput MoeRunner::run(std::span<const float> hidden, int tokens, const Routing* routing) {
   const PaddingPlan& plan = decision_.padding;
   if (tokens < 0 || hidden.size() != static_cast<size_t>(tokens) * plan.hidden) {
     throw std::invalid_argument("forward: hidden states hold " + std::to_string(hidden.size()) + " values, expected " +
                                 std::to_string(tokens) + " tokens x " + std::to_string(plan.hidden));
   }
   admit_forward(tokens);
-  MoeOutput out = plan.is_identity() ? prepared_->forward(hidden, tokens)
-                                     : prepared_->forward(pad_hidden(hidden, tokens, plan), tokens);
+  MoeOutput out = plan.is_identity() ? prepared_->forward(hidden, tokens, routing)
+                                     : prepared_->forward(pad_hidden(hidden, tokens, plan), tokens, routing);
   if (!plan.is_identity()) out.output = unpad_hidden(out.output, tokens, plan);
   check_finite_output(out.output, plan.hidden);
   return out;

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <map>
 #include <memory>
 
@@ -86,6 +87,60 @@ inline CheckResult check_against_reference(const MoeLayer& layer, Scheme scheme,
   const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &r.output.routing});
   r.relative_error = relative_l2(r.output.output, expected.output);
   return r;
+}
+
+// A routing as an inference engine might give one, unrelated to the layer's router: k distinct
+// random experts per token with random positive weights.
+inline Routing random_routing(int tokens, int experts, int top_k, uint64_t seed) {
+  Routing r{tokens, top_k, {}, {}};
+  uint64_t state = seed * 0x9E3779B97F4A7C15ull + 7;
+  auto next = [&] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  for (int t = 0; t < tokens; ++t) {
+    std::vector<int> order(experts);
+    for (int e = 0; e < experts; ++e) order[e] = e;
+    for (int j = 0; j < top_k; ++j) {
+      std::swap(order[j], order[j + next() % (experts - j)]);
+      r.expert_ids.push_back(order[j]);
+      r.weights.push_back(0.05f + static_cast<float>(next() % 1000) / 1000.0f);
+    }
+  }
+  return r;
+}
+
+// The backend on the caller's routing matches the reference on that routing, returns it as given,
+// and refuses routings that are not one.
+inline void check_caller_routing(const MoeLayer& layer, Scheme scheme, int tokens, const std::string& backend,
+                                 const DeviceSpec& device, uint64_t seed) {
+  MoeRunner runner(layer, scheme, device, {.backend = backend});
+  ASSERT_EQ(runner.decision().chosen, backend);
+  const MoeShape& s = layer.shape;
+  const auto x = random_hidden(tokens, s.hidden, seed);
+  const Routing routing = random_routing(tokens, s.experts, s.top_k, seed + 1);
+  const MoeOutput got = runner.forward(x, tokens, routing);
+  EXPECT_EQ(got.routing.expert_ids, routing.expert_ids);
+  EXPECT_EQ(got.routing.weights, routing.weights);
+  const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &routing});
+  EXPECT_LE(relative_l2(got.output, expected.output), error_bound(scheme)) << backend << " T=" << tokens;
+  // Not the router's answer: the test would prove nothing if the two routings agreed.
+  EXPECT_NE(route(layer, x, tokens).expert_ids, routing.expert_ids);
+
+  Routing out_of_range = routing;
+  out_of_range.expert_ids[0] = s.experts;
+  EXPECT_THROW(runner.forward(x, tokens, out_of_range), std::invalid_argument);
+  Routing twice = routing;
+  twice.expert_ids[1] = twice.expert_ids[0];
+  EXPECT_THROW(runner.forward(x, tokens, twice), std::invalid_argument);
+  Routing not_finite = routing;
+  not_finite.weights[0] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(runner.forward(x, tokens, not_finite), std::invalid_argument);
+  auto nan_input = x;
+  nan_input[3] = std::numeric_limits<float>::infinity();
+  EXPECT_THROW(runner.forward(nan_input, tokens, routing), std::domain_error);
 }
 
 }  // namespace mxmoe::test

@@ -30,6 +30,16 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CpuBackendMatchesReference,
                                                                  {1, 7, 64, 512})),
                          test::backend_case_name);
 
+// Inference engines route themselves and hand the experts their top-k ids and weights.
+TEST(CpuBackend, RunsTheCallersRouting) {
+  for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
+    test::check_caller_routing(test::shared_layer({128, 96, 8, 2}), scheme, 9, "cpu", DeviceSpec::detect_cpu(),
+                               test::fresh_seed());
+  }
+  test::check_caller_routing(test::shared_layer({128, 96, 8, 2}), Scheme::w4a32, 5, "reference", DeviceSpec::detect_cpu(),
+                             test::fresh_seed());
+}
+
 TEST(CpuBackend, ResultsDoNotDependOnTheThreadCount) {
   const uint64_t seed = test::fresh_seed();
   const MoeLayer& layer = test::shared_layer({128, 96, 8, 2});

@@ -437,6 +437,21 @@ TEST(CudaBackend, RejectsNonFiniteInputs) {
   EXPECT_TRUE(runner.forward({}, 0).output.empty());
 }
 
+// The caller's routing on every CUDA backend, at a small batch (which would otherwise take the
+// small-batch kernels that route inside) and a batched one.
+TEST(CudaBackend, RunsTheCallersRouting) {
+  REQUIRE_GPU();
+  for (const char* backend : {"cuda", "cuda_sm90"}) {
+    for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
+      if (!cannot_run_here(backend, scheme).empty()) continue;
+      for (int tokens : {3, 200}) {
+        test::check_caller_routing(test::shared_layer({256, 192, 16, 4}), scheme, tokens, backend, DeviceSpec::detect(),
+                                   test::fresh_seed());
+      }
+    }
+  }
+}
+
 // The benchmark hook (mxmoe bench) times graph replays of a padded layer and leaves the layer as it
 // was: the next forward gives the same bits as before.
 TEST(CudaBackend, TimedGraphReplaysLeaveTheLayerUnchanged) {

@@ -117,13 +117,14 @@ class CpuMoe final : public PreparedMoe {
     down_bias_ = layer->down_bias;
   }
 
-  MoeOutput forward(std::span<const float> hidden, int tokens) override {
+  MoeOutput forward(std::span<const float> hidden, int tokens, const Routing* routing) override {
     std::lock_guard<std::mutex> lock(mutex_);  // the workspace is shared by calls
     const int64_t T = tokens, H = shape_.hidden, I = shape_.intermediate, E = shape_.experts;
     const int k = shape_.top_k;
     const int64_t P = T * k;  // (token, slot) pairs
     MoeOutput result;
-    result.routing = route(router_weight_, router_bias_, shape_, hidden, tokens);  // also rejects NaN and Inf
+    // The router rejects NaN and Inf; with the caller's routing the runner has.
+    result.routing = routing ? *routing : route(router_weight_, router_bias_, shape_, hidden, tokens);
     result.output.assign(static_cast<size_t>(T * H), 0.0f);
     if (T == 0) return result;
     Workspace& w = workspace_;

@@ -39,6 +39,12 @@ class DeviceScope {
   int previous_ = 0;
 };
 
+// Device copies of a routing the caller gave: [T, k] expert ids and weights.
+struct GivenRouting {
+  const int32_t* expert_ids = nullptr;
+  const float* weights = nullptr;
+};
+
 class CudaMoeImpl final : public CudaMoe {
  public:
   CudaMoeImpl(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan, const GemmFamily& gemms)
@@ -94,7 +100,7 @@ class CudaMoeImpl final : public CudaMoe {
 
   cudaStream_t stream() const override { return stream_; }
 
-  MoeOutput forward(std::span<const float> hidden, int tokens) override {
+  MoeOutput forward(std::span<const float> hidden, int tokens, const Routing* routing) override {
     const int64_t T = tokens, H = shape_.hidden, k = shape_.top_k;
     if (tokens < 0 || static_cast<int64_t>(hidden.size()) != T * H) {
       throw std::invalid_argument("cuda forward: expected " + std::to_string(T) + " x " + std::to_string(H) + " values");
@@ -114,7 +120,16 @@ class CudaMoeImpl final : public CudaMoe {
     input_.reserve(T * H * sizeof(float));
     output_.reserve(T * H * sizeof(float));
     MXMOE_CUDA_CHECK(cudaMemcpyAsync(input_.as<void>(), hidden.data(), T * H * sizeof(float), cudaMemcpyHostToDevice, stream_));
-    run(input_.as<float>(), tokens, output_.as<float>());
+    if (routing) {
+      given_routing_.reserve(T * k * (sizeof(int32_t) + sizeof(float)));
+      int32_t* ids = given_routing_.as<int32_t>();
+      float* weights = reinterpret_cast<float*>(ids + T * k);
+      MXMOE_CUDA_CHECK(cudaMemcpyAsync(ids, routing->expert_ids.data(), T * k * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+      MXMOE_CUDA_CHECK(cudaMemcpyAsync(weights, routing->weights.data(), T * k * sizeof(float), cudaMemcpyHostToDevice, stream_));
+      run(input_.as<float>(), tokens, output_.as<float>(), {ids, weights});
+    } else {
+      run(input_.as<float>(), tokens, output_.as<float>());
+    }
     MXMOE_CUDA_CHECK(cudaMemcpyAsync(result.output.data(), output_.as<void>(), T * H * sizeof(float), cudaMemcpyDeviceToHost, stream_));
     MXMOE_CUDA_CHECK(cudaMemcpyAsync(result.routing.expert_ids.data(), expert_ids_.as<void>(), T * k * sizeof(int32_t),
                                      cudaMemcpyDeviceToHost, stream_));
@@ -253,10 +268,11 @@ class CudaMoeImpl final : public CudaMoe {
     launch_decode_layer(a, stream_);
   }
 
-  // Enqueues the whole layer on stream_.
-  void run(const float* x, int tokens, float* out) {
+  // Enqueues the whole layer on stream_. The small-batch kernels route inside, so a batch routed by
+  // the caller takes the batched path whatever its size.
+  void run(const float* x, int tokens, float* out, GivenRouting given = {}) {
     if (tokens == 0) return;
-    if (tokens <= small_batch_tokens_) return run_small_batch(x, tokens, out);
+    if (tokens <= small_batch_tokens_ && !given.expert_ids) return run_small_batch(x, tokens, out);
     const int64_t T = tokens, H = shape_.hidden, I = shape_.intermediate, E = shape_.experts, k = shape_.top_k;
     const int64_t P = T * k;
     const bool fp8 = scheme_ == Scheme::w4a8;
@@ -296,10 +312,17 @@ class CudaMoeImpl final : public CudaMoe {
     }
     MXMOE_CUDA_CHECK(cudaMemsetAsync(counts_.as<void>(), 0, E * sizeof(int32_t), stream_));
     MXMOE_CUDA_CHECK(cudaMemsetAsync(amax_.as<void>(), 0, 2 * sizeof(uint32_t), stream_));
-    launch_router(x, router_weight_.as<float>(), router_bias_.as<float>(), tokens, static_cast<int>(H),
-                  static_cast<int>(E), static_cast<int>(k), logits_.as<float>(), expert_ids_.as<int32_t>(),
-                  expert_weights_.as<float>(),
-                  counts_.as<int32_t>(), stream_);
+    if (given.expert_ids) {
+      MXMOE_CUDA_CHECK(cudaMemcpyAsync(expert_ids_.as<void>(), given.expert_ids, P * sizeof(int32_t),
+                                       cudaMemcpyDeviceToDevice, stream_));
+      MXMOE_CUDA_CHECK(cudaMemcpyAsync(expert_weights_.as<void>(), given.weights, P * sizeof(float),
+                                       cudaMemcpyDeviceToDevice, stream_));
+      launch_count_pairs(expert_ids_.as<int32_t>(), static_cast<int>(P), counts_.as<int32_t>(), stream_);
+    } else {
+      launch_router(x, router_weight_.as<float>(), router_bias_.as<float>(), tokens, static_cast<int>(H),
+                    static_cast<int>(E), static_cast<int>(k), logits_.as<float>(), expert_ids_.as<int32_t>(),
+                    expert_weights_.as<float>(), counts_.as<int32_t>(), stream_);
+    }
     launch_sort_pairs(expert_ids_.as<int32_t>(), counts_.as<int32_t>(), static_cast<int>(P), static_cast<int>(E),
                       static_cast<int>(k), tile_rows, pair_offsets_.as<int32_t>(), tile_offsets_.as<int32_t>(),
                       source_rows_.as<int32_t>(), position_.as<int32_t>(), stream_);
@@ -380,6 +403,7 @@ class CudaMoeImpl final : public CudaMoe {
   DeviceBuffer input_, output_, logits_, expert_ids_, expert_weights_, counts_, pair_offsets_, tile_offsets_, source_rows_,
       position_, amax_, tensor_scales_, x_quantized_, intermediate_, y_quantized_, pair_out_, partial_;
   DeviceBuffer decode_active_, decode_control_, decode_counts_;
+  DeviceBuffer given_routing_;
 };
 
 }  // namespace

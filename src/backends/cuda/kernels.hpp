@@ -20,6 +20,10 @@ void launch_router(const float* x, const float* router_weight, const float* rout
                    int experts, int top_k, float* logits, int32_t* expert_ids, float* expert_weights, int32_t* counts,
                    cudaStream_t stream);
 
+// The (token, slot) pairs per expert of a routing the caller gave, into `counts` (zeroed by the
+// caller), as launch_router counts its own.
+void launch_count_pairs(const int32_t* expert_ids, int pairs, int32_t* counts, cudaStream_t stream);
+
 // Pairs sorted by expert, stable in token order: pair_offsets [E+1], tile_offsets [E+1] (tiles of
 // `tile_rows` pairs), source_rows[q] = token of sorted pair q, position[p] = sorted index of pair p.
 void launch_sort_pairs(const int32_t* expert_ids, const int32_t* counts, int pairs, int experts, int top_k, int tile_rows,

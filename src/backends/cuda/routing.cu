@@ -201,6 +201,21 @@ void launch_router(const float* x, const float* router_weight, const float* rout
   MXMOE_CUDA_CHECK_LAUNCH("router_topk_kernel");
 }
 
+namespace {
+
+__global__ void count_pairs_kernel(const int32_t* expert_ids, int pairs, int32_t* counts) {
+  const int p = blockIdx.x * blockDim.x + threadIdx.x;
+  if (p < pairs) atomicAdd(&counts[expert_ids[p]], 1);
+}
+
+}  // namespace
+
+void launch_count_pairs(const int32_t* expert_ids, int pairs, int32_t* counts, cudaStream_t stream) {
+  if (pairs == 0) return;
+  count_pairs_kernel<<<(pairs + 255) / 256, 256, 0, stream>>>(expert_ids, pairs, counts);
+  MXMOE_CUDA_CHECK_LAUNCH("count_pairs_kernel");
+}
+
 void launch_sort_pairs(const int32_t* expert_ids, const int32_t* counts, int pairs, int experts, int top_k, int tile_rows,
                        int32_t* pair_offsets, int32_t* tile_offsets, int32_t* source_rows, int32_t* position,
                        cudaStream_t stream) {

@@ -12,8 +12,8 @@ class ReferenceMoe final : public PreparedMoe {
       : layer_(std::move(layer)), plan_(plan) {
     plan_.padding.check_padded_layer(layer_->shape, plan_.backend);
   }
-  MoeOutput forward(std::span<const float> hidden, int tokens) override {
-    return reference_forward(*layer_, hidden, tokens, plan_.scheme, {.threads = plan_.threads});
+  MoeOutput forward(std::span<const float> hidden, int tokens, const Routing* routing) override {
+    return reference_forward(*layer_, hidden, tokens, plan_.scheme, {.routing = routing, .threads = plan_.threads});
   }
 
  private:
