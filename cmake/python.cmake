@@ -1,0 +1,28 @@
+# MXMOE_PYTHON: the PyTorch package needs PyTorch's C++ library (Debian: libtorch-dev) and a Python
+# interpreter that imports the same torch (Debian: python3-torch).
+if(MXMOE_PYTHON STREQUAL "OFF")
+  return()
+endif()
+set(torch_required "")
+if(MXMOE_PYTHON STREQUAL "ON")
+  set(torch_required REQUIRED)
+endif()
+find_package(Torch QUIET ${torch_required})
+if(NOT Torch_FOUND)
+  message(STATUS "mxmoe: Python package OFF (PyTorch's CMake package was not found; set CMAKE_PREFIX_PATH to "
+                 "python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')")
+  return()
+endif()
+# The interpreter that runs the package's tests: the first that imports torch.
+if(NOT MXMOE_PYTHON_EXECUTABLE)
+  find_package(Python3 COMPONENTS Interpreter QUIET)
+  foreach(candidate ${Python3_EXECUTABLE} /usr/bin/python3)
+    execute_process(COMMAND ${candidate} -c "import torch" RESULT_VARIABLE no_torch OUTPUT_QUIET ERROR_QUIET)
+    if(no_torch EQUAL 0)
+      set(MXMOE_PYTHON_EXECUTABLE ${candidate} CACHE FILEPATH "The Python interpreter of the mxmoe package's tests")
+      break()
+    endif()
+  endforeach()
+endif()
+message(STATUS "mxmoe: Python package ON (PyTorch ${Torch_VERSION}, tests with ${MXMOE_PYTHON_EXECUTABLE})")
+add_subdirectory(python)
