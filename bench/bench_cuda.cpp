@@ -176,7 +176,9 @@ int main(int argc, char** argv) {
           DeviceBuffer inputs(batches.size() * sizeof(float)), out(static_cast<size_t>(T) * shape.hidden * sizeof(float));
           MXMOE_CUDA_CHECK(cudaMemcpy(inputs.as<void>(), batches.data(), batches.size() * sizeof(float), cudaMemcpyHostToDevice));
           const double direct_ms = median_ms(moe->stream(), 3, reps, [&](int i) {
-            moe->forward_on_device(inputs.as<float>() + static_cast<size_t>(i % kBatches) * T * shape.hidden, T, out.as<float>());
+            moe->forward_on_device({.tokens = T,
+                                    .hidden = inputs.as<float>() + static_cast<size_t>(i % kBatches) * T * shape.hidden,
+                                    .output = out.as<void>()});
           });
           const double ms = median(moe->time_forward(batches, T, {.batches = kBatches, .warmup = 3, .reps = std::max(reps, 50)}).ms);
           if (dense_ms.size() <= ti) dense_ms.push_back(dense_equivalent_ms(handle, stream, static_cast<int64_t>(T) * shape.top_k,

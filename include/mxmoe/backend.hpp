@@ -43,6 +43,25 @@ struct ExecutionPlan {
   int threads = 0;      // CPU threads; 0: all
 };
 
+// A batch whose data already lives where a GPU backend computes (device pointers), for callers that
+// keep it there: inference engines, the PyTorch operators, CUDA-graph capture. Nothing is copied to
+// or from the host and nothing waits for the GPU.
+enum class ElementType { f32, bf16 };
+struct DeviceBatch {
+  int tokens = 0;
+  ElementType type = ElementType::f32;  // of hidden and output
+  const void* hidden = nullptr;         // [tokens, hidden] of the layer's real (unpadded) hidden size
+  void* output = nullptr;               // [tokens, hidden], of `type`
+  // The caller's routing ([tokens, top_k] expert ids and weights), or null for the layer's router.
+  // A device cannot throw: an id out of range makes its token's output row NaN.
+  const int32_t* expert_ids = nullptr;
+  const float* expert_weights = nullptr;
+  // Where the layer's own routing goes, if wanted ([tokens, top_k]).
+  int32_t* routing_ids = nullptr;
+  float* routing_weights = nullptr;
+  void* stream = nullptr;  // a cudaStream_t to enqueue on; null: the layer's own stream
+};
+
 // How a benchmark times forwards: `batches` different batches in turn (so repeated runs do not
 // just re-read a cache), after `warmup` untimed forwards.
 struct TimingRequest {
@@ -64,6 +83,9 @@ class PreparedMoe {
   // layer's own router's, or `routing` when the caller routed (as inference engines do; checked by
   // the runner, trusted here).
   virtual MoeOutput forward(std::span<const float> hidden, int tokens, const Routing* routing = nullptr) = 0;
+  // Enqueues the layer on device data (checked by the runner). Backends that compute on the host
+  // throw std::logic_error.
+  virtual void forward_on_device(const DeviceBatch& batch);
 
   // For benchmarks. hidden: [request.batches * tokens, padded_hidden]; repetition i runs batch
   // i % batches with its data already where the backend computes (a GPU backend uploads it once

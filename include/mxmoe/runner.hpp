@@ -45,6 +45,11 @@ class MoeRunner {
   // weights that are not finite.
   MoeOutput forward(std::span<const float> hidden, int tokens, const Routing& routing);
 
+  // The layer on device data (DeviceBatch), on a GPU backend; refuses batches whose pointers are
+  // missing or whose routing is half given (std::invalid_argument) and host backends
+  // (std::logic_error). Capture-safe once a batch of this size has run.
+  void forward_on_device(const DeviceBatch& batch);
+
   // For benchmarks: hidden holds request.batches batches of `tokens` rows ([batches * tokens, hidden]),
   // timed where the backend computes (PreparedMoe::time_forward: CUDA-graph replays on a GPU).
   ForwardTiming time_forward(std::span<const float> hidden, int tokens, const TimingRequest& request);

@@ -7,6 +7,11 @@
 
 #include <nlohmann/json.hpp>
 
+#ifdef MXMOE_TORCH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -253,6 +258,57 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> moe(const at::Tensor& hidden, int
   });
 }
 
+#ifdef MXMOE_TORCH_CUDA
+// CUDA tensors stay on the GPU: the layer runs on them on torch's current stream, allocating only
+// the outputs, without waiting for the GPU (so it can be captured in a CUDA graph).
+DeviceBatch device_batch(const at::Tensor& hidden, at::Tensor& out) {
+  DeviceBatch b;
+  b.tokens = static_cast<int>(hidden.size(0));
+  b.type = hidden.scalar_type() == at::kBFloat16 ? ElementType::bf16 : ElementType::f32;
+  b.hidden = hidden.data_ptr();
+  b.output = out.data_ptr();
+  b.stream = c10::cuda::getCurrentCUDAStream(hidden.device().index()).stream();
+  return b;
+}
+
+at::Tensor experts_cuda(const at::Tensor& hidden, const at::Tensor& topk_ids, const at::Tensor& topk_weights,
+                        int64_t handle) {
+  const auto layer = layer_of(handle);
+  check_hidden(hidden, *layer);
+  const int64_t T = hidden.size(0), k = layer->shape.top_k;
+  check_tensor(topk_ids, "topk_ids", {T, k}, {at::kInt}, layer->device);
+  check_tensor(topk_weights, "topk_weights", {T, k}, {at::kFloat}, layer->device);
+  const c10::cuda::CUDAGuard guard(hidden.device());
+  at::Tensor out = at::empty_like(hidden);
+  DeviceBatch b = device_batch(hidden, out);
+  b.expert_ids = topk_ids.data_ptr<int32_t>();
+  b.expert_weights = topk_weights.data_ptr<float>();
+  translating_errors([&] {
+    layer->runner->forward_on_device(b);
+    return 0;
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> moe_cuda(const at::Tensor& hidden, int64_t handle) {
+  const auto layer = layer_of(handle);
+  check_hidden(hidden, *layer);
+  const int64_t T = hidden.size(0), k = layer->shape.top_k;
+  const c10::cuda::CUDAGuard guard(hidden.device());
+  at::Tensor out = at::empty_like(hidden);
+  at::Tensor ids = at::empty({T, k}, hidden.options().dtype(at::kInt));
+  at::Tensor weights = at::empty({T, k}, hidden.options().dtype(at::kFloat));
+  DeviceBatch b = device_batch(hidden, out);
+  b.routing_ids = ids.data_ptr<int32_t>();
+  b.routing_weights = weights.data_ptr<float>();
+  translating_errors([&] {
+    layer->runner->forward_on_device(b);
+    return 0;
+  });
+  return {out, ids, weights};
+}
+#endif
+
 }  // namespace
 }  // namespace mxmoe::torch_ops
 
@@ -277,9 +333,9 @@ TORCH_LIBRARY_IMPL(mxmoe, CPU, m) {
   m.impl("moe", &moe);
 }
 
-// CUDA tensors are staged through host memory for now: correct, but synchronizing and not
-// capturable in a CUDA graph (docs/PYTHON.md).
+#ifdef MXMOE_TORCH_CUDA
 TORCH_LIBRARY_IMPL(mxmoe, CUDA, m) {
-  m.impl("experts", &experts);
-  m.impl("moe", &moe);
+  m.impl("experts", &experts_cuda);
+  m.impl("moe", &moe_cuda);
 }
+#endif

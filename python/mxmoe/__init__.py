@@ -88,22 +88,22 @@ class Layer:
     def handle(self):
         return self._handle
 
-    def _check_devices(self, **tensors):
+    def _check_devices(self, *named_tensors):
         # Before dispatch: torch would otherwise look for a kernel of the odd tensor's device and
         # report that none is registered instead of what is wrong.
-        for name, t in tensors.items():
+        for name, t in named_tensors:
             if t.device != self.device:
                 raise ValueError(f"mxmoe: {name} is on {t.device}, the layer on {self.device}")
 
     def experts(self, hidden, topk_ids, topk_weights):
         """hidden [T, H] (bf16 or fp32), topk_ids [T, k] int32, topk_weights [T, k] fp32 -> [T, H]
         in hidden's dtype: the sum over each token's k experts of weight x expert(hidden)."""
-        self._check_devices(hidden=hidden, topk_ids=topk_ids, topk_weights=topk_weights)
+        self._check_devices(("hidden states", hidden), ("topk_ids", topk_ids), ("topk_weights", topk_weights))
         return _torch.ops.mxmoe.experts(hidden, topk_ids, topk_weights, self._handle)
 
     def __call__(self, hidden):
         """The whole layer with its own router: (output [T, H], topk_ids [T, k], topk_weights [T, k])."""
-        self._check_devices(hidden=hidden)
+        self._check_devices(("hidden states", hidden))
         return _torch.ops.mxmoe.moe(hidden, self._handle)
 
     def explain(self):

@@ -1,4 +1,4 @@
-// The host-clock defaults of PreparedMoe's benchmark hooks (GPU backends override them).
+// PreparedMoe's defaults for host backends: benchmark hooks on the host clock, no device entry point.
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -34,6 +34,10 @@ ForwardTiming PreparedMoe::time_forward(std::span<const float> hidden, int token
     timing.ms.push_back(elapsed_ms(start));
   }
   return timing;
+}
+
+void PreparedMoe::forward_on_device(const DeviceBatch&) {
+  throw std::logic_error("this backend computes on the host: it takes host data (forward), not device pointers");
 }
 
 double PreparedMoe::copy_bandwidth_gbs() {

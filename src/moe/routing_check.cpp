@@ -37,7 +37,7 @@ void check_routing(const Routing& routing, int tokens, int top_k, int experts) {
 void check_finite_hidden(std::span<const float> hidden, int hidden_size) {
   for (size_t i = 0; i < hidden.size(); ++i) {
     if (!std::isfinite(hidden[i])) {
-      throw std::domain_error("route: hidden state of token " + std::to_string(i / hidden_size) + ", column " +
+      throw std::domain_error("hidden state of token " + std::to_string(i / hidden_size) + ", column " +
                               std::to_string(i % hidden_size) + " is " + (std::isnan(hidden[i]) ? "NaN" : "Inf"));
     }
   }

@@ -9,7 +9,7 @@ namespace mxmoe::detail {
 void check_routing(const Routing& routing, int tokens, int top_k, int experts);
 
 // Throws std::domain_error naming the first NaN or Inf of hidden states [T, hidden] by token and
-// column ("route: hidden state of token 3, column 7 is NaN").
+// column ("hidden state of token 3, column 7 is NaN").
 void check_finite_hidden(std::span<const float> hidden, int hidden_size);
 
 }  // namespace mxmoe::detail

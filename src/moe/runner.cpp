@@ -51,7 +51,6 @@ MoeOutput MoeRunner::forward(std::span<const float> hidden, int tokens) { return
 
 MoeOutput MoeRunner::forward(std::span<const float> hidden, int tokens, const Routing& routing) {
   detail::check_routing(routing, tokens, decision_.problem.top_k, decision_.problem.experts);
-  detail::check_finite_hidden(hidden, decision_.padding.hidden);  // what the layer's router would have checked
   return run(hidden, tokens, &routing);
 }
 
@@ -62,11 +61,25 @@ MoeOutput MoeRunner::run(std::span<const float> hidden, int tokens, const Routin
                                 std::to_string(tokens) + " tokens x " + std::to_string(plan.hidden));
   }
   admit_forward(tokens);
+  detail::check_finite_hidden(hidden, plan.hidden);  // once per forward, for every backend
   MoeOutput out = plan.is_identity() ? prepared_->forward(hidden, tokens, routing)
                                      : prepared_->forward(pad_hidden(hidden, tokens, plan), tokens, routing);
   if (!plan.is_identity()) out.output = unpad_hidden(out.output, tokens, plan);
   check_finite_output(out.output, plan.hidden);
   return out;
+}
+
+void MoeRunner::forward_on_device(const DeviceBatch& batch) {
+  if (batch.tokens < 0) throw std::invalid_argument("forward_on_device: negative token count");
+  if (batch.tokens == 0) return;
+  if (!batch.hidden || !batch.output) throw std::invalid_argument("forward_on_device: hidden and output must be device pointers");
+  if (!batch.expert_ids != !batch.expert_weights) {
+    throw std::invalid_argument("forward_on_device: the caller's routing needs both expert ids and weights");
+  }
+  if (!batch.routing_ids != !batch.routing_weights) {
+    throw std::invalid_argument("forward_on_device: the routing output needs both ids and weights");
+  }
+  prepared_->forward_on_device(batch);
 }
 
 ForwardTiming MoeRunner::time_forward(std::span<const float> hidden, int tokens, const TimingRequest& request) {

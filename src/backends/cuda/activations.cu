@@ -81,6 +81,32 @@ __global__ void combine_kernel(const float* pair_out, const int32_t* position, c
   out[static_cast<int64_t>(t) * hidden + h] = sum;
 }
 
+__global__ void rows_to_float_kernel(const void* src, bool bf16, int64_t rows, int cols, float* dst, int padded_cols) {
+  const int64_t n = rows * padded_cols;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / padded_cols;
+    const int c = static_cast<int>(i % padded_cols);
+    float v = 0.0f;
+    if (c < cols) {
+      const int64_t at = r * cols + c;
+      v = bf16 ? codec::bf16_value(static_cast<const uint16_t*>(src)[at]) : static_cast<const float*>(src)[at];
+    }
+    dst[i] = v;
+  }
+}
+
+__global__ void rows_from_float_kernel(const float* src, int padded_cols, int64_t rows, int cols, void* dst, bool bf16) {
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const float v = src[(i / cols) * padded_cols + i % cols];
+    if (bf16) {
+      static_cast<uint16_t*>(dst)[i] = codec::bf16_bits(v);
+    } else {
+      static_cast<float*>(dst)[i] = v;
+    }
+  }
+}
+
 // Every code pair through both bf16 decoders (two-step and folded) at each of `count` scale codes.
 __global__ void decode_scaled_codes_kernel(const uint8_t* scales, float* out) {
   const uint32_t byte = threadIdx.x, lo = byte & 0xF, hi = byte >> 4;
@@ -144,6 +170,20 @@ void launch_combine(const float* pair_out, const int32_t* position, const float*
   const dim3 grid((hidden + 255) / 256, tokens);
   combine_kernel<<<grid, 256, 0, stream>>>(pair_out, position, weights, hidden, top_k, out);
   MXMOE_CUDA_CHECK_LAUNCH("combine_kernel");
+}
+
+void launch_rows_to_float(const void* src, bool bf16, int64_t rows, int cols, float* dst, int padded_cols,
+                          cudaStream_t stream) {
+  if (rows == 0) return;
+  rows_to_float_kernel<<<blocks_for(rows * padded_cols, 256), 256, 0, stream>>>(src, bf16, rows, cols, dst, padded_cols);
+  MXMOE_CUDA_CHECK_LAUNCH("rows_to_float_kernel");
+}
+
+void launch_rows_from_float(const float* src, int padded_cols, int64_t rows, int cols, void* dst, bool bf16,
+                            cudaStream_t stream) {
+  if (rows == 0) return;
+  rows_from_float_kernel<<<blocks_for(rows * cols, 256), 256, 0, stream>>>(src, padded_cols, rows, cols, dst, bf16);
+  MXMOE_CUDA_CHECK_LAUNCH("rows_from_float_kernel");
 }
 
 void decode_all_codes_for_test(float* host_out) {

@@ -48,7 +48,12 @@ struct GivenRouting {
 class CudaMoeImpl final : public CudaMoe {
  public:
   CudaMoeImpl(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan, const GemmFamily& gemms)
-      : gemms_(gemms), shape_(layer->shape), swiglu_(layer->swiglu), scheme_(plan.scheme), device_(plan.device.ordinal) {
+      : gemms_(gemms),
+        shape_(layer->shape),
+        swiglu_(layer->swiglu),
+        scheme_(plan.scheme),
+        device_(plan.device.ordinal),
+        unpadded_hidden_(plan.padding.hidden) {
     plan.padding.check_padded_layer(layer->shape, plan.backend);
     layer->validate();
     if (scheme_ == Scheme::w4a32) throw std::invalid_argument("the cuda backend does not run scheme w4a32");
@@ -105,12 +110,7 @@ class CudaMoeImpl final : public CudaMoe {
     if (tokens < 0 || static_cast<int64_t>(hidden.size()) != T * H) {
       throw std::invalid_argument("cuda forward: expected " + std::to_string(T) + " x " + std::to_string(H) + " values");
     }
-    try {
-      finite_abs_max(hidden);
-    } catch (const std::domain_error& e) {
-      throw std::domain_error(std::string("hidden states: ") + e.what());
-    }
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::mutex> lock(mutex_);  // hidden states are finite: the runner checked
     DeviceScope scope(device_);
     MoeOutput result;
     result.output.resize(T * H);
@@ -126,9 +126,9 @@ class CudaMoeImpl final : public CudaMoe {
       float* weights = reinterpret_cast<float*>(ids + T * k);
       MXMOE_CUDA_CHECK(cudaMemcpyAsync(ids, routing->expert_ids.data(), T * k * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
       MXMOE_CUDA_CHECK(cudaMemcpyAsync(weights, routing->weights.data(), T * k * sizeof(float), cudaMemcpyHostToDevice, stream_));
-      run(input_.as<float>(), tokens, output_.as<float>(), {ids, weights});
+      run(input_.as<float>(), tokens, output_.as<float>(), {ids, weights}, stream_);
     } else {
-      run(input_.as<float>(), tokens, output_.as<float>());
+      run(input_.as<float>(), tokens, output_.as<float>(), {}, stream_);
     }
     MXMOE_CUDA_CHECK(cudaMemcpyAsync(result.output.data(), output_.as<void>(), T * H * sizeof(float), cudaMemcpyDeviceToHost, stream_));
     MXMOE_CUDA_CHECK(cudaMemcpyAsync(result.routing.expert_ids.data(), expert_ids_.as<void>(), T * k * sizeof(int32_t),
@@ -153,10 +153,29 @@ class CudaMoeImpl final : public CudaMoe {
   }
   int small_batch_tokens() const override { return small_batch_tokens_; }
 
-  void forward_on_device(const float* hidden, int tokens, float* out) override {
+  void forward_on_device(const DeviceBatch& b) override {
     std::lock_guard<std::mutex> lock(mutex_);
     DeviceScope scope(device_);
-    run(hidden, tokens, out);
+    const cudaStream_t stream = b.stream ? static_cast<cudaStream_t>(b.stream) : stream_;
+    const int64_t T = b.tokens, H = shape_.hidden, k = shape_.top_k;
+    const bool bf16 = b.type == ElementType::bf16;
+    const GivenRouting given{b.expert_ids, b.expert_weights};
+    if (!bf16 && H == unpadded_hidden_) {
+      run(static_cast<const float*>(b.hidden), b.tokens, static_cast<float*>(b.output), given, stream);
+    } else {
+      // The caller's rows converted and padded in the layer's own buffers: what the pipeline reads.
+      input_.reserve(T * H * sizeof(float));
+      output_.reserve(T * H * sizeof(float));
+      launch_rows_to_float(b.hidden, bf16, T, unpadded_hidden_, input_.as<float>(), static_cast<int>(H), stream);
+      run(input_.as<float>(), b.tokens, output_.as<float>(), given, stream);
+      launch_rows_from_float(output_.as<float>(), static_cast<int>(H), T, unpadded_hidden_, b.output, bf16, stream);
+    }
+    if (b.routing_ids && !b.expert_ids) {
+      MXMOE_CUDA_CHECK(cudaMemcpyAsync(b.routing_ids, expert_ids_.as<void>(), T * k * sizeof(int32_t),
+                                       cudaMemcpyDeviceToDevice, stream));
+      MXMOE_CUDA_CHECK(cudaMemcpyAsync(b.routing_weights, expert_weights_.as<void>(), T * k * sizeof(float),
+                                       cudaMemcpyDeviceToDevice, stream));
+    }
   }
 
   // As inference engines run a layer: the batches uploaded once, one CUDA graph captured per batch
@@ -168,7 +187,7 @@ class CudaMoeImpl final : public CudaMoe {
     DeviceBuffer inputs(hidden.size_bytes()), out(batch_values * sizeof(float));
     MXMOE_CUDA_CHECK(cudaMemcpy(inputs.as<void>(), hidden.data(), hidden.size_bytes(), cudaMemcpyHostToDevice));
     auto input = [&](int i) { return inputs.as<float>() + (i % request.batches) * batch_values; };
-    for (int b = 0; b < request.batches; ++b) run(input(b), tokens, out.as<float>());
+    for (int b = 0; b < request.batches; ++b) run(input(b), tokens, out.as<float>(), {}, stream_);
     struct Graphs {
       std::vector<cudaGraphExec_t> execs;
       ~Graphs() {
@@ -178,7 +197,7 @@ class CudaMoeImpl final : public CudaMoe {
     for (int b = 0; b < request.batches; ++b) {
       cudaGraph_t graph;
       MXMOE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-      run(input(b), tokens, out.as<float>());
+      run(input(b), tokens, out.as<float>(), {}, stream_);
       MXMOE_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
       cudaGraphExec_t exec;
       const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
@@ -221,15 +240,15 @@ class CudaMoeImpl final : public CudaMoe {
                  decode_down_grid_);
   }
 
-  void run_small_batch(const float* x, int tokens, float* out) {
+  void run_small_batch(const float* x, int tokens, float* out, cudaStream_t stream) {
     const int64_t T = tokens, H = shape_.hidden, k = shape_.top_k, E = shape_.experts;
     const int64_t active = std::min(E, T * k);
     if (poison_) {
       for (DeviceBuffer* b : {&logits_, &expert_ids_, &expert_weights_, &tensor_scales_, &decode_active_, &source_rows_,
                               &intermediate_, &pair_out_}) {
-        MXMOE_CUDA_CHECK(cudaMemsetAsync(b->as<void>(), 0xFF, b->bytes(), stream_));
+        MXMOE_CUDA_CHECK(cudaMemsetAsync(b->as<void>(), 0xFF, b->bytes(), stream));
       }
-      MXMOE_CUDA_CHECK(cudaMemsetAsync(out, 0xFF, T * H * sizeof(float), stream_));
+      MXMOE_CUDA_CHECK(cudaMemsetAsync(out, 0xFF, T * H * sizeof(float), stream));
     }
     DecodeLayerArgs a;
     a.scheme = scheme_;
@@ -265,14 +284,14 @@ class CudaMoeImpl final : public CudaMoe {
     a.down_grid = decode_down_grid_;
     a.folded_scales = folded_scales_;
     a.overlap_launches = sm_ >= 90;
-    launch_decode_layer(a, stream_);
+    launch_decode_layer(a, stream);
   }
 
-  // Enqueues the whole layer on stream_. The small-batch kernels route inside, so a batch routed by
+  // Enqueues the whole layer on stream. The small-batch kernels route inside, so a batch routed by
   // the caller takes the batched path whatever its size.
-  void run(const float* x, int tokens, float* out, GivenRouting given = {}) {
+  void run(const float* x, int tokens, float* out, GivenRouting given, cudaStream_t stream) {
     if (tokens == 0) return;
-    if (tokens <= small_batch_tokens_ && !given.expert_ids) return run_small_batch(x, tokens, out);
+    if (tokens <= small_batch_tokens_ && !given.expert_ids) return run_small_batch(x, tokens, out, stream);
     const int64_t T = tokens, H = shape_.hidden, I = shape_.intermediate, E = shape_.experts, k = shape_.top_k;
     const int64_t P = T * k;
     const bool fp8 = scheme_ == Scheme::w4a8;
@@ -306,31 +325,32 @@ class CudaMoeImpl final : public CudaMoe {
     if (poison_) {
       for (DeviceBuffer* b : {&logits_, &expert_ids_, &expert_weights_, &pair_offsets_, &tile_offsets_, &source_rows_, &position_,
                               &tensor_scales_, &x_quantized_, &intermediate_, &y_quantized_, &pair_out_, &partial_}) {
-        MXMOE_CUDA_CHECK(cudaMemsetAsync(b->as<void>(), 0xFF, b->bytes(), stream_));
+        MXMOE_CUDA_CHECK(cudaMemsetAsync(b->as<void>(), 0xFF, b->bytes(), stream));
       }
-      MXMOE_CUDA_CHECK(cudaMemsetAsync(out, 0xFF, T * H * sizeof(float), stream_));
+      MXMOE_CUDA_CHECK(cudaMemsetAsync(out, 0xFF, T * H * sizeof(float), stream));
     }
-    MXMOE_CUDA_CHECK(cudaMemsetAsync(counts_.as<void>(), 0, E * sizeof(int32_t), stream_));
-    MXMOE_CUDA_CHECK(cudaMemsetAsync(amax_.as<void>(), 0, 2 * sizeof(uint32_t), stream_));
+    MXMOE_CUDA_CHECK(cudaMemsetAsync(counts_.as<void>(), 0, E * sizeof(int32_t), stream));
+    MXMOE_CUDA_CHECK(cudaMemsetAsync(amax_.as<void>(), 0, 2 * sizeof(uint32_t), stream));
     if (given.expert_ids) {
       MXMOE_CUDA_CHECK(cudaMemcpyAsync(expert_ids_.as<void>(), given.expert_ids, P * sizeof(int32_t),
-                                       cudaMemcpyDeviceToDevice, stream_));
+                                       cudaMemcpyDeviceToDevice, stream));
       MXMOE_CUDA_CHECK(cudaMemcpyAsync(expert_weights_.as<void>(), given.weights, P * sizeof(float),
-                                       cudaMemcpyDeviceToDevice, stream_));
-      launch_count_pairs(expert_ids_.as<int32_t>(), static_cast<int>(P), counts_.as<int32_t>(), stream_);
+                                       cudaMemcpyDeviceToDevice, stream));
+      launch_count_pairs(expert_ids_.as<int32_t>(), expert_weights_.as<float>(), static_cast<int>(P), static_cast<int>(E),
+                         counts_.as<int32_t>(), stream);
     } else {
       launch_router(x, router_weight_.as<float>(), router_bias_.as<float>(), tokens, static_cast<int>(H),
                     static_cast<int>(E), static_cast<int>(k), logits_.as<float>(), expert_ids_.as<int32_t>(),
-                    expert_weights_.as<float>(), counts_.as<int32_t>(), stream_);
+                    expert_weights_.as<float>(), counts_.as<int32_t>(), stream);
     }
     launch_sort_pairs(expert_ids_.as<int32_t>(), counts_.as<int32_t>(), static_cast<int>(P), static_cast<int>(E),
                       static_cast<int>(k), tile_rows, pair_offsets_.as<int32_t>(), tile_offsets_.as<int32_t>(),
-                      source_rows_.as<int32_t>(), position_.as<int32_t>(), stream_);
+                      source_rows_.as<int32_t>(), position_.as<int32_t>(), stream);
 
     uint32_t* amax = amax_.as<uint32_t>();
     float* scales = tensor_scales_.as<float>();
-    if (fp8) launch_abs_max(x, T * H, amax, stream_);
-    launch_quantize(scheme_, x, T, H, amax, x_quantized_.as<void>(), scales, stream_);
+    if (fp8) launch_abs_max(x, T * H, amax, stream);
+    launch_quantize(scheme_, x, T, H, amax, x_quantized_.as<void>(), scales, stream);
 
     GemmProblem gate_up;
     gate_up.weights = gate_up_words_.as<uint32_t>();
@@ -358,11 +378,11 @@ class CudaMoeImpl final : public CudaMoe {
     gate_up.splits = gemm_plan.gate_up_splits;
     gate_up.partial = partial_.as<float>();
     gate_up.pairs = static_cast<int>(P);
-    gemms_.launch(gate_up, gemm_plan, stream_);
+    gemms_.launch(gate_up, gemm_plan, stream);
 
     if (!fused_intermediate) {
-      if (fp8) launch_abs_max(intermediate_.as<float>(), P * I, amax + 1, stream_);
-      launch_quantize(scheme_, intermediate_.as<float>(), P, I, amax + 1, y_quantized_.as<void>(), scales + 1, stream_);
+      if (fp8) launch_abs_max(intermediate_.as<float>(), P * I, amax + 1, stream);
+      launch_quantize(scheme_, intermediate_.as<float>(), P, I, amax + 1, y_quantized_.as<void>(), scales + 1, stream);
     }
 
     GemmProblem down = gate_up;
@@ -379,10 +399,10 @@ class CudaMoeImpl final : public CudaMoe {
     down.out_scale = nullptr;
     down.gate_up = false;
     down.splits = gemm_plan.down_splits;
-    gemms_.launch(down, gemm_plan, stream_);
+    gemms_.launch(down, gemm_plan, stream);
 
     launch_combine(pair_out_.as<float>(), position_.as<int32_t>(), expert_weights_.as<float>(), tokens,
-                   static_cast<int>(H), static_cast<int>(k), out, stream_);
+                   static_cast<int>(H), static_cast<int>(k), out, stream);
   }
 
   const GemmFamily& gemms_;
@@ -390,6 +410,7 @@ class CudaMoeImpl final : public CudaMoe {
   SwigluParams swiglu_;
   Scheme scheme_;
   int device_;
+  int unpadded_hidden_;  // the caller's hidden size (device batches arrive unpadded)
   int sm_count_ = 1;
   int sm_ = 0;  // compute capability, e.g. 90
   cudaStream_t stream_ = nullptr;

@@ -16,10 +16,7 @@ namespace mxmoe::cuda {
 // The CUDA backend's prepared layer (cuda_moe.cu): weights uploaded once, buffers reused.
 class CudaMoe : public PreparedMoe {
  public:
-  // Runs the whole layer on device data without copies or synchronization: hidden [T, H] and
-  // out [T, H] are device pointers. For benchmarks; forward() wraps it with transfers and checks.
-  virtual void forward_on_device(const float* hidden, int tokens, float* out) = 0;
-  virtual cudaStream_t stream() const = 0;
+  virtual cudaStream_t stream() const = 0;  // where batches without a stream of their own run
   // For tests: fill every scratch buffer and the output with NaN before each run, so a kernel that
   // leaves part of its output unwritten, or reads what nothing wrote, shows up as NaN.
   virtual void poison_buffers_for_test(bool on) = 0;

@@ -21,8 +21,17 @@ void launch_router(const float* x, const float* router_weight, const float* rout
                    cudaStream_t stream);
 
 // The (token, slot) pairs per expert of a routing the caller gave, into `counts` (zeroed by the
-// caller), as launch_router counts its own.
-void launch_count_pairs(const int32_t* expert_ids, int pairs, int32_t* counts, cudaStream_t stream);
+// caller), as launch_router counts its own. An id outside [0, experts) is replaced by expert 0 with
+// a NaN weight, so its token's output is NaN instead of memory out of bounds.
+void launch_count_pairs(int32_t* expert_ids, float* expert_weights, int pairs, int experts, int32_t* counts,
+                        cudaStream_t stream);
+
+// The caller's rows [rows, cols] (fp32 or bf16) into fp32 rows of `padded_cols`, zeros after `cols`.
+void launch_rows_to_float(const void* src, bool bf16, int64_t rows, int cols, float* dst, int padded_cols,
+                          cudaStream_t stream);
+// fp32 rows of `padded_cols` back to the caller's [rows, cols] (fp32, or bf16 rounded to nearest even).
+void launch_rows_from_float(const float* src, int padded_cols, int64_t rows, int cols, void* dst, bool bf16,
+                            cudaStream_t stream);
 
 // Pairs sorted by expert, stable in token order: pair_offsets [E+1], tile_offsets [E+1] (tiles of
 // `tile_rows` pairs), source_rows[q] = token of sorted pair q, position[p] = sorted index of pair p.

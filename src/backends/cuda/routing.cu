@@ -203,16 +203,23 @@ void launch_router(const float* x, const float* router_weight, const float* rout
 
 namespace {
 
-__global__ void count_pairs_kernel(const int32_t* expert_ids, int pairs, int32_t* counts) {
+__global__ void count_pairs_kernel(int32_t* expert_ids, float* expert_weights, int pairs, int experts, int32_t* counts) {
   const int p = blockIdx.x * blockDim.x + threadIdx.x;
-  if (p < pairs) atomicAdd(&counts[expert_ids[p]], 1);
+  if (p >= pairs) return;
+  int e = expert_ids[p];
+  if (e < 0 || e >= experts) {
+    e = expert_ids[p] = 0;
+    expert_weights[p] = __int_as_float(0x7FC00000);  // NaN
+  }
+  atomicAdd(&counts[e], 1);
 }
 
 }  // namespace
 
-void launch_count_pairs(const int32_t* expert_ids, int pairs, int32_t* counts, cudaStream_t stream) {
+void launch_count_pairs(int32_t* expert_ids, float* expert_weights, int pairs, int experts, int32_t* counts,
+                        cudaStream_t stream) {
   if (pairs == 0) return;
-  count_pairs_kernel<<<(pairs + 255) / 256, 256, 0, stream>>>(expert_ids, pairs, counts);
+  count_pairs_kernel<<<(pairs + 255) / 256, 256, 0, stream>>>(expert_ids, expert_weights, pairs, experts, counts);
   MXMOE_CUDA_CHECK_LAUNCH("count_pairs_kernel");
 }
 
