@@ -178,7 +178,8 @@ int main(int argc, char** argv) {
           const double direct_ms = median_ms(moe->stream(), 3, reps, [&](int i) {
             moe->forward_on_device({.tokens = T,
                                     .hidden = inputs.as<float>() + static_cast<size_t>(i % kBatches) * T * shape.hidden,
-                                    .output = out.as<void>()});
+                                    .output = out.as<void>(),
+                                    .stream = moe->stream()});
           });
           const double ms = median(moe->time_forward(batches, T, {.batches = kBatches, .warmup = 3, .reps = std::max(reps, 50)}).ms);
           if (dense_ms.size() <= ti) dense_ms.push_back(dense_equivalent_ms(handle, stream, static_cast<int64_t>(T) * shape.top_k,

@@ -45,7 +45,8 @@ struct ExecutionPlan {
 
 // A batch whose data already lives where a GPU backend computes (device pointers), for callers that
 // keep it there: inference engines, the PyTorch operators, CUDA-graph capture. Nothing is copied to
-// or from the host and nothing waits for the GPU.
+// or from the host and nothing waits for the GPU. Calls on one layer share its workspace: enqueue
+// them on one stream, or order their streams.
 enum class ElementType { f32, bf16 };
 struct DeviceBatch {
   int tokens = 0;
@@ -59,7 +60,7 @@ struct DeviceBatch {
   // Where the layer's own routing goes, if wanted ([tokens, top_k]).
   int32_t* routing_ids = nullptr;
   float* routing_weights = nullptr;
-  void* stream = nullptr;  // a cudaStream_t to enqueue on; null: the layer's own stream
+  void* stream = nullptr;  // the cudaStream_t to enqueue on; as in CUDA, null is the default stream
 };
 
 // How a benchmark times forwards: `batches` different batches in turn (so repeated runs do not

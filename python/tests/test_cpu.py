@@ -218,6 +218,7 @@ class GptOssMLP(torch.nn.Module):
         self.experts.gate_up_proj_bias, self.experts.down_proj_bias = t["gate_up_bias"], t["down_bias"]
         self.tensors = t
 
+    @torch.no_grad()
     def forward(self, hidden_states):
         h = hidden_states.reshape(-1, H)
         logits = torch.nn.functional.linear(h, self.router.weight, self.router.bias)

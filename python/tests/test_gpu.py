@@ -102,6 +102,19 @@ class Capture(unittest.TestCase):
             torch.cuda.synchronize()
             self.assertTrue(torch.equal(captured, eager))
 
+    def test_eager_calls_run_in_order_on_torchs_current_stream(self):
+        batches = [torch.randn(4096, 128, device=CUDA) for _ in range(3)]
+        ids, weights = random_routing(4096, seed=6)
+        ids, weights = ids.to(CUDA), weights.to(CUDA)
+        expected = []
+        for x in batches:
+            expected.append(self.layer.experts(x, ids, weights))
+            torch.cuda.synchronize()
+        # No waits: each result is read by the next operation on torch's stream.
+        got = [self.layer.experts(x, ids, weights).clone() for x in batches]
+        for a, b in zip(got, expected):
+            self.assertTrue(torch.equal(a, b))
+
     def test_whole_layer_graph_replay(self):
         out, ids, weights = self.layer(self.x)
         graph = torch.cuda.CUDAGraph()

@@ -392,13 +392,13 @@ void expect_graph_replays_match(cuda::CudaMoe& moe, int hidden, std::initializer
       EXPECT_EQ(cudaMemcpy(host.data(), output.as<void>(), bytes, cudaMemcpyDeviceToHost), cudaSuccess);
       return host;
     };
-    moe.forward_on_device({.tokens = tokens, .hidden = input.as<void>(), .output = output.as<void>()});
+    moe.forward_on_device({.tokens = tokens, .hidden = input.as<void>(), .output = output.as<void>(), .stream = moe.stream()});
     const std::vector<float> direct = read_output();
     ASSERT_TRUE(test::all_finite(direct));
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     ASSERT_EQ(cudaStreamBeginCapture(moe.stream(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
-    moe.forward_on_device({.tokens = tokens, .hidden = input.as<void>(), .output = output.as<void>()});
+    moe.forward_on_device({.tokens = tokens, .hidden = input.as<void>(), .output = output.as<void>(), .stream = moe.stream()});
     ASSERT_EQ(cudaStreamEndCapture(moe.stream(), &graph), cudaSuccess);
     ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
     for (int replay = 0; replay < 3; ++replay) {

@@ -156,7 +156,7 @@ class CudaMoeImpl final : public CudaMoe {
   void forward_on_device(const DeviceBatch& b) override {
     std::lock_guard<std::mutex> lock(mutex_);
     DeviceScope scope(device_);
-    const cudaStream_t stream = b.stream ? static_cast<cudaStream_t>(b.stream) : stream_;
+    const auto stream = static_cast<cudaStream_t>(b.stream);
     const int64_t T = b.tokens, H = shape_.hidden, k = shape_.top_k;
     const bool bf16 = b.type == ElementType::bf16;
     const GivenRouting given{b.expert_ids, b.expert_weights};
