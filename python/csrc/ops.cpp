@@ -233,12 +233,19 @@ std::tuple<at::Tensor, at::Tensor> quantize(const at::Tensor& values) {
   return {copied(blocks, shape, at::kByte, values), scale_tensor};
 }
 
+// The experts operator's inputs: hidden [T, H] bf16 or fp32, ids [T, k] int32, weights [T, k] fp32.
+void check_experts_inputs(const at::Tensor& hidden, const at::Tensor& topk_ids, const at::Tensor& topk_weights,
+                          const PreparedLayer& layer) {
+  check_hidden(hidden, layer);
+  const int64_t T = hidden.size(0), k = layer.shape.top_k;
+  check_tensor(topk_ids, "topk_ids", {T, k}, {at::kInt}, layer.device);
+  check_tensor(topk_weights, "topk_weights", {T, k}, {at::kFloat}, layer.device);
+}
+
 at::Tensor experts(const at::Tensor& hidden, const at::Tensor& topk_ids, const at::Tensor& topk_weights, int64_t handle) {
   const auto layer = layer_of(handle);
-  check_hidden(hidden, *layer);
+  check_experts_inputs(hidden, topk_ids, topk_weights, *layer);
   const int64_t T = hidden.size(0), k = layer->shape.top_k;
-  check_tensor(topk_ids, "topk_ids", {T, k}, {at::kInt}, layer->device);
-  check_tensor(topk_weights, "topk_weights", {T, k}, {at::kFloat}, layer->device);
   return translating_errors([&] {
     const Routing routing{static_cast<int>(T), static_cast<int>(k), host_bytes<int32_t>(topk_ids), host_floats(topk_weights)};
     const MoeOutput out = layer->runner->forward(host_floats(hidden), static_cast<int>(T), routing);
@@ -274,10 +281,7 @@ DeviceBatch device_batch(const at::Tensor& hidden, at::Tensor& out) {
 at::Tensor experts_cuda(const at::Tensor& hidden, const at::Tensor& topk_ids, const at::Tensor& topk_weights,
                         int64_t handle) {
   const auto layer = layer_of(handle);
-  check_hidden(hidden, *layer);
-  const int64_t T = hidden.size(0), k = layer->shape.top_k;
-  check_tensor(topk_ids, "topk_ids", {T, k}, {at::kInt}, layer->device);
-  check_tensor(topk_weights, "topk_weights", {T, k}, {at::kFloat}, layer->device);
+  check_experts_inputs(hidden, topk_ids, topk_weights, *layer);
   const c10::cuda::CUDAGuard guard(hidden.device());
   at::Tensor out = at::empty_like(hidden);
   DeviceBatch b = device_batch(hidden, out);
