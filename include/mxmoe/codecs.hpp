@@ -75,6 +75,10 @@ MXMOE_HD uint16_t bf16_bits(float v) {
 
 MXMOE_HD float bf16_value(uint16_t bits) { return bits_float(static_cast<uint32_t>(bits) << 16); }
 
+// The dynamic FP8 scale of a tensor whose largest magnitude is `amax`: amax / 448 (E4M3's largest
+// value, by IEEE float division on host and device alike), or 1 for an all-zero tensor.
+MXMOE_HD float fp8_dynamic_scale(float amax) { return amax > 0.0f ? amax / 448.0f : 1.0f; }
+
 // RNE to FP8 E4M3 with saturation at +-448 (and for +-Inf); NaN -> the NaN code.
 MXMOE_HD uint8_t fp8_e4m3_code(float v) {
   const uint32_t b = float_bits(v);

@@ -22,8 +22,7 @@ float finite_abs_max(std::span<const float> values) {
 }
 
 float fp8_dynamic_scale(std::span<const float> values) {
-  const float amax = finite_abs_max(values);
-  return amax > 0.0f ? amax / kFp8E4m3Max : 1.0f;
+  return codec::fp8_dynamic_scale(finite_abs_max(values));
 }
 
 void quantize_fp8(std::span<const float> values, float scale, std::span<uint8_t> codes) {

@@ -49,7 +49,7 @@ const std::array<float, 256>& fp8_values() {
 
 float activation_tensor_scale(Scheme scheme, float abs_max) {
   if (scheme != Scheme::w4a8) return 1.0f;
-  return abs_max > 0.0f ? abs_max / kFp8E4m3Max : 1.0f;
+  return codec::fp8_dynamic_scale(abs_max);
 }
 
 void quantize_activation_rows(Scheme scheme, std::span<const float> input, int64_t rows, int64_t cols,

@@ -29,8 +29,7 @@ __global__ void abs_max_kernel(const float* x, int64_t n, uint32_t* amax_bits) {
 }
 
 __device__ __forceinline__ float fp8_scale_from(const uint32_t* amax_bits) {
-  const float amax = __uint_as_float(*amax_bits);
-  return amax > 0.0f ? amax / 448.0f : 1.0f;  // IEEE division, as on the host
+  return codec::fp8_dynamic_scale(__uint_as_float(*amax_bits));
 }
 
 __global__ void quantize_bf16_kernel(const float* x, int64_t n, uint16_t* out, float* tensor_scale) {

@@ -39,8 +39,7 @@ __device__ __forceinline__ void allow_dependent_launch() {
 __host__ __device__ constexpr int staged_row_bytes(int k, bool fp8) { return k * (fp8 ? 1 : 2) + 16; }
 
 __device__ __forceinline__ float fp8_scale_from_bits(uint32_t amax_bits) {
-  const float amax = __uint_as_float(amax_bits);
-  return amax > 0.0f ? amax / 448.0f : 1.0f;  // IEEE division, as the host codecs
+  return codec::fp8_dynamic_scale(__uint_as_float(amax_bits));
 }
 
 // ---------------------------------------------------------------------------------------------
