@@ -7,6 +7,10 @@
 //
 //   build/bench/mxmoe_bench_cuda [--json FILE] [--schemes w4a16,w4a8,w4a4] [--tokens 1,16,128,1024,8192]
 //                                [--shapes gpt-oss-20b,gpt-oss-120b] [--reps 20] [--small-batch-tokens N]
+//                                [--profile]
+//
+// --profile runs each point twice on device data and times nothing: a short, known launch sequence
+// for Nsight Compute (ncu -k regex:mxmoe build/bench/mxmoe_bench_cuda --profile ...).
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -100,6 +104,7 @@ int main(int argc, char** argv) {
   int reps = 20;
   int small_batch_tokens = -1;  // the backend's default
   std::string backend_arg = "auto";  // the oracle's choice for this GPU and scheme
+  bool profile = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] {
@@ -113,9 +118,10 @@ int main(int argc, char** argv) {
     else if (a == "--reps") reps = std::stoi(next());
     else if (a == "--small-batch-tokens") small_batch_tokens = std::stoi(next());
     else if (a == "--backend") backend_arg = next();
+    else if (a == "--profile") profile = true;
     else {
       std::fprintf(stderr, "usage: %s [--json FILE] [--schemes LIST] [--tokens LIST] [--shapes LIST] [--reps N] "
-                   "[--small-batch-tokens N] [--backend auto|cuda|cuda_sm90]\n", argv[0]);
+                   "[--small-batch-tokens N] [--backend auto|cuda|cuda_sm90] [--profile]\n", argv[0]);
       return 2;
     }
   }
@@ -175,12 +181,19 @@ int main(int argc, char** argv) {
           bytes /= kBatches;
           DeviceBuffer inputs(batches.size() * sizeof(float)), out(static_cast<size_t>(T) * shape.hidden * sizeof(float));
           MXMOE_CUDA_CHECK(cudaMemcpy(inputs.as<void>(), batches.data(), batches.size() * sizeof(float), cudaMemcpyHostToDevice));
-          const double direct_ms = median_ms(moe->stream(), 3, reps, [&](int i) {
+          auto forward = [&](int i) {
             moe->forward_on_device({.tokens = T,
                                     .hidden = inputs.as<float>() + static_cast<size_t>(i % kBatches) * T * shape.hidden,
                                     .output = out.as<void>(),
                                     .stream = moe->stream()});
-          });
+          };
+          if (profile) {
+            for (int i = 0; i < 2; ++i) forward(i);
+            MXMOE_CUDA_CHECK(cudaStreamSynchronize(moe->stream()));
+            std::printf("%-13s %-6s %-9s %6d profiled\n", shape_name.c_str(), scheme_name_arg.c_str(), backend.c_str(), T);
+            continue;
+          }
+          const double direct_ms = median_ms(moe->stream(), 3, reps, forward);
           const double ms = median(moe->time_forward(batches, T, {.batches = kBatches, .warmup = 3, .reps = std::max(reps, 50)}).ms);
           if (dense_ms.size() <= ti) dense_ms.push_back(dense_equivalent_ms(handle, stream, static_cast<int64_t>(T) * shape.top_k,
                                                                            shape.hidden, shape.intermediate));

@@ -402,7 +402,9 @@ void expect_graph_replays_match(cuda::CudaMoe& moe, int hidden, std::initializer
     ASSERT_EQ(cudaStreamEndCapture(moe.stream(), &graph), cudaSuccess);
     ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
     for (int replay = 0; replay < 3; ++replay) {
-      ASSERT_EQ(cudaMemset(output.as<void>(), 0xFF, bytes), cudaSuccess);
+      // On the layer's stream: a plain cudaMemset runs on the legacy stream, unordered with the
+      // layer's non-blocking one, and could land after the replay wrote (seen once on an H200).
+      ASSERT_EQ(cudaMemsetAsync(output.as<void>(), 0xFF, bytes, moe.stream()), cudaSuccess);
       ASSERT_EQ(cudaGraphLaunch(exec, moe.stream()), cudaSuccess);
       const std::vector<float> replayed = read_output();
       EXPECT_EQ(0, std::memcmp(replayed.data(), direct.data(), bytes)) << "T=" << tokens << " replay " << replay;

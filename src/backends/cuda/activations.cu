@@ -3,6 +3,8 @@
 // bit-identical inputs.
 #include <cuda_bf16.h>
 
+#include <type_traits>
+
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
 #include "backends/cuda/kernels.hpp"
@@ -32,12 +34,18 @@ __device__ __forceinline__ float fp8_scale_from(const uint32_t* amax_bits) {
   return codec::fp8_dynamic_scale(__uint_as_float(*amax_bits));
 }
 
+// Four values per step (16-byte loads, 8-byte stores), the last n % 4 one at a time.
 __global__ void quantize_bf16_kernel(const float* x, int64_t n, uint16_t* out, float* tensor_scale) {
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = 1.0f;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = codec::bf16_bits(x[i]);
+  const int64_t quads = n / 4, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  for (int64_t i = first; i < quads; i += stride) {
+    const float4 v = reinterpret_cast<const float4*>(x)[i];
+    const uint2 packed = {codec::bf16_bits(v.x) | static_cast<uint32_t>(codec::bf16_bits(v.y)) << 16,
+                          codec::bf16_bits(v.z) | static_cast<uint32_t>(codec::bf16_bits(v.w)) << 16};
+    reinterpret_cast<uint2*>(out)[i] = packed;
   }
+  for (int64_t i = 4 * quads + first; i < n; i += stride) out[i] = codec::bf16_bits(x[i]);
 }
 
 __global__ void quantize_fp8_kernel(const float* x, int64_t n, const uint32_t* amax_bits, uint8_t* out,
@@ -67,17 +75,30 @@ __global__ void quantize_mxfp4_kernel(const float* x, int64_t blocks, uint16_t* 
   }
 }
 
+// One token per blockIdx.y; V consecutive columns per thread (V = 4 when the rows allow 16-byte
+// accesses). The k pairs are added in slot order.
+template <int V>
 __global__ void combine_kernel(const float* pair_out, const int32_t* position, const float* weights, int hidden,
                                int top_k, float* out) {
+  using Vec = std::conditional_t<V == 4, float4, float>;
   const int t = blockIdx.y;
-  const int h = blockIdx.x * blockDim.x + threadIdx.x;
+  const int h = (blockIdx.x * blockDim.x + threadIdx.x) * V;
   if (h >= hidden) return;
-  float sum = 0.0f;
+  float sum[V] = {};
   for (int j = 0; j < top_k; ++j) {
     const int64_t q = position[static_cast<int64_t>(t) * top_k + j];
-    sum += weights[static_cast<int64_t>(t) * top_k + j] * pair_out[q * hidden + h];
+    const float w = weights[static_cast<int64_t>(t) * top_k + j];
+    const Vec v = *reinterpret_cast<const Vec*>(pair_out + q * hidden + h);
+    const float* values = reinterpret_cast<const float*>(&v);
+#pragma unroll
+    for (int i = 0; i < V; ++i) sum[i] += w * values[i];
   }
-  out[static_cast<int64_t>(t) * hidden + h] = sum;
+  float* row = out + static_cast<int64_t>(t) * hidden + h;
+  if constexpr (V == 4) {
+    *reinterpret_cast<float4*>(row) = make_float4(sum[0], sum[1], sum[2], sum[3]);
+  } else {
+    row[0] = sum[0];
+  }
 }
 
 __global__ void rows_to_float_kernel(const void* src, bool bf16, int64_t rows, int cols, float* dst, int padded_cols) {
@@ -166,8 +187,13 @@ void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, 
 void launch_combine(const float* pair_out, const int32_t* position, const float* weights, int tokens, int hidden,
                     int top_k, float* out, cudaStream_t stream) {
   if (tokens == 0) return;
-  const dim3 grid((hidden + 255) / 256, tokens);
-  combine_kernel<<<grid, 256, 0, stream>>>(pair_out, position, weights, hidden, top_k, out);
+  if (hidden % 4 == 0) {
+    const dim3 grid((hidden / 4 + 255) / 256, tokens);
+    combine_kernel<4><<<grid, 256, 0, stream>>>(pair_out, position, weights, hidden, top_k, out);
+  } else {
+    const dim3 grid((hidden + 255) / 256, tokens);
+    combine_kernel<1><<<grid, 256, 0, stream>>>(pair_out, position, weights, hidden, top_k, out);
+  }
   MXMOE_CUDA_CHECK_LAUNCH("combine_kernel");
 }
 

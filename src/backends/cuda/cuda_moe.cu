@@ -13,6 +13,7 @@
 #include "backends/cuda/device_buffer.hpp"
 #include "backends/cuda/kernels.hpp"
 #include "backends/cuda/layout.hpp"
+#include "backends/cuda/paths.hpp"
 #include "mxmoe/format.hpp"
 
 namespace mxmoe::cuda {
@@ -302,7 +303,9 @@ class CudaMoeImpl final : public CudaMoe {
     const int max_tiles = static_cast<int>((P + tile_rows - 1) / tile_rows + active_bound);
     const bool fused_intermediate = gemms_.writes_down_input(scheme_);
 
-    const int64_t logit_slices = std::max(1, router_logit_slices(tokens, static_cast<int>(E), static_cast<int>(H)));
+    const bool small_batch_router = gemms_.serves_small_batch_path || tokens <= kSmallRouterTokens;
+    const int64_t logit_slices =
+        std::max(1, router_logit_slices(tokens, static_cast<int>(E), static_cast<int>(H), small_batch_router));
     logits_.reserve(logit_slices * T * E * sizeof(float));
     expert_ids_.reserve(P * sizeof(int32_t));
     expert_weights_.reserve(P * sizeof(float));
@@ -340,8 +343,8 @@ class CudaMoeImpl final : public CudaMoe {
                          counts_.as<int32_t>(), stream);
     } else {
       launch_router(x, router_weight_.as<float>(), router_bias_.as<float>(), tokens, static_cast<int>(H),
-                    static_cast<int>(E), static_cast<int>(k), logits_.as<float>(), expert_ids_.as<int32_t>(),
-                    expert_weights_.as<float>(), counts_.as<int32_t>(), stream);
+                    static_cast<int>(E), static_cast<int>(k), small_batch_router, logits_.as<float>(),
+                    expert_ids_.as<int32_t>(), expert_weights_.as<float>(), counts_.as<int32_t>(), stream);
     }
     launch_sort_pairs(expert_ids_.as<int32_t>(), counts_.as<int32_t>(), static_cast<int>(P), static_cast<int>(E),
                       static_cast<int>(k), tile_rows, pair_offsets_.as<int32_t>(), tile_offsets_.as<int32_t>(),

@@ -8,6 +8,7 @@
 
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
+#include "backends/cuda/launch.cuh"
 #include "backends/cuda/routing.cuh"
 #include "mxmoe/codecs.hpp"
 
@@ -19,20 +20,6 @@ constexpr int kThreads = 256;     // eight warps
 constexpr int kChunkTokens = 8;   // tokens per pass over an item's weights: the rows of the MMA's M used
 constexpr int kPrefetch = 8;      // k blocks of weights in flight per warp ahead of the one in use
 constexpr int kRouteThreads = kLogitWarps * 32;
-
-// Programmatic dependent launch (sm_90+): a kernel's blocks start while its predecessor finishes,
-// and wait here until the predecessor's results are visible. No-ops without it.
-__device__ __forceinline__ void wait_for_previous_grid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void allow_dependent_launch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
 
 // The staged token rows: GEMM-input format per scheme, each row padded by 16 bytes so the eight
 // rows an MMA fragment reads sit in distinct banks.
@@ -445,20 +432,9 @@ void prepare_kernels(int hidden, int intermediate, int sm_count, int* gate_up_gr
   *down_grid = std::max(1, per_sm) * sm_count;
 }
 
-// A launch that may overlap the previous kernel on the stream (programmatic dependent launch).
 void launch_dependent(void (*kernel)(DecodeLayerArgs), int grid, int smem, bool overlap, const DecodeLayerArgs& a,
                       cudaStream_t stream) {
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(grid);
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  config.attrs = &attribute;
-  config.numAttrs = overlap ? 1 : 0;
-  MXMOE_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a));
+  launch_after_previous(kernel, dim3(grid), dim3(kThreads), smem, overlap, stream, a);
 }
 
 template <Scheme S, bool kFolded>

@@ -10,15 +10,17 @@
 namespace mxmoe::cuda {
 
 // How many K slices the router's logits are computed in for a batch (0: the small-batch router
-// code, which needs no slices): `logits` must hold max(1, slices) x [T][E] floats.
-int router_logit_slices(int tokens, int experts, int hidden);
+// code, which needs no slices): `logits` must hold max(1, slices) x [T][E] floats. With
+// `small_batch_router`, batches the small-batch path could take use that path's router code, so that
+// both paths route them bit for bit alike; otherwise every batch takes the tiled router.
+int router_logit_slices(int tokens, int experts, int hidden, bool small_batch_router);
 
-// logits = x W^T + b in fp32 (into `logits`, scratch sized by router_logit_slices), the k largest (equal logits: lower
-// expert first), softmax over them. Also counts the (token, slot) pairs per expert into `counts`
-// (zeroed by the caller).
+// logits = x W^T + b at fp32 accuracy (into `logits`, scratch sized by router_logit_slices), the k
+// largest (equal logits: lower expert first), softmax over them. Also counts the (token, slot) pairs
+// per expert into `counts` (zeroed by the caller).
 void launch_router(const float* x, const float* router_weight, const float* router_bias, int tokens, int hidden,
-                   int experts, int top_k, float* logits, int32_t* expert_ids, float* expert_weights, int32_t* counts,
-                   cudaStream_t stream);
+                   int experts, int top_k, bool small_batch_router, float* logits, int32_t* expert_ids,
+                   float* expert_weights, int32_t* counts, cudaStream_t stream);
 
 // The (token, slot) pairs per expert of a routing the caller gave, into `counts` (zeroed by the
 // caller), as launch_router counts its own. An id outside [0, experts) is replaced by expert 0 with

@@ -20,65 +20,108 @@ router_logits_kernel(const float* x, const float* weight, const float* bias, int
   router_logits_block(x, weight, bias, tokens, hidden, experts, logits);
 }
 
-// The router as a tiled fp32 GEMM for larger batches: a block computes 64 tokens x 32 experts over
-// one slice of K (blockIdx.z) from shared-memory tiles 32 deep, each thread 4 x 4 logits, each
-// summed in k order. Every router row and token row is read once per block instead of once per
-// (expert, token) group. Slices write partial sums [slice][T][E] (the bias in slice 0), which the
-// top-k kernel adds in slice order.
+// The router as a tiled GEMM on the tensor cores for larger batches, at fp32 accuracy: each operand
+// is split into a tf32 part and a tf32 remainder, and three tf32 MMAs (remainder products first)
+// recover what one fp32 product gives, to about 2^-21 relative. A block computes 64 tokens x 32
+// experts over one slice of K (blockIdx.z) from shared-memory tiles 32 deep, each of its four warps
+// 16 tokens x 32 experts. Every router row and token row is read once per block. Slices write
+// partial sums [slice][T][E] (the bias in slice 0), which the top-k kernel adds in slice order.
 constexpr int kTiledTokens = 64, kTiledExperts = 32, kTiledDepth = 32, kTiledThreads = 128;
+constexpr int kTiledPitch = kTiledDepth + 4;  // floats per staged row: fragment reads hit 32 distinct banks
 
-// Rows row0.. of a [count][hidden] matrix, columns k0..k0+31, into shared memory k-major (zeros
-// past the last row), 16 bytes per load.
+// Rows row0.. of a [count][hidden] matrix, columns k0..k0+31, 16 bytes per thread and step, zeros
+// past the last row: loaded into registers first, so the next tile's loads overlap this tile's MMAs.
 template <int kRows>
-__device__ __forceinline__ void stage_transposed(const float* m, int row0, int count, int hidden, int k0,
-                                                 float (&tile)[kTiledDepth][kRows + 4]) {
+struct TileLoad {
+  static constexpr int kSteps = kRows * kTiledDepth / 4 / kTiledThreads;
+  float4 v[kSteps];
+  __device__ __forceinline__ void load(const float* m, int row0, int count, int hidden, int k0) {
 #pragma unroll
-  for (int i = 0; i < kRows * kTiledDepth / 4 / kTiledThreads; ++i) {
-    const int index = threadIdx.x + i * kTiledThreads, row = index / 8, quad = index % 8;
-    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (row0 + row < count) v = *reinterpret_cast<const float4*>(m + static_cast<int64_t>(row0 + row) * hidden + k0 + 4 * quad);
-    tile[4 * quad][row] = v.x;
-    tile[4 * quad + 1][row] = v.y;
-    tile[4 * quad + 2][row] = v.z;
-    tile[4 * quad + 3][row] = v.w;
+    for (int i = 0; i < kSteps; ++i) {
+      const int index = threadIdx.x + i * kTiledThreads, row = index / 8, quad = index % 8;
+      v[i] = row0 + row < count ? *reinterpret_cast<const float4*>(m + static_cast<int64_t>(row0 + row) * hidden + k0 + 4 * quad)
+                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
   }
+  __device__ __forceinline__ void store(float (*tile)[kTiledPitch]) const {
+#pragma unroll
+    for (int i = 0; i < kSteps; ++i) {
+      const int index = threadIdx.x + i * kTiledThreads, row = index / 8, quad = index % 8;
+      *reinterpret_cast<float4*>(&tile[row][4 * quad]) = v[i];
+    }
+  }
+};
+
+__device__ __forceinline__ uint32_t to_tf32(float v) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+  return r;
+}
+
+// v = big + small, both tf32.
+__device__ __forceinline__ void split_tf32(float v, uint32_t& big, uint32_t& small) {
+  big = to_tf32(v);
+  small = to_tf32(v - __uint_as_float(big));
 }
 
 __global__ void __launch_bounds__(kTiledThreads)
 router_logits_tiled_kernel(const float* x, const float* weight, const float* bias, int tokens, int hidden, int experts,
                            int slice_depth, float* logits) {
-  __shared__ __align__(16) float xs[kTiledDepth][kTiledTokens + 4];  // k-major; rows padded, 16-byte aligned
-  __shared__ __align__(16) float ws[kTiledDepth][kTiledExperts + 4];
+  __shared__ __align__(16) float xs[kTiledTokens][kTiledPitch];
+  __shared__ __align__(16) float ws[kTiledExperts][kTiledPitch];
   const int t0 = blockIdx.y * kTiledTokens, e0 = blockIdx.x * kTiledExperts;
-  const int tx = threadIdx.x % 8, ty = threadIdx.x / 8;  // experts 4tx.., tokens 4ty..
-  float acc[4][4] = {};
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  float acc[kTiledExperts / 8][4] = {};
   const int k_begin = blockIdx.z * slice_depth, k_end = min(hidden, k_begin + slice_depth);
   float* partial = logits + static_cast<int64_t>(blockIdx.z) * tokens * experts;
+  TileLoad<kTiledTokens> x_next;
+  TileLoad<kTiledExperts> w_next;
+  x_next.load(x, t0, tokens, hidden, k_begin);
+  w_next.load(weight, e0, experts, hidden, k_begin);
   for (int k0 = k_begin; k0 < k_end; k0 += kTiledDepth) {
-    stage_transposed<kTiledTokens>(x, t0, tokens, hidden, k0, xs);
-    stage_transposed<kTiledExperts>(weight, e0, experts, hidden, k0, ws);
+    __syncthreads();  // the previous tile's fragments are read
+    x_next.store(xs);
+    w_next.store(ws);
     __syncthreads();
+    if (k0 + kTiledDepth < k_end) {
+      x_next.load(x, t0, tokens, hidden, k0 + kTiledDepth);
+      w_next.load(weight, e0, experts, hidden, k0 + kTiledDepth);
+    }
+    // Each tile's products are summed by the tensor cores, then added to the running sums in fp32:
+    // long MMA accumulation chains lose more than fp32 additions do.
+    float tile_acc[kTiledExperts / 8][4] = {};
 #pragma unroll
-    for (int k = 0; k < kTiledDepth; ++k) {
-      const float4 a = *reinterpret_cast<const float4*>(&xs[k][4 * ty]);
-      const float4 b = *reinterpret_cast<const float4*>(&ws[k][4 * tx]);
-      const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+    for (int k = 0; k < kTiledDepth; k += 8) {
+      uint32_t a_big[4], a_small[4];
+      const float* a_rows = &xs[warp * 16][k];
+      split_tf32(a_rows[g * kTiledPitch + t], a_big[0], a_small[0]);
+      split_tf32(a_rows[(g + 8) * kTiledPitch + t], a_big[1], a_small[1]);
+      split_tf32(a_rows[g * kTiledPitch + t + 4], a_big[2], a_small[2]);
+      split_tf32(a_rows[(g + 8) * kTiledPitch + t + 4], a_big[3], a_small[3]);
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+      for (int n = 0; n < kTiledExperts / 8; ++n) {
+        uint32_t b_big[2], b_small[2];
+        split_tf32(ws[n * 8 + g][k + t], b_big[0], b_small[0]);
+        split_tf32(ws[n * 8 + g][k + t + 4], b_big[1], b_small[1]);
+        mma_tf32_1688(tile_acc[n], a_small, b_big[0], b_big[1]);
+        mma_tf32_1688(tile_acc[n], a_big, b_small[0], b_small[1]);
+        mma_tf32_1688(tile_acc[n], a_big, b_big[0], b_big[1]);
       }
     }
-    __syncthreads();
+#pragma unroll
+    for (int n = 0; n < kTiledExperts / 8; ++n) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[n][i] += tile_acc[n][i];
+    }
   }
+  // Accumulator i of n-tile n: token g (i < 2) or g + 8 of the warp's 16, expert 8n + 2t + (i & 1).
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int t = t0 + 4 * ty + i;
+  for (int n = 0; n < kTiledExperts / 8; ++n) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int e = e0 + 4 * tx + j;
-      if (t < tokens && e < experts) {
-        partial[static_cast<int64_t>(t) * experts + e] = blockIdx.z == 0 ? acc[i][j] + bias[e] : acc[i][j];
+    for (int i = 0; i < 4; ++i) {
+      const int token = t0 + warp * 16 + g + (i >= 2 ? 8 : 0), e = e0 + n * 8 + 2 * t + (i & 1);
+      if (token < tokens && e < experts) {
+        partial[static_cast<int64_t>(token) * experts + e] = blockIdx.z == 0 ? acc[n][i] + bias[e] : acc[n][i];
       }
     }
   }
@@ -103,7 +146,10 @@ __global__ void router_topk_kernel(float* logits, int tokens, int experts, int t
 
 // Block e first sums the counts of the experts before it (its offsets; the last block also writes
 // the totals), then lists expert e's pairs in pair order: a counting sort that is stable, so the
-// sorted order does not depend on the order the router's atomics ran in.
+// sorted order does not depend on the order the router's atomics ran in. Each pass covers
+// kRankPairsPerThread consecutive pairs per thread, ranked by one block-wide exclusive scan.
+constexpr int kRankPairsPerThread = 8;
+
 __global__ void rank_kernel(const int32_t* expert_ids, const int32_t* counts, int pairs, int experts, int top_k,
                             int tile_rows, int32_t* pair_offsets, int32_t* tile_offsets, int32_t* source_rows,
                             int32_t* position) {
@@ -135,33 +181,52 @@ __global__ void rank_kernel(const int32_t* expert_ids, const int32_t* counts, in
     }
   }
   __syncthreads();
-  for (int start = 0; start < pairs; start += blockDim.x) {
-    const int p = start + threadIdx.x;
-    const bool mine = p < pairs && expert_ids[p] == e;
-    const unsigned ballot = __ballot_sync(0xFFFFFFFFu, mine);
-    if (lane == 0) warp_totals[warp] = __popc(ballot);
-    __syncthreads();
-    int before = __popc(ballot & ((1u << lane) - 1u));
-    int chunk_total = 0;
-    for (int w = 0; w < warps; ++w) {
-      if (w < warp) before += warp_totals[w];
-      chunk_total += warp_totals[w];
+  const int per_pass = blockDim.x * kRankPairsPerThread;
+  for (int start = 0; start < pairs; start += per_pass) {
+    const int first = start + threadIdx.x * kRankPairsPerThread;
+    unsigned mine = 0;  // bit j: pair first + j belongs to e
+#pragma unroll
+    for (int j = 0; j < kRankPairsPerThread; ++j) {
+      if (first + j < pairs && expert_ids[first + j] == e) mine |= 1u << j;
     }
-    if (mine) {
-      const int q = base + before;
+    // Exclusive scan of the per-thread counts: within the warp, then over the warps.
+    const int count = __popc(mine);
+    int inclusive = count;
+#pragma unroll
+    for (int offset = 1; offset < 32; offset *= 2) {
+      const int other = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
+      if (lane >= offset) inclusive += other;
+    }
+    if (lane == 31) warp_totals[warp] = inclusive;
+    __syncthreads();
+    if (warp == 0) {
+      const int total = lane < warps ? warp_totals[lane] : 0;
+      int scanned = total;
+#pragma unroll
+      for (int offset = 1; offset < 32; offset *= 2) {
+        const int other = __shfl_up_sync(0xFFFFFFFFu, scanned, offset);
+        if (lane >= offset) scanned += other;
+      }
+      if (lane < warps) warp_totals[lane] = scanned - total;  // exclusive, per warp
+    }
+    __syncthreads();
+    int q = base + warp_totals[warp] + inclusive - count;
+    for (unsigned bits = mine; bits != 0; bits &= bits - 1) {
+      const int p = first + __ffs(bits) - 1;
       source_rows[q] = p / top_k;
       position[p] = q;
+      ++q;
     }
-    __syncthreads();
-    if (threadIdx.x == 0) base += chunk_total;
+    __syncthreads();  // every thread has read base and warp_totals
+    if (threadIdx.x == blockDim.x - 1) base = q;
     __syncthreads();
   }
 }
 
 }  // namespace
 
-int router_logit_slices(int tokens, int experts, int hidden) {
-  if (tokens <= kDecodeMaxTokens) return 0;
+int router_logit_slices(int tokens, int experts, int hidden, bool small_batch_router) {
+  if (small_batch_router && tokens <= kDecodeMaxTokens) return 0;
   // Enough blocks for every SM of a large GPU twice over, each slice at least 4 tiles deep.
   constexpr int kTargetBlocks = 264;
   const int blocks = ((tokens + kTiledTokens - 1) / kTiledTokens) * ((experts + kTiledExperts - 1) / kTiledExperts);
@@ -173,13 +238,13 @@ int router_logit_slices(int tokens, int experts, int hidden) {
 }
 
 void launch_router(const float* x, const float* router_weight, const float* router_bias, int tokens, int hidden,
-                   int experts, int top_k, float* logits, int32_t* expert_ids, float* expert_weights, int32_t* counts,
-                   cudaStream_t stream) {
+                   int experts, int top_k, bool small_batch_router, float* logits, int32_t* expert_ids,
+                   float* expert_weights, int32_t* counts, cudaStream_t stream) {
   if (tokens == 0) return;
   if (top_k > kMaxTopK || hidden % kTiledDepth != 0) {
     throw CudaError("router: top-k above 16 or hidden not a multiple of 32");
   }
-  const int slices = router_logit_slices(tokens, experts, hidden);
+  const int slices = router_logit_slices(tokens, experts, hidden, small_batch_router);
   if (slices == 0) {
     // The small-batch path's router code, so that both paths route such batches bit for bit alike.
     const dim3 grid((experts + kLogitWarps - 1) / kLogitWarps, (tokens + kLogitTokens - 1) / kLogitTokens);
@@ -226,8 +291,8 @@ void launch_count_pairs(int32_t* expert_ids, float* expert_weights, int pairs, i
 void launch_sort_pairs(const int32_t* expert_ids, const int32_t* counts, int pairs, int experts, int top_k, int tile_rows,
                        int32_t* pair_offsets, int32_t* tile_offsets, int32_t* source_rows, int32_t* position,
                        cudaStream_t stream) {
-  // Each block scans every pair: wide blocks take fewer steps (and barriers) through a large batch.
-  const int threads = pairs > 4096 ? 1024 : 256;
+  // Each block scans every pair: wide blocks take fewer passes (and barriers) through a large batch.
+  const int threads = pairs > 2048 * kRankPairsPerThread ? 1024 : 256;
   rank_kernel<<<experts, threads, 0, stream>>>(expert_ids, counts, pairs, experts, top_k, tile_rows, pair_offsets,
                                            tile_offsets, source_rows, position);
   MXMOE_CUDA_CHECK_LAUNCH("rank_kernel");

@@ -2,10 +2,13 @@
 //
 // The problem is computed transposed, Y^T = W X^T: a warpgroup owns one or two tiles of 64 weight
 // rows (wgmma's M) and a CTA one tile of BN sorted (token, slot) pairs of one expert (wgmma's N,
-// 16..128). So the weights, the narrow operand, go to the tensor cores from registers: each thread
-// loads 16 bytes of packed codes per 64-deep k step and row tile (layout.hpp), decodes them to bf16
-// with the block scale, and issues four m64nBNk16 wgmmas per row tile. The pairs' activation rows are gathered by cp.async into a ring of
-// 128-byte-swizzled shared-memory stages that wgmma reads through a matrix descriptor.
+// 16..128). So the weights, the narrow operand, go to the tensor cores from registers. One thread
+// keeps a shared-memory ring of weight chunks filled by bulk copies (the copy engine, completing on
+// an mbarrier per slot; layout.hpp makes each tile's 64-deep chunk 2 KB of codes and 128 bytes of
+// scales, contiguous); each thread reads its 16 bytes of codes per chunk and row tile from the ring,
+// decodes them to bf16 with the block scale, and issues four m64nBNk16 wgmmas per row tile. The
+// pairs' activation rows are gathered by cp.async into a ring of 128-byte-swizzled shared-memory
+// stages that wgmma reads through a matrix descriptor.
 //
 // Epilogues: gate_up applies SwiGLU to each thread's (gate, linear) row pair and writes the down
 // GEMM's bf16 input directly (w4a16) or fp32 for a separate quantization pass (w4a4); down writes
@@ -17,6 +20,7 @@
 
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
+#include "backends/cuda/launch.cuh"
 #include "backends/cuda_sm90/family.hpp"
 #include "backends/cuda_sm90/layout.hpp"
 #include "backends/cuda_sm90/wgmma_bf16.cuh"
@@ -26,20 +30,39 @@ namespace mxmoe::cuda::sm90 {
 
 namespace {
 
-template <int kBN, int kWarpGroups, int kMTiles, int kStages, int kPrefetch, int kMinBlocks, bool kFolded>
-struct Config {
-  static constexpr int BN = kBN, warp_groups = kWarpGroups, stages = kStages, prefetch = kPrefetch;
-  // 64-row weight tiles per warpgroup: a CTA covers 64 * m_tiles * warp_groups rows, and every
-  // activation tile it gathers serves all of them (the gathers are L2 traffic in wide batches).
-  static constexpr int m_tiles = kMTiles;
-  static constexpr int rows_per_cta = kTileRows * m_tiles * warp_groups;
-  static constexpr int min_blocks = kMinBlocks;  // resident CTAs per SM the registers must allow
+// A kernel configuration. BN: pairs per tile (wgmma's N). WarpGroups x MTiles 64-row weight tiles
+// per CTA: every activation tile the CTA gathers serves all of them, and one chunk's barrier,
+// copies and MMA bookkeeping serve all of their weights. Stages: activation stages. WeightSlots:
+// chunks of weights in the shared-memory ring. MinBlocks: resident CTAs per SM the registers must
+// allow.
+template <int kBN, int kWarpGroups, int kMTiles, int kStages, int kWeightSlots, int kMinBlocks>
+struct Shape {
+  static constexpr int BN = kBN, warp_groups = kWarpGroups, m_tiles = kMTiles, stages = kStages,
+                       weight_slots = kWeightSlots, min_blocks = kMinBlocks;
+};
+
+template <class S, bool kFolded>
+struct Config : S {
+  using S::BN, S::warp_groups, S::m_tiles, S::stages, S::weight_slots, S::min_blocks;
   static constexpr bool folded = kFolded;
+  // Activations run this many chunks ahead: the stage a copy overwrites was read by the MMAs of two
+  // chunks back, which the wait for at most one pending MMA group has retired.
+  static constexpr int ahead = stages - 2;
+  static constexpr int rows_per_cta = kTileRows * m_tiles * warp_groups;
   static constexpr int threads = 128 * warp_groups;
   static constexpr int stage_bytes = BN * kChunkK * 2;  // BN rows of 64 bf16: 128 bytes each
-  static constexpr int smem_bytes = stages * stage_bytes + 1024;  // + alignment of the swizzle atoms
-  static constexpr int copies = BN * 8 / threads;  // 16-byte copies per thread per stage
-  static_assert(BN % 16 == 0 && BN <= 256 && BN * 8 % threads == 0 && stages >= 3 && prefetch % 2 == 0);
+  static constexpr int copies = BN * 8 / threads;  // 16-byte activation copies per thread per stage
+  // The weight ring: each slot holds one 64-deep chunk of every row tile of the CTA, brought by
+  // bulk copies (layout.hpp: a tile's chunk is 2048 contiguous bytes of codes and 128 of scales).
+  static constexpr int tiles = warp_groups * m_tiles;
+  static constexpr int slot_word_bytes = tiles * kWordBytesPerChunk;
+  static constexpr int slot_bytes = tiles * (kWordBytesPerChunk + kScaleBytesPerChunk);
+  static constexpr int weights_offset = stages * stage_bytes;
+  static constexpr int barriers_offset = weights_offset + weight_slots * slot_bytes;
+  static constexpr int smem_bytes = barriers_offset + weight_slots * 8 + 1024;  // + alignment of the swizzle atoms
+  static_assert(BN % 16 == 0 && BN <= 256 && BN * 8 % threads == 0 && ahead >= 1);
+  static_assert((weight_slots & (weight_slots - 1)) == 0 && weight_slots >= 2);
+  static_assert(smem_bytes * min_blocks <= 227 * 1024);
 };
 
 __device__ __forceinline__ void fence_async_proxy() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
@@ -64,12 +87,43 @@ __device__ __forceinline__ uint64_t tile_descriptor(const void* tile) {
   return ((address & 0x3FFFFu) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
 }
 
-__device__ __forceinline__ uint4 load_stream_u128(const uint4* p) {
+// mbarriers completed by the bulk copies' byte count (one arrival: the thread that issues them).
+__device__ __forceinline__ void barrier_init(uint64_t* barrier) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smem_address(barrier)) : "memory");
+}
+__device__ __forceinline__ void barrier_init_fence() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void barrier_expect_bytes(uint64_t* barrier, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_address(barrier)), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void barrier_wait(uint64_t* barrier, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT;\n}\n" ::"r"(smem_address(barrier)),
+      "r"(parity)
+      : "memory");
+}
+// Ordered after the barrier waits (volatile), so a slot is read only once its copies landed.
+__device__ __forceinline__ uint4 load_shared_u128(uint32_t address) {
   uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(address));
   return v;
+}
+__device__ __forceinline__ uint32_t load_shared_u32(uint32_t address) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(address));
+  return v;
+}
+
+// `bytes` (a multiple of 16, both addresses 16-aligned) global -> shared by the copy engine.
+__device__ __forceinline__ void bulk_copy(void* destination, const void* source, uint32_t bytes, uint64_t* barrier) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                   smem_address(destination)),
+               "l"(source), "r"(bytes), "r"(smem_address(barrier))
+               : "memory");
 }
 
 // Register r's two codes placed as bf16 bits (layout.hpp): value * 2^-126 in each half.
@@ -113,7 +167,14 @@ template <class C, bool kGateUp>
 __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(const GemmProblem p) {
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  unsigned char* weight_slots = smem + C::weights_offset;
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::barriers_offset);
 
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < C::weight_slots; ++s) barrier_init(&full[s]);
+    barrier_init_fence();
+  }
+  wait_for_previous_grid();  // the sort's tile offsets, the activations
   if constexpr (kGateUp) {
     if (p.out_scale != nullptr && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *p.out_scale = 1.0f;
   }
@@ -130,17 +191,32 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
   // nothing: every warpgroup runs the same straight-line MMA code (a branch around wgmma serializes it).
   int row_tile[C::m_tiles];
   bool stores[C::m_tiles];
-  const uint4* words[C::m_tiles];
-  const uint32_t* scales[C::m_tiles];
 #pragma unroll
   for (int m = 0; m < C::m_tiles; ++m) {
     const int tile_index = (blockIdx.x * C::warp_groups + warp_group) * C::m_tiles + m;
     row_tile[m] = min(tile_index, row_tiles - 1);
     stores[m] = tile_index < row_tiles;
-    // This thread's packed weights and scales (layout.hpp), one chunk apart per step.
-    const int64_t block_index = (static_cast<int64_t>(expert) * row_tiles + row_tile[m]) * chunks;
-    words[m] = reinterpret_cast<const uint4*>(p.weights) + block_index * 128 + thread;
-    scales[m] = reinterpret_cast<const uint32_t*>(p.scales) + block_index * 32 + warp * 8 + lane / 4;
+  }
+
+  // One thread keeps the weight ring filled: chunk c of every row tile of the CTA goes to slot
+  // c % slots, its arrival counted in bytes on that slot's barrier.
+  auto fill_slot = [&](int chunk) {
+    const int slot = chunk % C::weight_slots;
+    unsigned char* destination = weight_slots + slot * C::slot_bytes;
+    barrier_expect_bytes(&full[slot], C::slot_bytes);
+    for (int i = 0; i < C::tiles; ++i) {
+      const int tile_index = blockIdx.x * C::tiles + i;
+      const int64_t block_index =
+          (static_cast<int64_t>(expert) * row_tiles + min(tile_index, row_tiles - 1)) * chunks + chunk;
+      bulk_copy(destination + i * kWordBytesPerChunk, p.weights + block_index * (kWordBytesPerChunk / 4),
+                kWordBytesPerChunk, &full[slot]);
+      bulk_copy(destination + C::slot_word_bytes + i * kScaleBytesPerChunk, p.scales + block_index * kScaleBytesPerChunk,
+                kScaleBytesPerChunk, &full[slot]);
+    }
+  };
+  __syncthreads();  // the barriers are initialized
+  if (threadIdx.x == 0) {
+    for (int c = 0; c < min(C::weight_slots, chunks); ++c) fill_slot(c);
   }
 
   // The activation rows this thread copies, looked up once.
@@ -154,7 +230,7 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
     const int64_t source_row = valid ? (p.a_rows ? p.a_rows[row0 + r] : row0 + r) : -1;
     source[j] = valid ? a_base + source_row * p.k * 2 + c * 16 : nullptr;
   }
-  // Rows past the tile's pairs, and chunks past K (the loop runs whole prefetch rounds), are
+  // Rows past the tile's pairs, and a chunk past K (the loop runs whole pairs of chunks), are
   // zero-filled: their products are zero or never stored.
   auto load_stage = [&](int stage, int chunk) {
     unsigned char* s = smem + stage * C::stage_bytes;
@@ -166,35 +242,28 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
       cp_async_16(s + r * 128 + ((c ^ (r & 7)) << 4), valid ? source[j] + chunk * kChunkK * 2 : a_base, valid);
     }
   };
-
-  // The weight ring. Chunks past K load the last chunk again (in bounds) and decode as zero codes:
-  // the select happens when the words are used, so no load is waited for early.
-  uint4 word_ring[C::prefetch][C::m_tiles];
-  uint32_t scale_ring[C::prefetch][C::m_tiles];
-  bool valid_ring[C::prefetch];
-  auto load_weights = [&](int slot, int chunk) {
-    valid_ring[slot] = chunk < chunks;
-    const int in_bounds = min(chunk, chunks - 1);
+  // This thread's word and scale word in slot 0 (shared-space addresses: plain pointers into the
+  // aligned dynamic buffer compile to generic loads).
+  const uint32_t first_tile = warp_group * C::m_tiles;
+  const uint32_t words_address = smem_address(weight_slots) + first_tile * kWordBytesPerChunk + thread * 16;
+  const uint32_t scales_address =
+      smem_address(weight_slots) + C::slot_word_bytes + first_tile * kScaleBytesPerChunk + (warp * 8 + lane / 4) * 4;
+  // The A fragments of `chunk` from its weight slot, once the slot's copies have landed; a chunk
+  // past K decodes as zeros (selected, not branched: the fragments feed wgmma).
+  auto decode_chunk = [&](int chunk, uint32_t (&fragments)[C::m_tiles][4][4]) {
+    const bool valid = chunk < chunks;
+    const int slot = chunk % C::weight_slots;
+    if (valid) barrier_wait(&full[slot], (chunk / C::weight_slots) & 1);
 #pragma unroll
     for (int m = 0; m < C::m_tiles; ++m) {
-      word_ring[slot][m] = load_stream_u128(words[m] + in_bounds * 128);
-      scale_ring[slot][m] = __ldg(scales[m] + in_bounds * 32);
-    }
-  };
-  auto decode_slot = [&](int slot, uint32_t (&fragments)[C::m_tiles][4][4]) {
-#pragma unroll
-    for (int m = 0; m < C::m_tiles; ++m) {
-      const uint4 w = valid_ring[slot] ? word_ring[slot][m] : make_uint4(0, 0, 0, 0);
-      decode_fragments<C::folded>(w, scale_ring[slot][m], fragments[m]);
+      uint4 words = load_shared_u128(words_address + slot * C::slot_bytes + m * kWordBytesPerChunk);
+      uint32_t scales = load_shared_u32(scales_address + slot * C::slot_bytes + m * kScaleBytesPerChunk);
+      if (!valid) words = make_uint4(0, 0, 0, 0), scales = 0;
+      decode_fragments<C::folded>(words, scales, fragments[m]);
     }
   };
 #pragma unroll
-  for (int j = 0; j < C::prefetch; ++j) load_weights(j, j);
-  // Activations run kStages - 2 chunks ahead: the stage a copy overwrites was read by the MMAs of
-  // two chunks back, which the wait for at most one pending MMA group has retired.
-  constexpr int kAhead = C::stages - 2;
-#pragma unroll
-  for (int s = 0; s < kAhead; ++s) {
+  for (int s = 0; s < C::ahead; ++s) {
     load_stage(s, s);
     cp_async_commit();
   }
@@ -205,43 +274,46 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
 #pragma unroll
     for (int i = 0; i < C::BN / 2; ++i) acc[m][i] = 0.0f;
   }
+  auto fence_accumulators = [&] {
+#pragma unroll
+    for (int m = 0; m < C::m_tiles; ++m) fence_operands(acc[m]);
+  };
 
   // Two fragment sets: chunk c's MMAs read set c % 2 while chunk c + 1 is decoded into the other.
   uint32_t a[2][C::m_tiles][4][4];
-  decode_slot(0, a[0]);
+  decode_chunk(0, a[0]);
 
-  const int rounds = (chunks + C::prefetch - 1) / C::prefetch;
-  for (int round = 0; round < rounds; ++round) {
+  for (int pair = 0; pair < chunks; pair += 2) {
 #pragma unroll
-    for (int j = 0; j < C::prefetch; ++j) {
-      const int chunk = round * C::prefetch + j;
-      cp_async_wait<kAhead - 1>();
+    for (int j = 0; j < 2; ++j) {
+      const int chunk = pair + j;
+      cp_async_wait<C::ahead - 1>();
       fence_async_proxy();  // the copies are read next by the tensor cores (async proxy)
-      __syncthreads();      // stage `chunk` is complete in every thread's part
-      load_stage((chunk + kAhead) % C::stages, chunk + kAhead);
-      cp_async_commit();
+      __syncthreads();      // stage `chunk` is complete in every thread's part; every thread has decoded `chunk`
       const uint64_t descriptor = tile_descriptor(smem + (chunk % C::stages) * C::stage_bytes);
       wgmma_fence();
-#pragma unroll
-      for (int m = 0; m < C::m_tiles; ++m) fence_operands(acc[m]);
+      fence_accumulators();
 #pragma unroll
       for (int s = 0; s < 4; ++s) {
 #pragma unroll
         for (int m = 0; m < C::m_tiles; ++m) {
-          Wgmma<C::BN>::run(acc[m], a[j % 2][m][s], descriptor + 2 * s);  // +32 bytes per k16
+          Wgmma<C::BN>::run(acc[m], a[j][m][s], descriptor + 2 * s);  // +32 bytes per k16
         }
       }
       wgmma_commit();
-#pragma unroll
-      for (int m = 0; m < C::m_tiles; ++m) fence_operands(acc[m]);
+      fence_accumulators();
+      // Refills while the MMAs run (measured faster than before them for the narrow tiles). The
+      // weight slot of `chunk` was decoded by every thread before the barrier; the activation stage
+      // overwritten was read by chunk - 2's MMAs, which the last wait retired.
+      if (threadIdx.x == 0 && chunk + C::weight_slots < chunks) fill_slot(chunk + C::weight_slots);
+      load_stage((chunk + C::ahead) % C::stages, chunk + C::ahead);
+      cp_async_commit();
       wgmma_wait<1>();  // chunk - 1 retired: its fragment set and activation stage are free
-      load_weights(j, chunk + C::prefetch);
-      decode_slot((j + 1) % C::prefetch, a[(j + 1) % 2]);
+      decode_chunk(chunk + 1, a[1 - j]);
     }
   }
   wgmma_wait<0>();
-#pragma unroll
-  for (int m = 0; m < C::m_tiles; ++m) fence_operands(acc[m]);
+  fence_accumulators();
   cp_async_wait<0>();
 
   // Accumulator 4j + i: row g (i < 2) or g + 8 of the warp's 16, pair column 8j + 2t + (i & 1).
@@ -296,26 +368,22 @@ void launch_config(const GemmProblem& p, cudaStream_t stream) {
   MXMOE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::smem_bytes));
   const int row_tiles = p.n / kTileRows;
   const dim3 grid((row_tiles * kTileRows + C::rows_per_cta - 1) / C::rows_per_cta, p.max_tiles);
-  kernel<<<grid, C::threads, C::smem_bytes, stream>>>(p);
-  MXMOE_CUDA_CHECK_LAUNCH("wgmma_moe_kernel");
+  launch_after_previous(kernel, grid, dim3(C::threads), C::smem_bytes, true, stream, p);
 }
 
-template <int kBN, int kWarpGroups, int kMTiles, int kStages, int kPrefetch, int kMinBlocks>
-void launch_width(const GemmProblem& p, cudaStream_t stream) {
+template <class S>
+void launch_shape(const GemmProblem& p, cudaStream_t stream) {
   if (p.folded_scales) {
-    using C = Config<kBN, kWarpGroups, kMTiles, kStages, kPrefetch, kMinBlocks, true>;
-    p.gate_up ? launch_config<C, true>(p, stream) : launch_config<C, false>(p, stream);
+    p.gate_up ? launch_config<Config<S, true>, true>(p, stream) : launch_config<Config<S, true>, false>(p, stream);
   } else {
-    using C = Config<kBN, kWarpGroups, kMTiles, kStages, kPrefetch, kMinBlocks, false>;
-    p.gate_up ? launch_config<C, true>(p, stream) : launch_config<C, false>(p, stream);
+    p.gate_up ? launch_config<Config<S, false>, true>(p, stream) : launch_config<Config<S, false>, false>(p, stream);
   }
 }
 
-// Variants: the tile width, or kStacked128: width 128 with two 64-row tiles per warpgroup, for
-// batches with many token tiles per expert, where gathering activation tiles dominates the L2
-// traffic (measured: 3% faster at gpt-oss-20b T=8192, 7% slower at T=1024 than one tile with two
-// CTAs per SM).
-constexpr int kStacked128 = -128;
+// Variants: the tile width, or kFewPairs16: width 16 with one row tile per warpgroup, for batches so
+// small (a few experts) that the CTAs of two-tile warpgroups would not fill the GPU.
+constexpr int kFewPairs16 = -16;
+constexpr int kFewPairs = 32;
 
 // Token widths by pairs per active expert: one tile should hold an expert's pairs where it can.
 constexpr int kWidths[] = {16, 32, 64, 128};
@@ -335,7 +403,7 @@ GemmBatchPlan plan(Scheme, int64_t pairs, int64_t active_experts, const MoeShape
   // tile, which reads their weights again. 1.5 x the mean covers most of them.
   const double mean = static_cast<double>(pairs) / static_cast<double>(std::max<int64_t>(active_experts, 1));
   plan.tile_rows = width_for(1.5 * mean);
-  plan.variant = plan.tile_rows == 128 && mean >= 256 ? kStacked128 : plan.tile_rows;
+  plan.variant = plan.tile_rows == 16 && pairs <= kFewPairs ? kFewPairs16 : plan.tile_rows;
   return plan;
 }
 
@@ -344,14 +412,16 @@ void launch(const GemmProblem& p, const GemmBatchPlan& plan, cudaStream_t stream
   if (p.n % kTileRows != 0 || p.k % kChunkK != 0) throw CudaError("the sm90 wgmma kernels need N and K multiples of 64");
   if (p.splits != 1) throw CudaError("the sm90 wgmma kernels do not split K");
   if (p.max_tiles == 0) return;
+  // Measured on an H200 (docs/PERFORMANCE.md): narrow tiles are bound by the instructions each
+  // chunk costs, so their warpgroups take two row tiles (one chunk's barrier, copies and MMA
+  // bookkeeping serve twice the weights); width 64 and 128 run two warpgroups per CTA and two CTAs
+  // per SM (latency is their limit: more warps, not more rows).
   switch (plan.variant) {
-    // Narrow tiles stream weights: several CTAs per SM keep enough loads in flight. Wide tiles are
-    // MMA-bound: two warpgroups share one activation tile.
-    case 16: launch_width<16, 1, 1, 6, 8, 3>(p, stream); break;
-    case 32: launch_width<32, 2, 1, 6, 8, 2>(p, stream); break;
-    case 64: launch_width<64, 2, 1, 6, 4, 2>(p, stream); break;
-    case 128: launch_width<128, 2, 1, 5, 4, 2>(p, stream); break;
-    case kStacked128: launch_width<128, 2, 2, 5, 2, 1>(p, stream); break;
+    case kFewPairs16: return launch_shape<Shape<16, 1, 1, 8, 8, 4>>(p, stream);
+    case 16: return launch_shape<Shape<16, 1, 2, 8, 8, 3>>(p, stream);
+    case 32: return launch_shape<Shape<32, 1, 2, 8, 8, 3>>(p, stream);
+    case 64: return launch_shape<Shape<64, 2, 1, 8, 8, 2>>(p, stream);
+    case 128: return launch_shape<Shape<128, 2, 1, 5, 4, 2>>(p, stream);
     default: throw CudaError("sm90 wgmma kernels: no variant for tile width " + std::to_string(plan.variant));
   }
 }

@@ -23,6 +23,9 @@ namespace mxmoe::cuda::sm90 {
 
 constexpr int kTileRows = 64;   // weight rows per warpgroup
 constexpr int kChunkK = 64;     // k per pipeline step
+// One (expert, row tile, chunk) block of the layout: 128 threads' 16-byte words, 32 scale words.
+constexpr int kWordBytesPerChunk = 128 * 16;
+constexpr int kScaleBytesPerChunk = 32 * 4;
 
 // Needs rows and cols multiples of 64.
 PackedWeights pack_weights(const Mxfp4Tensor& t, bool gate_up);
