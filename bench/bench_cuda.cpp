@@ -157,8 +157,9 @@ int main(int argc, char** argv) {
       for (const std::string& scheme_name_arg : split(schemes_arg)) {
         const auto scheme = parse_scheme(scheme_name_arg);
         if (!scheme) throw std::invalid_argument("unknown scheme " + scheme_name_arg);
-        if (*scheme == Scheme::w4a8 && gpu.sm < 89) {
-          std::printf("%-13s %-6s skipped: FP8 tensor cores need sm_89\n", shape_name.c_str(), scheme_name_arg.c_str());
+        if (gpu.sm < scheme_traits(*scheme).min_tensor_core_sm) {
+          std::printf("%-13s %-6s skipped: its tensor cores need %s\n", shape_name.c_str(), scheme_name_arg.c_str(),
+                      sm_name(scheme_traits(*scheme).min_tensor_core_sm).c_str());
           continue;
         }
         const auto prepared = cuda::prepare_cuda_backend(layer, *scheme, gpu, resolve_forced_backend(backend_arg));

@@ -109,7 +109,9 @@ struct BackendDeclaration {
   int min_sm = 0;               // CUDA: the oldest compute capability its code runs on
   std::vector<int> exact_sm;    // CUDA: architecture-specific code ("a" targets) runs only on these
   std::vector<Scheme> schemes;
-  std::vector<std::pair<Scheme, int>> scheme_min_sm;  // e.g. FP8 tensor cores from sm_89
+  // CUDA: the scheme's GEMMs run on tensor cores, so each scheme also needs its
+  // scheme_traits().min_tensor_core_sm (FP8 from sm_89).
+  bool scheme_tensor_cores = false;
 
   // Shapes: hidden and intermediate must be multiples of these (the MXFP4 block 32 is implied).
   int hidden_alignment = 32;

@@ -3,6 +3,7 @@
 // take finite inputs unless noted.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -53,6 +54,14 @@ MXMOE_HD float e2m1_value(uint8_t code) {
   return (code & 8) ? -magnitude : magnitude;
 }
 
+// E8M0 scale code -> 2^(code - 127) as float bits: the code is the float's exponent field, except
+// code 0, the subnormal 2^-127. Exact for codes 0..254 (code 255, NaN, is the caller's concern).
+inline constexpr uint32_t kE8m0ZeroFloatBits = 0x00400000u;
+MXMOE_HD uint32_t e8m0_float_bits(uint32_t code) { return code == 0 ? kE8m0ZeroFloatBits : code << 23; }
+MXMOE_HD float e8m0_value(uint32_t code) { return bits_float(e8m0_float_bits(code)); }
+// The same as bf16 bits (bf16 has float's exponent field): exact for codes 0..254.
+MXMOE_HD uint16_t e8m0_bf16_bits(uint32_t code) { return static_cast<uint16_t>(e8m0_float_bits(code) >> 16); }
+
 // The OCP MX shared exponent of a block with largest magnitude `amax` (clamped at -127); an
 // all-zero block gets 0 (scale 1).
 MXMOE_HD int mx_shared_exponent(float amax) {
@@ -61,10 +70,8 @@ MXMOE_HD int mx_shared_exponent(float amax) {
   return e < -127 ? -127 : e;
 }
 
-// 2^shared as a float: exact for every shared exponent in [-127, 125].
-MXMOE_HD float mx_scale_value(int shared) {
-  return shared == -127 ? bits_float(0x00400000u) : pow2(shared);
-}
+// 2^shared as a float: exact for every shared exponent in [-127, 125] (its E8M0 code is shared + 127).
+MXMOE_HD float mx_scale_value(int shared) { return e8m0_value(static_cast<uint32_t>(shared + 127)); }
 
 // RNE to bf16.
 MXMOE_HD uint16_t bf16_bits(float v) {
@@ -110,6 +117,21 @@ MXMOE_HD float fp8_e4m3_value(uint8_t code) {
                                   : (1.0f + static_cast<float>(mantissa) * 0.125f) * pow2(exponent - 7);
   if (exponent == 0xF && mantissa == 0x7) magnitude = bits_float(0x7FC00000u);
   return (code & 0x80) ? -magnitude : magnitude;
+}
+
+// gpt-oss SwiGLU: the gate clamped above at `limit` and the linear part to [-limit, limit], then
+// gate * sigmoid(alpha * gate) * (linear + 1). One formula for the float64 reference and the CPU
+// and CUDA kernels (float); NaN propagates (a clamp must not turn it into a finite value).
+template <class T>
+MXMOE_HD T swiglu(T gate, T linear, T alpha, T limit) {
+  gate = gate > limit ? limit : gate;
+  linear = linear > limit ? limit : (linear < -limit ? -limit : linear);
+#if defined(__CUDA_ARCH__)
+  const T e = exp(-alpha * gate);
+#else
+  const T e = std::exp(-alpha * gate);
+#endif
+  return gate / (T(1) + e) * (linear + T(1));
 }
 
 }  // namespace mxmoe::codec

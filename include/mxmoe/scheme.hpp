@@ -19,6 +19,32 @@ enum class Scheme {
 
 inline constexpr Scheme kAllSchemes[] = {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4, Scheme::w4a32};
 
+// What a scheme does to activations, in one table that the reference, the backends and the oracle
+// read instead of testing for particular schemes.
+enum class ActivationFormat { bf16, fp8_e4m3, mxfp4, fp32 };
+enum class ScaleGranularity {
+  none,        // the values are the activations' own (bf16, fp32)
+  per_tensor,  // one dynamic scale for the whole tensor (w4a8: amax / 448)
+  per_block,   // one power-of-two scale per 32 values along the reduction (MXFP4)
+};
+
+struct SchemeTraits {
+  std::string_view name;
+  ActivationFormat activation;
+  ScaleGranularity scale;
+  int gemm_input_bytes;    // bytes per activation in a GPU GEMM's input (MXFP4 values travel as bf16)
+  int min_tensor_core_sm;  // oldest compute capability with tensor cores for that input; 0: none
+};
+
+inline constexpr SchemeTraits kSchemeTraits[] = {
+    {"w4a16", ActivationFormat::bf16, ScaleGranularity::none, 2, 80},
+    {"w4a8", ActivationFormat::fp8_e4m3, ScaleGranularity::per_tensor, 1, 89},
+    {"w4a4", ActivationFormat::mxfp4, ScaleGranularity::per_block, 2, 80},
+    {"w4a32", ActivationFormat::fp32, ScaleGranularity::none, 4, 0},
+};
+
+constexpr const SchemeTraits& scheme_traits(Scheme scheme) { return kSchemeTraits[static_cast<int>(scheme)]; }
+
 std::string_view scheme_name(Scheme scheme);
 std::optional<Scheme> parse_scheme(std::string_view name);
 // "w4a16, w4a8, w4a4, w4a32", for error messages.

@@ -14,12 +14,12 @@ uint8_t float_to_e2m1(float value) {
 
 double e8m0_to_double(uint8_t code) {
   if (code == kE8m0Nan) return std::nan("");
-  return std::ldexp(1.0, static_cast<int>(code) - 127);
+  return codec::e8m0_value(code);  // every other code is exact in float
 }
 
 float e8m0_to_float(uint8_t code) {
   if (code == kE8m0Nan) return std::nanf("");
-  return std::ldexp(1.0f, static_cast<int>(code) - 127);
+  return codec::e8m0_value(code);
 }
 
 }  // namespace mxmoe

@@ -1,6 +1,7 @@
 #include "mxmoe/scheme.hpp"
 
 #include <array>
+#include <iterator>
 #include <cmath>
 #include <stdexcept>
 
@@ -8,15 +9,9 @@
 
 namespace mxmoe {
 
-std::string_view scheme_name(Scheme scheme) {
-  switch (scheme) {
-    case Scheme::w4a16: return "w4a16";
-    case Scheme::w4a8: return "w4a8";
-    case Scheme::w4a4: return "w4a4";
-    case Scheme::w4a32: return "w4a32";
-  }
-  return "unknown";
-}
+static_assert(std::size(kSchemeTraits) == std::size(kAllSchemes));
+
+std::string_view scheme_name(Scheme scheme) { return scheme_traits(scheme).name; }
 
 std::optional<Scheme> parse_scheme(std::string_view name) {
   for (Scheme s : kAllSchemes) {
@@ -48,7 +43,7 @@ const std::array<float, 256>& fp8_values() {
 }  // namespace
 
 float activation_tensor_scale(Scheme scheme, float abs_max) {
-  if (scheme != Scheme::w4a8) return 1.0f;
+  if (scheme_traits(scheme).scale != ScaleGranularity::per_tensor) return 1.0f;
   return codec::fp8_dynamic_scale(abs_max);
 }
 
@@ -59,19 +54,19 @@ void quantize_activation_rows(Scheme scheme, std::span<const float> input, int64
     throw std::invalid_argument("quantize_activations: spans do not hold " + std::to_string(rows) + " x " +
                                 std::to_string(cols) + " values");
   }
-  switch (scheme) {
-    case Scheme::w4a32:
+  switch (scheme_traits(scheme).activation) {
+    case ActivationFormat::fp32:
       std::copy(input.begin(), input.end(), output.begin());
       return;
-    case Scheme::w4a16:
+    case ActivationFormat::bf16:
       for (size_t i = 0; i < n; ++i) output[i] = round_to_bf16(input[i]);
       return;
-    case Scheme::w4a8: {
+    case ActivationFormat::fp8_e4m3: {
       const auto& values = fp8_values();
       for (size_t i = 0; i < n; ++i) output[i] = values[float_to_fp8_e4m3(input[i] / tensor_scale)];
       return;
     }
-    case Scheme::w4a4: {
+    case ActivationFormat::mxfp4: {
       if (cols % kMxBlock != 0) {
         throw std::invalid_argument("w4a4 activations need a multiple of 32 columns, got " + std::to_string(cols));
       }

@@ -127,11 +127,7 @@ size_t MoeLayer::weight_bytes() const {
 }
 
 double swiglu(double gate, double linear, const SwigluParams& params) {
-  const double limit = params.limit;
-  gate = std::min(gate, limit);
-  linear = std::clamp(linear, -limit, limit);
-  const double sigmoid = 1.0 / (1.0 + std::exp(-static_cast<double>(params.alpha) * gate));
-  return gate * sigmoid * (linear + 1.0);
+  return codec::swiglu<double>(gate, linear, params.alpha, params.limit);
 }
 
 uint64_t forward_memory_bytes(const MoeShape& shape, int64_t tokens) {

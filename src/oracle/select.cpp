@@ -84,11 +84,10 @@ std::string check_backend(const BackendDeclaration& b, const DeviceSpec& device,
     for (Scheme s : b.schemes) names.emplace_back(scheme_name(s));
     return "does not support scheme " + std::string(scheme_name(problem.scheme)) + " (supports " + join(names) + ")";
   }
-  for (const auto& [scheme, min_sm] : b.scheme_min_sm) {
-    if (scheme == problem.scheme && device.kind == DeviceKind::cuda && device.sm < min_sm) {
-      return "scheme " + std::string(scheme_name(scheme)) + " needs " + sm_name(min_sm) + " or newer here; device is " +
-             device.id();
-    }
+  if (const int min_sm = scheme_traits(problem.scheme).min_tensor_core_sm;
+      b.scheme_tensor_cores && device.kind == DeviceKind::cuda && device.sm < min_sm) {
+    return "scheme " + std::string(scheme_name(problem.scheme)) + " needs " + sm_name(min_sm) +
+           " or newer here (tensor cores for its activations); device is " + device.id();
   }
   if (!b.built) return "not built into this binary: " + b.not_built_reason;
 

@@ -67,5 +67,13 @@ TEST(E8M0, EveryCodeIsAPowerOfTwo) {
   EXPECT_EQ(e8m0_to_double(127), 1.0);
 }
 
+TEST(E8M0, Bf16BitsHoldEveryCodeExactly) {
+  for (int code = 0; code < 255; ++code) {
+    EXPECT_EQ(static_cast<double>(bf16_to_float(codec::e8m0_bf16_bits(static_cast<uint32_t>(code)))),
+              e8m0_to_double(static_cast<uint8_t>(code)))
+        << code;
+  }
+}
+
 }  // namespace
 }  // namespace mxmoe

@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "mxmoe/format.hpp"
@@ -13,6 +15,42 @@ TEST(Scheme, NamesRoundTrip) {
   for (Scheme s : kAllSchemes) EXPECT_EQ(parse_scheme(scheme_name(s)), s);
   EXPECT_FALSE(parse_scheme("w4a2").has_value());
   EXPECT_EQ(scheme_names(), "w4a16, w4a8, w4a4, w4a32");
+}
+
+// The traits table against what each scheme's quantization really does, on random data.
+TEST(Scheme, TraitsDescribeTheQuantization) {
+  std::vector<float> x(64);
+  uint32_t state = 12345;
+  for (float& v : x) {
+    state = state * 1664525u + 1013904223u;
+    v = static_cast<float>(static_cast<int>(state >> 8) % 20001 - 10000) / 997.0f;
+  }
+  float amax = 0.0f;
+  for (float v : x) amax = std::max(amax, std::fabs(v));
+  for (Scheme s : kAllSchemes) {
+    const SchemeTraits& t = scheme_traits(s);
+    SCOPED_TRACE(std::string(t.name));
+    EXPECT_EQ(parse_scheme(t.name), s);
+    std::vector<float> q(x.size());
+    const float scale = quantize_activations(s, x, 2, 32, q);
+    EXPECT_EQ(scale, t.scale == ScaleGranularity::per_tensor ? codec::fp8_dynamic_scale(amax) : 1.0f);
+    for (size_t i = 0; i < x.size(); ++i) {
+      switch (t.activation) {
+        case ActivationFormat::fp32: EXPECT_EQ(q[i], x[i]); break;
+        case ActivationFormat::bf16: EXPECT_EQ(q[i], round_to_bf16(x[i])); break;
+        case ActivationFormat::fp8_e4m3: EXPECT_EQ(fp8_e4m3_to_float(float_to_fp8_e4m3(q[i])), q[i]); break;
+        case ActivationFormat::mxfp4: {
+          float block_max = 0.0f;  // the block's scale is 2^(floor(log2 amax) - 2)
+          for (size_t j = i / 32 * 32; j < i / 32 * 32 + 32; ++j) block_max = std::max(block_max, std::fabs(x[j]));
+          const float block_scale = std::ldexp(1.0f, static_cast<int>(std::floor(std::log2(block_max))) - 2);
+          EXPECT_EQ(e2m1_to_float(float_to_e2m1(q[i] / block_scale)) * block_scale, q[i]);
+          break;
+        }
+      }
+    }
+    EXPECT_EQ(t.gemm_input_bytes, t.activation == ActivationFormat::fp8_e4m3 ? 1 : t.activation == ActivationFormat::fp32 ? 4 : 2);
+    EXPECT_EQ(t.min_tensor_core_sm == 0, t.activation == ActivationFormat::fp32);
+  }
 }
 
 TEST(Scheme, W4a16RoundsEachValueToBf16) {

@@ -1,7 +1,9 @@
 // The reference on cases worked out by hand, and against an independent formula.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 #include <random>
 #include <vector>
 
@@ -13,6 +15,30 @@ namespace mxmoe {
 namespace {
 
 constexpr int H = 64, I = 32, E = 4, K = 2;
+
+// gpt-oss's SwiGLU written out independently: min(gate, limit) * sigmoid(alpha * that) *
+// (clamp(linear, -limit, limit) + 1), with alpha as the checkpoint's float.
+double swiglu_by_hand(double gate, double linear) {
+  const double alpha = 1.702f;
+  const double g = std::min(gate, 7.0), l = std::clamp(linear, -7.0, 7.0);
+  return g * (1.0 / (1.0 + std::exp(-alpha * g))) * (l + 1.0);
+}
+
+TEST(Swiglu, OneFormulaForTheReferenceAndTheFloatKernelsClampsAndKeepsNan) {
+  const SwigluParams params{1.702f, 7.0f};
+  for (const auto [gate, linear] : {std::pair{0.5, -1.25}, {9.0, 8.0}, {-3.0, -9.0}, {7.0, 7.0}, {-20.0, 0.0}}) {
+    const double expected = swiglu_by_hand(gate, linear);
+    EXPECT_NEAR(swiglu(gate, linear, params), expected, 1e-12 * std::max(1.0, std::abs(expected))) << gate;
+    EXPECT_NEAR(codec::swiglu<float>(static_cast<float>(gate), static_cast<float>(linear), 1.702f, 7.0f), expected,
+                1e-6 * std::max(1.0, std::abs(expected)))
+        << gate;
+  }
+  // A clamp must not turn NaN into a finite value: a non-finite output is reported, not hidden.
+  EXPECT_TRUE(std::isnan(swiglu(std::nan(""), 1.0, params)));
+  EXPECT_TRUE(std::isnan(swiglu(1.0, std::nan(""), params)));
+  EXPECT_TRUE(std::isnan(codec::swiglu<float>(std::nanf(""), 1.0f, 1.702f, 7.0f)));
+  EXPECT_TRUE(std::isnan(codec::swiglu<float>(1.0f, std::nanf(""), 1.702f, 7.0f)));
+}
 
 void set_row(Mxfp4Tensor& t, int e, int r, const std::vector<float>& values) { t.set_row(e, r, values); }
 

@@ -31,7 +31,7 @@ BackendDeclaration generic_gpu_padding_128() {
   b.device_kind = DeviceKind::cuda;
   b.min_sm = 80;
   b.schemes = {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4};
-  b.scheme_min_sm = {{Scheme::w4a8, 89}};
+  b.scheme_tensor_cores = true;
   b.hidden_alignment = 128;
   b.intermediate_alignment = 64;
   b.rank = 50;
@@ -115,8 +115,8 @@ TEST(OracleMatrix, EveryChoiceIsValidAndEveryBackendHasAVerdict) {
           }
         }
         EXPECT_NE(std::find(chosen.schemes.begin(), chosen.schemes.end(), scheme), chosen.schemes.end());
-        for (auto [s, min_sm] : chosen.scheme_min_sm) {
-          if (s == scheme && device.kind == DeviceKind::cuda) EXPECT_GE(device.sm, min_sm);
+        if (chosen.scheme_tensor_cores && device.kind == DeviceKind::cuda) {
+          EXPECT_GE(device.sm, scheme_traits(scheme).min_tensor_core_sm);
         }
         EXPECT_TRUE(chosen.built);
         PaddingPlan plan;

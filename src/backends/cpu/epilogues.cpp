@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "backends/cpu/kernels.hpp"
+#include "mxmoe/codecs.hpp"
 
 namespace mxmoe::cpu {
 
@@ -13,9 +14,7 @@ void swiglu_strip(const float* C, int64_t ldc, int64_t M, float scale, const flo
     const float* c = C + m * ldc;
     float* out = y + m * ldy;
     for (int u = 0; u < kUnits; ++u) {
-      const float gate = std::min(c[u] * scale + bias[u], limit);
-      const float linear = std::clamp(c[kUnits + u] * scale + bias[kUnits + u], -limit, limit);
-      out[u] = gate / (1.0f + std::exp(-alpha * gate)) * (linear + 1.0f);
+      out[u] = codec::swiglu(c[u] * scale + bias[u], c[kUnits + u] * scale + bias[kUnits + u], alpha, limit);
     }
   }
 }

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "backends/cpu/kernels.hpp"
+#include "mxmoe/codecs.hpp"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "backends/cpu/kernels.cpp"
@@ -92,7 +93,7 @@ HWY_INLINE VU StepCodes(VU words) {
 HWY_INLINE VF DecodeScales(const uint8_t* p) {
   const DU du;
   const VU codes = LoadBytes(p);
-  const VU bits = hn::IfThenElse(codes == hn::Zero(du), hn::Set(du, 0x00400000u), hn::ShiftLeft<23>(codes));
+  const VU bits = hn::IfThenElse(codes == hn::Zero(du), hn::Set(du, codec::kE8m0ZeroFloatBits), hn::ShiftLeft<23>(codes));
   return hn::BitCast(DF(), bits);
 }
 

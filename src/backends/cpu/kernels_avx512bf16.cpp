@@ -12,6 +12,7 @@
 // and the high 16 bits k-steps 1, 3, 5, 7, so nibble j of each half gives the pair (2j, 2j + 1) in
 // adjacent 16-bit lanes: exactly the pairs vdpbf16ps sums.
 #include "backends/cpu/kernels.hpp"
+#include "mxmoe/codecs.hpp"
 
 #include <cstdint>
 
@@ -45,7 +46,7 @@ inline __m512i e2m1_bf16_table() {
 inline __m512 decode_scales(const uint8_t* p) {
   const __m512i codes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   const __mmask16 zero = _mm512_cmpeq_epi32_mask(codes, _mm512_setzero_si512());
-  const __m512i bits = _mm512_mask_mov_epi32(_mm512_slli_epi32(codes, 23), zero, _mm512_set1_epi32(0x00400000));
+  const __m512i bits = _mm512_mask_mov_epi32(_mm512_slli_epi32(codes, 23), zero, _mm512_set1_epi32(codec::kE8m0ZeroFloatBits));
   return _mm512_castsi512_ps(bits);
 }
 

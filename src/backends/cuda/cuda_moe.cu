@@ -57,14 +57,17 @@ class CudaMoeImpl final : public CudaMoe {
         unpadded_hidden_(plan.padding.hidden) {
     plan.padding.check_padded_layer(layer->shape, plan.backend);
     layer->validate();
-    if (scheme_ == Scheme::w4a32) throw std::invalid_argument("the cuda backend does not run scheme w4a32");
+    const int needed = scheme_traits(scheme_).min_tensor_core_sm;
+    if (needed == 0) {
+      throw std::invalid_argument("the cuda backend does not run scheme " + std::string(scheme_name(scheme_)) +
+                                  " (no tensor cores take its activations)");
+    }
     DeviceScope scope(device_);
     cudaDeviceProp prop{};
     MXMOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
     sm_count_ = prop.multiProcessorCount;
     const int sm = prop.major * 10 + prop.minor;
     sm_ = sm;
-    const int needed = scheme_ == Scheme::w4a8 ? 89 : 80;
     if (sm < needed) {
       throw std::runtime_error("the cuda backend needs " + sm_name(needed) + " or newer for " +
                                std::string(scheme_name(scheme_)) + "; GPU " + std::to_string(device_) + " (" +
@@ -295,8 +298,9 @@ class CudaMoeImpl final : public CudaMoe {
     if (tokens <= small_batch_tokens_ && !given.expert_ids) return run_small_batch(x, tokens, out, stream);
     const int64_t T = tokens, H = shape_.hidden, I = shape_.intermediate, E = shape_.experts, k = shape_.top_k;
     const int64_t P = T * k;
-    const bool fp8 = scheme_ == Scheme::w4a8;
-    const int64_t activation_bytes = fp8 ? 1 : 2;
+    const SchemeTraits& traits = scheme_traits(scheme_);
+    const bool fp8 = traits.activation == ActivationFormat::fp8_e4m3;
+    const int64_t activation_bytes = traits.gemm_input_bytes;
     const int64_t active_bound = std::min(E, P);
     const GemmBatchPlan gemm_plan = gemms_.plan(scheme_, P, active_bound, shape_, sm_count_);
     const int tile_rows = gemm_plan.tile_rows;

@@ -14,7 +14,7 @@ BackendDeclaration cuda_backend() {
   b.device_kind = DeviceKind::cuda;
   b.min_sm = 80;  // mma.sync with bf16 operands, cp.async
   b.schemes = {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4};
-  b.scheme_min_sm = {{Scheme::w4a8, 89}};  // FP8 E4M3 tensor cores
+  b.scheme_tensor_cores = true;  // w4a8: FP8 E4M3 tensor cores
   // Tiles guard the last rows of N and step K by MXFP4 blocks: every MXFP4 shape runs unpadded.
   b.hidden_alignment = 32;
   b.intermediate_alignment = 32;

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "mxmoe/codecs.hpp"
+
 namespace mxmoe::cuda {
 
 __device__ __forceinline__ uint32_t smem_address(const void* p) {
@@ -95,14 +97,12 @@ __device__ __forceinline__ uint32_t decode_e4m3x4(uint32_t v) {
   return ((v & 0x07070707u) << 2) | ((v & 0x08080808u) << 4);
 }
 
-// E8M0 code -> 2^(code - 127) as float; 0 is the subnormal 2^-127.
-__device__ __forceinline__ float e8m0_float(uint32_t code) {
-  return __uint_as_float(code == 0 ? 0x00400000u : code << 23);
-}
+// E8M0 code -> 2^(code - 127) as float (codecs.hpp); 0 is the subnormal 2^-127.
+__device__ __forceinline__ float e8m0_float(uint32_t code) { return codec::e8m0_value(code); }
 
 // E8M0 code -> bf16x2 of 2^(code - 127) in both halves.
 __device__ __forceinline__ __nv_bfloat162 e8m0_bf16x2(uint32_t code) {
-  const uint32_t half = code == 0 ? 0x0040u : code << 7;
+  const uint32_t half = codec::e8m0_bf16_bits(code);
   return bits_bf16x2(half | (half << 16));
 }
 
@@ -121,11 +121,9 @@ __device__ __forceinline__ int owner_of(const int32_t* offsets, int count, int64
   return lo;
 }
 
-// gpt-oss SwiGLU in fp32, for the GEMM epilogues of both paths.
+// gpt-oss SwiGLU in fp32 (codecs.hpp), for the GEMM epilogues of every CUDA path.
 __device__ __forceinline__ float swiglu(float gate, float linear, float alpha, float limit) {
-  gate = fminf(gate, limit);
-  linear = fminf(fmaxf(linear, -limit), limit);
-  return gate / (1.0f + expf(-alpha * gate)) * (linear + 1.0f);
+  return codec::swiglu(gate, linear, alpha, limit);
 }
 
 // Programmatic dependent launch (sm_90+): a kernel's blocks start while its predecessor finishes,

@@ -301,14 +301,15 @@ int gemm_tile_rows(GemmTile tile, bool fp8) {
 }
 
 PackedWeights pack(const Mxfp4Tensor& weights, Scheme scheme, bool /*gate_up*/) {
-  return pack_weights(weights, scheme == Scheme::w4a8 ? WeightLayout::fp8_mma : WeightLayout::bf16_mma);
+  const bool fp8 = scheme_traits(scheme).activation == ActivationFormat::fp8_e4m3;
+  return pack_weights(weights, fp8 ? WeightLayout::fp8_mma : WeightLayout::bf16_mma);
 }
 
 GemmBatchPlan plan(Scheme scheme, int64_t pairs, int64_t active_experts, const MoeShape& shape, int sm_count) {
   const GemmTile tile = choose_gemm_tile(static_cast<double>(pairs) / static_cast<double>(std::max<int64_t>(active_experts, 1)));
   GemmBatchPlan plan;
   plan.variant = static_cast<int>(tile);
-  plan.tile_rows = gemm_tile_rows(tile, scheme == Scheme::w4a8);
+  plan.tile_rows = gemm_tile_rows(tile, scheme_traits(scheme).activation == ActivationFormat::fp8_e4m3);
   // Split-K for decode-sized batches: enough CTAs to keep every SM streaming weights.
   const int target_ctas = 8 * sm_count;
   plan.gate_up_splits = choose_splits(tile, 2 * shape.intermediate, shape.hidden, active_experts, target_ctas);

@@ -15,6 +15,7 @@ BackendDeclaration cuda_sm90_backend() {
   b.min_sm = 90;
   b.exact_sm = {90};  // wgmma is sm_90a code: it runs on compute capability 9.0 and nothing else
   b.schemes = {Scheme::w4a16, Scheme::w4a4};  // bf16 activations; w4a8 stays with the cuda backend
+  b.scheme_tensor_cores = true;
   // 64-row warpgroup tiles over N and 64-deep k steps: H, I (and so 2I) multiples of 64.
   b.hidden_alignment = 64;
   b.intermediate_alignment = 64;

@@ -426,7 +426,8 @@ void launch(const GemmProblem& p, const GemmBatchPlan& plan, cudaStream_t stream
   }
 }
 
-bool writes_down_input(Scheme scheme) { return scheme == Scheme::w4a16; }
+// bf16 activations need no quantization pass: the gate_up epilogue writes the down GEMM's input.
+bool writes_down_input(Scheme scheme) { return scheme_traits(scheme).activation == ActivationFormat::bf16; }
 
 }  // namespace
 
