@@ -82,6 +82,15 @@ MXMOE_HD uint16_t bf16_bits(float v) {
 
 MXMOE_HD float bf16_value(uint16_t bits) { return bits_float(static_cast<uint32_t>(bits) << 16); }
 
+// IEEE half (F16, as safetensors stores it) -> float, exactly: subnormals, infinities and NaN too.
+MXMOE_HD float f16_value(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1Fu, mantissa = h & 0x3FFu;
+  if (exponent == 0) return bits_float(float_bits(static_cast<float>(mantissa) * 0x1p-24f) | sign);  // exact
+  if (exponent == 31) return bits_float(sign | 0x7F800000u | (mantissa << 13));
+  return bits_float(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
 // The dynamic FP8 scale of a tensor whose largest magnitude is `amax`: amax / 448 (E4M3's largest
 // value, by IEEE float division on host and device alike), or 1 for an all-zero tensor.
 MXMOE_HD float fp8_dynamic_scale(float amax) { return amax > 0.0f ? amax / 448.0f : 1.0f; }

@@ -1,4 +1,4 @@
-// Number formats of MXFP4 MoE layers: E2M1 (FP4), E8M0 scales, MXFP4 blocks, FP8 E4M3 and BF16.
+// Number formats of MXFP4 MoE layers: E2M1 (FP4), E8M0 scales, MXFP4 blocks, FP8 E4M3, BF16 and F16.
 //
 // All conversions round to nearest, ties to even, and are exact where the target can hold the value.
 #pragma once
@@ -82,6 +82,8 @@ uint8_t float_to_fp8_e4m3(float value);
 // Inline: activation quantization calls these for every element.
 inline uint16_t float_to_bf16(float value) { return codec::bf16_bits(value); }
 inline float bf16_to_float(uint16_t bits) { return codec::bf16_value(bits); }
+// IEEE half (F16) -> float, exact for every code.
+inline float f16_to_float(uint16_t bits) { return codec::f16_value(bits); }
 inline float round_to_bf16(float value) { return bf16_to_float(float_to_bf16(value)); }
 
 // ---------------------------------------------------------------------------------------------

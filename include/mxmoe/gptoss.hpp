@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -90,5 +91,20 @@ struct LayerTensors {
   std::vector<std::vector<uint8_t>> storage;
 };
 LayerTensors gptoss_layer_tensors(const MoeLayer& layer, int layer_index, GptOssLayout layout);
+
+// Converts a dense gpt-oss checkpoint in Hugging Face's layout (experts.gate_up_proj [E, H, 2I] and
+// down_proj [E, I, H], in BF16, F16 or F32) to MXFP4: each expert matrix transposed into rows along
+// its reduction dim and quantized (`quantize_mxfp4`) into *_blocks and *_scales, every other tensor
+// copied as it is, config.json kept with a quantization_config added. `output` is written whole or
+// not at all, and an existing non-empty one is replaced only with `replace`. FormatError names the
+// file and tensor of a bad input (a non-finite weight: the expert and output row too).
+struct QuantizeSummary {
+  int expert_tensors = 0;  // converted
+  int tensors = 0;         // in the output
+};
+// Called before each tensor and each shard's write: what runs, tensors done, tensors in all.
+using QuantizeProgress = std::function<void(const std::string& step, int64_t done, int64_t total)>;
+QuantizeSummary quantize_checkpoint(const std::filesystem::path& input, const std::filesystem::path& output, bool replace,
+                                    const QuantizeProgress& progress = {});
 
 }  // namespace mxmoe

@@ -61,6 +61,14 @@ void Progress::step(std::string what) {
   draw_locked();
 }
 
+void Progress::set_progress(int64_t done, int64_t total) {
+  if (!shown_) return;
+  std::lock_guard lock(mutex_);
+  done_ = done;
+  total_ = total;
+  draw_locked();
+}
+
 void Progress::advance(int64_t n) {
   if (!shown_) return;
   std::lock_guard lock(mutex_);

@@ -24,6 +24,8 @@ class Progress {
   // What runs now; its elapsed time is shown (and kept ticking) once it passes a second.
   void step(std::string what);
   void advance(int64_t n = 1);
+  // For work that reports its own count (library calls with a progress callback).
+  void set_progress(int64_t done, int64_t total);
   // Prints a finished line (with its newline) to `to` without garbling the status line: the line is
   // erased first and redrawn after. Use it for everything a command prints while a Progress lives.
   void print(FILE* to, const std::string& line);

@@ -5,6 +5,7 @@
 #include <regex>
 #include <set>
 
+#include "io/config_json.hpp"
 #include "io/files.hpp"
 #include "mxmoe/format.hpp"
 #include "mxmoe/limits.hpp"
@@ -96,12 +97,20 @@ std::optional<GptOssLayout> GptOssCheckpoint::detect_layout(const TensorStore& s
   return hf ? GptOssLayout::huggingface : GptOssLayout::openai;
 }
 
-GptOssConfig GptOssConfig::read(const std::filesystem::path& file, GptOssLayout layout) {
+nlohmann::json io::read_config_json(const std::filesystem::path& file) {
   if (!std::filesystem::exists(file)) {
     throw FormatError(file.string() + ": no such file (a gpt-oss checkpoint needs its config.json)");
   }
-  const nlohmann::json j = io::read_json_file(file);
+  nlohmann::json j = io::read_json_file(file);
   if (!j.is_object()) throw FormatError(file.string() + ": not a JSON object");
+  return j;
+}
+
+GptOssConfig GptOssConfig::read(const std::filesystem::path& file, GptOssLayout layout) {
+  return io::gptoss_config_from_json(io::read_config_json(file), file, layout);
+}
+
+GptOssConfig io::gptoss_config_from_json(const nlohmann::json& j, const std::filesystem::path& file, GptOssLayout layout) {
   GptOssConfig c;
   c.layout = layout;
   c.shape.hidden = read_int(j, file, {"hidden_size"}, limits::kMaxDim);

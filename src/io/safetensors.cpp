@@ -44,16 +44,6 @@ std::string shape_to_string(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
-float half_to_float(uint16_t h) {
-  const uint32_t sign = (h & 0x8000u) << 16;
-  const int exponent = (h >> 10) & 0x1F;
-  const uint32_t mantissa = h & 0x3FFu;
-  float magnitude;
-  if (exponent == 0) magnitude = std::ldexp(static_cast<float>(mantissa), -24);
-  else if (exponent == 31) magnitude = mantissa ? std::nanf("") : INFINITY;
-  else magnitude = std::ldexp(static_cast<float>(mantissa | 0x400u), exponent - 25);
-  return std::bit_cast<float>(std::bit_cast<uint32_t>(magnitude) | sign);
-}
 
 // Parses the header JSON (nesting limited), refusing duplicate tensor names (nlohmann would keep the
 // last one).
@@ -229,7 +219,7 @@ std::vector<float> to_floats(DType dtype, std::span<const uint8_t> bytes) {
       for (size_t i = 0; i < n; ++i) out[i] = bf16_to_float(static_cast<uint16_t>(bytes[2 * i] | (bytes[2 * i + 1] << 8)));
       break;
     case DType::F16:
-      for (size_t i = 0; i < n; ++i) out[i] = half_to_float(static_cast<uint16_t>(bytes[2 * i] | (bytes[2 * i + 1] << 8)));
+      for (size_t i = 0; i < n; ++i) out[i] = f16_to_float(static_cast<uint16_t>(bytes[2 * i] | (bytes[2 * i + 1] << 8)));
       break;
     default:
       throw std::invalid_argument("to_floats: " + std::string(dtype_name(dtype)) + " is not F32, F16 or BF16");

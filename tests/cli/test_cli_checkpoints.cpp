@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <regex>
 
 #include "cli/cli_runner.hpp"
@@ -133,7 +134,9 @@ TEST_F(CliCheckpoints, QuantizeConvertsBf16ExpertsToMxfp4) {
   GptOssConfig config;
   config.shape = shape;
   config.layers = 1;
-  std::ofstream(dir_ / "bf16" / "config.json") << config.to_json();
+  nlohmann::json config_json = nlohmann::json::parse(config.to_json());
+  config_json["rope_theta"] = 150000;  // a key the converter does not know: kept
+  std::ofstream(dir_ / "bf16" / "config.json") << config_json.dump();
 
   // The input of quantize is a consistent checkpoint of its own kind, which cannot run as it is.
   auto r = test::run_cli("inspect --checkpoint " + path("bf16"));
@@ -159,6 +162,25 @@ TEST_F(CliCheckpoints, QuantizeConvertsBf16ExpertsToMxfp4) {
   EXPECT_EQ(std::vector<uint8_t>(copied.begin(), copied.end()), other);
   r = test::run_cli("run --checkpoint " + path("mx") + " --input random:4 --output " + path("o.safetensors"));
   EXPECT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json written = nlohmann::json::parse(std::ifstream(dir_ / "mx" / "config.json"));
+  EXPECT_EQ(written.value("rope_theta", 0), 150000);
+  EXPECT_EQ(written["quantization_config"]["quant_method"], "mxfp4");
+
+  // The library call behind the command, with its progress: every tensor reported, then the write.
+  std::vector<std::string> steps;
+  int64_t last_done = -1, last_total = -1;
+  const QuantizeSummary summary =
+      quantize_checkpoint(dir_ / "bf16", dir_ / "mx-lib", false, [&](const std::string& step, int64_t done, int64_t total) {
+        EXPECT_GE(done, last_done);
+        steps.push_back(step);
+        last_done = done;
+        last_total = total;
+      });
+  EXPECT_EQ(summary.expert_tensors, 2);
+  EXPECT_EQ(summary.tensors, 9);  // router weight and bias, 2 expert biases, the embedding, 2 x (blocks, scales)
+  EXPECT_EQ(last_done, last_total);
+  EXPECT_EQ(steps.back(), "writing model.safetensors");
+  EXPECT_EQ(GptOssCheckpoint::open(dir_ / "mx-lib").load_layer(0).down.blocks, layer.down.blocks);
 
   // Not a bf16 checkpoint: a clear error.
   r = test::run_cli("quantize --checkpoint " + path("mx") + " --output " + path("mx2"));

@@ -83,6 +83,23 @@ TEST(Bf16, SubnormalsOverflowAndNan) {
   }
 }
 
+// Every half against the IEEE definition written out with ldexp.
+TEST(F16, EveryCodeDecodesExactly) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const int exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
+    const float sign = (h & 0x8000) ? -1.0f : 1.0f;
+    const float got = f16_to_float(static_cast<uint16_t>(h));
+    if (exponent == 31 && mantissa != 0) {
+      EXPECT_TRUE(std::isnan(got)) << h;
+      continue;
+    }
+    const float expected = exponent == 31  ? sign * INFINITY
+                           : exponent == 0 ? sign * std::ldexp(static_cast<float>(mantissa), -24)
+                                           : sign * std::ldexp(static_cast<float>(mantissa | 0x400), exponent - 25);
+    EXPECT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(expected)) << h;  // -0 too
+  }
+}
+
 TEST(Fp8Tensor, DynamicScaleIsAmaxOver448) {
   std::vector<float> x = {1.0f, -896.0f, 3.0f};
   EXPECT_EQ(fp8_dynamic_scale(x), 2.0f);
