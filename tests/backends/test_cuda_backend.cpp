@@ -457,6 +457,33 @@ TEST(CudaBackend, RunsTheCallersRouting) {
 // The public device entry point (what the PyTorch operators and engines call): fp32 and bf16 rows of
 // the real hidden size, padded layers, the caller's routing on the device or the layer's own copied
 // out, on a stream of the caller's, captured in a CUDA graph. It computes what the host path does.
+// fp32 rows at an offset that is not a multiple of 16 bytes (a view into a larger tensor): the
+// kernels' 16-byte accesses must not see them; the result is the host path's, to the bit.
+TEST(CudaBackend, DeviceBatchesAtAnOddOffsetGiveTheHostPathsBits) {
+  REQUIRE_GPU();
+  for (const char* backend : {"cuda", "cuda_sm90"}) {
+    if (!cannot_run_here(backend, Scheme::w4a16).empty()) continue;
+    const MoeLayer& layer = test::shared_layer({256, 128, 8, 2});
+    MoeRunner runner(layer, Scheme::w4a16, DeviceSpec::detect(), {.backend = backend});
+    for (int T : {5, 37}) {
+      const int H = 256;
+      const auto x = random_hidden(T, H, test::fresh_seed());
+      const MoeOutput expected = runner.forward(x, T);
+      const size_t bytes = x.size() * 4;
+      cuda::DeviceBuffer d_x(bytes + 16), d_out(bytes + 16);
+      float* hidden = d_x.as<float>() + 1;  // 4 bytes past an aligned start
+      float* output = d_out.as<float>() + 3;
+      ASSERT_EQ(cudaMemcpy(hidden, x.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaMemset(d_out.as<void>(), 0xFF, bytes + 16), cudaSuccess);
+      runner.forward_on_device({.tokens = T, .hidden = hidden, .output = output, .stream = nullptr});
+      ASSERT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
+      std::vector<float> got(x.size());
+      ASSERT_EQ(cudaMemcpy(got.data(), output, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+      EXPECT_EQ(got, expected.output) << backend << " T=" << T;
+    }
+  }
+}
+
 TEST(CudaBackend, DeviceBatchesMatchTheHostPath) {
   REQUIRE_GPU();
   for (const char* backend : {"cuda", "cuda_sm90"}) {

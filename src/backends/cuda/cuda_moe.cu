@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <mutex>
 #include <stdexcept>
 
@@ -164,7 +165,10 @@ class CudaMoeImpl final : public CudaMoe {
     const int64_t T = b.tokens, H = shape_.hidden, k = shape_.top_k;
     const bool bf16 = b.type == ElementType::bf16;
     const GivenRouting given{b.expert_ids, b.expert_weights};
-    if (!bf16 && H == unpadded_hidden_) {
+    // The kernels read hidden rows and write output rows 16 bytes at a time: the caller's buffers
+    // are used in place when they allow it (a view at an odd offset does not).
+    const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    if (!bf16 && H == unpadded_hidden_ && aligned(b.hidden) && aligned(b.output)) {
       run(static_cast<const float*>(b.hidden), b.tokens, static_cast<float*>(b.output), given, stream);
     } else {
       // The caller's rows converted and padded in the layer's own buffers: what the pipeline reads.
