@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <type_traits>
 
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
@@ -142,13 +143,18 @@ __device__ __forceinline__ uint32_t placed_pair(uint32_t word, int r) {
 template <bool kFolded>
 __device__ __forceinline__ void decode_fragments(const uint4& words, uint32_t scale_bytes, uint32_t (&a)[4][4]) {
   const __nv_bfloat162 two126 = bits_bf16x2(0x7E807E80u);
+  // Folded codes are <= 128: adding 126 to every byte carries into none, and a byte permute that
+  // places code + 126 in bits 0-7 of both halves, shifted into the exponent, is 2^(code - 1) in
+  // bf16 (e8m0_times_2pow126_bf16x2 for four scales in nine instructions instead of twenty).
+  if constexpr (kFolded) scale_bytes += 0x7E7E7E7Eu;
   __nv_bfloat162 scale[2][2];  // [row half][block]
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
 #pragma unroll
     for (int block = 0; block < 2; ++block) {
-      const uint32_t code = (scale_bytes >> (8 * (2 * half + block))) & 0xFFu;
-      scale[half][block] = kFolded ? e8m0_times_2pow126_bf16x2(code) : e8m0_bf16x2(code);
+      const int byte = 2 * half + block;
+      scale[half][block] = kFolded ? bits_bf16x2(__byte_perm(scale_bytes, 0, 0x4040 | byte << 8 | byte) << 7)
+                                   : e8m0_bf16x2((scale_bytes >> (8 * byte)) & 0xFFu);
     }
   }
   const uint32_t word[4] = {words.x, words.y, words.z, words.w};
@@ -230,8 +236,8 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
     const int64_t source_row = valid ? (p.a_rows ? p.a_rows[row0 + r] : row0 + r) : -1;
     source[j] = valid ? a_base + source_row * p.k * 2 + c * 16 : nullptr;
   }
-  // Rows past the tile's pairs, and a chunk past K (the loop runs whole pairs of chunks), are
-  // zero-filled: their products are zero or never stored.
+  // Rows past the tile's pairs are zero-filled (their products are never stored), as are the stages
+  // of chunks past K (the loads run `ahead` chunks ahead of the MMAs), which are never read.
   auto load_stage = [&](int stage, int chunk) {
     unsigned char* s = smem + stage * C::stage_bytes;
 #pragma unroll
@@ -248,17 +254,14 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
   const uint32_t words_address = smem_address(weight_slots) + first_tile * kWordBytesPerChunk + thread * 16;
   const uint32_t scales_address =
       smem_address(weight_slots) + C::slot_word_bytes + first_tile * kScaleBytesPerChunk + (warp * 8 + lane / 4) * 4;
-  // The A fragments of `chunk` from its weight slot, once the slot's copies have landed; a chunk
-  // past K decodes as zeros (selected, not branched: the fragments feed wgmma).
+  // The A fragments of `chunk` from its weight slot, once the slot's copies have landed.
   auto decode_chunk = [&](int chunk, uint32_t (&fragments)[C::m_tiles][4][4]) {
-    const bool valid = chunk < chunks;
     const int slot = chunk % C::weight_slots;
-    if (valid) barrier_wait(&full[slot], (chunk / C::weight_slots) & 1);
+    barrier_wait(&full[slot], (chunk / C::weight_slots) & 1);
 #pragma unroll
     for (int m = 0; m < C::m_tiles; ++m) {
-      uint4 words = load_shared_u128(words_address + slot * C::slot_bytes + m * kWordBytesPerChunk);
-      uint32_t scales = load_shared_u32(scales_address + slot * C::slot_bytes + m * kScaleBytesPerChunk);
-      if (!valid) words = make_uint4(0, 0, 0, 0), scales = 0;
+      const uint4 words = load_shared_u128(words_address + slot * C::slot_bytes + m * kWordBytesPerChunk);
+      const uint32_t scales = load_shared_u32(scales_address + slot * C::slot_bytes + m * kScaleBytesPerChunk);
       decode_fragments<C::folded>(words, scales, fragments[m]);
     }
   };
@@ -279,39 +282,45 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
     for (int m = 0; m < C::m_tiles; ++m) fence_operands(acc[m]);
   };
 
-  // Two fragment sets: chunk c's MMAs read set c % 2 while chunk c + 1 is decoded into the other.
+  // Two fragment sets: chunk c's MMAs read set c % 2 while chunk c + 1 is decoded into the other
+  // (the set is a compile-time constant: fragments must stay in registers).
   uint32_t a[2][C::m_tiles][4][4];
   decode_chunk(0, a[0]);
-
-  for (int pair = 0; pair < chunks; pair += 2) {
+  int read_stage = 0, write_stage = C::ahead;
+  auto run_chunk = [&](auto set_constant, int chunk) {
+    constexpr int set = decltype(set_constant)::value;
+    cp_async_wait<C::ahead - 1>();
+    fence_async_proxy();  // the copies are read next by the tensor cores (async proxy)
+    __syncthreads();      // stage `chunk` is complete in every thread's part; every thread has decoded `chunk`
+    const uint64_t descriptor = tile_descriptor(smem + read_stage * C::stage_bytes);
+    wgmma_fence();
+    fence_accumulators();
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int chunk = pair + j;
-      cp_async_wait<C::ahead - 1>();
-      fence_async_proxy();  // the copies are read next by the tensor cores (async proxy)
-      __syncthreads();      // stage `chunk` is complete in every thread's part; every thread has decoded `chunk`
-      const uint64_t descriptor = tile_descriptor(smem + (chunk % C::stages) * C::stage_bytes);
-      wgmma_fence();
-      fence_accumulators();
+    for (int s = 0; s < 4; ++s) {
 #pragma unroll
-      for (int s = 0; s < 4; ++s) {
-#pragma unroll
-        for (int m = 0; m < C::m_tiles; ++m) {
-          Wgmma<C::BN>::run(acc[m], a[j][m][s], descriptor + 2 * s);  // +32 bytes per k16
-        }
+      for (int m = 0; m < C::m_tiles; ++m) {
+        Wgmma<C::BN>::run(acc[m], a[set][m][s], descriptor + 2 * s);  // +32 bytes per k16
       }
-      wgmma_commit();
-      fence_accumulators();
-      // Refills while the MMAs run (measured faster than before them for the narrow tiles). The
-      // weight slot of `chunk` was decoded by every thread before the barrier; the activation stage
-      // overwritten was read by chunk - 2's MMAs, which the last wait retired.
-      if (threadIdx.x == 0 && chunk + C::weight_slots < chunks) fill_slot(chunk + C::weight_slots);
-      load_stage((chunk + C::ahead) % C::stages, chunk + C::ahead);
-      cp_async_commit();
-      wgmma_wait<1>();  // chunk - 1 retired: its fragment set and activation stage are free
-      decode_chunk(chunk + 1, a[1 - j]);
     }
+    wgmma_commit();
+    fence_accumulators();
+    // Refills while the MMAs run (measured faster than before them for the narrow tiles). The
+    // weight slot of `chunk` was decoded by every thread before the barrier; the activation stage
+    // overwritten was read by chunk - 2's MMAs, which the last wait retired.
+    if (threadIdx.x == 0 && chunk + C::weight_slots < chunks) fill_slot(chunk + C::weight_slots);
+    load_stage(write_stage, chunk + C::ahead);
+    cp_async_commit();
+    read_stage = read_stage + 1 == C::stages ? 0 : read_stage + 1;
+    write_stage = write_stage + 1 == C::stages ? 0 : write_stage + 1;
+    wgmma_wait<1>();  // chunk - 1 retired: its fragment set is free
+    if (chunk + 1 < chunks) decode_chunk(chunk + 1, a[1 - set]);
+  };
+  int chunk = 0;
+  for (; chunk + 1 < chunks; chunk += 2) {
+    run_chunk(std::integral_constant<int, 0>{}, chunk);
+    run_chunk(std::integral_constant<int, 1>{}, chunk + 1);
   }
+  if (chunk < chunks) run_chunk(std::integral_constant<int, 0>{}, chunk);
   wgmma_wait<0>();
   fence_accumulators();
   cp_async_wait<0>();
@@ -412,16 +421,18 @@ void launch(const GemmProblem& p, const GemmBatchPlan& plan, cudaStream_t stream
   if (p.n % kTileRows != 0 || p.k % kChunkK != 0) throw CudaError("the sm90 wgmma kernels need N and K multiples of 64");
   if (p.splits != 1) throw CudaError("the sm90 wgmma kernels do not split K");
   if (p.max_tiles == 0) return;
-  // Measured on an H200 (docs/PERFORMANCE.md): narrow tiles are bound by the instructions each
-  // chunk costs, so their warpgroups take two row tiles (one chunk's barrier, copies and MMA
-  // bookkeeping serve twice the weights); width 64 and 128 run two warpgroups per CTA and two CTAs
-  // per SM (latency is their limit: more warps, not more rows).
+  // Measured on an H200 (docs/PERFORMANCE.md): up to width 64 the kernels are bound by the
+  // instructions each chunk costs, so a warpgroup takes two row tiles (one chunk's barrier, copies
+  // and MMA bookkeeping serve twice the weights) and as many CTAs share an SM as registers and
+  // shared memory allow (a shallower weight ring buys one more: width 32 4 CTAs, 64 3). Width 128
+  // is latency-bound: two warpgroups of one row tile, two CTAs per SM, activation stages before
+  // weight slots.
   switch (plan.variant) {
-    case kFewPairs16: return launch_shape<Shape<16, 1, 1, 8, 8, 4>>(p, stream);
+    case kFewPairs16: return launch_shape<Shape<16, 1, 1, 8, 4, 6>>(p, stream);
     case 16: return launch_shape<Shape<16, 1, 2, 8, 8, 3>>(p, stream);
-    case 32: return launch_shape<Shape<32, 1, 2, 8, 8, 3>>(p, stream);
-    case 64: return launch_shape<Shape<64, 2, 1, 8, 8, 2>>(p, stream);
-    case 128: return launch_shape<Shape<128, 2, 1, 5, 4, 2>>(p, stream);
+    case 32: return launch_shape<Shape<32, 1, 2, 8, 4, 4>>(p, stream);
+    case 64: return launch_shape<Shape<64, 1, 2, 5, 4, 3>>(p, stream);
+    case 128: return launch_shape<Shape<128, 2, 1, 6, 2, 2>>(p, stream);
     default: throw CudaError("sm90 wgmma kernels: no variant for tile width " + std::to_string(plan.variant));
   }
 }
