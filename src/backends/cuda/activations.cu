@@ -8,6 +8,7 @@
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
 #include "backends/cuda/kernels.hpp"
+#include "backends/cuda/launch.cuh"
 #include "mxmoe/codecs.hpp"
 
 namespace mxmoe::cuda {
@@ -36,20 +37,19 @@ __device__ __forceinline__ float fp8_scale_from(const uint32_t* amax_bits) {
 
 // Four values per step (16-byte loads, 8-byte stores), the last n % 4 one at a time.
 __global__ void quantize_bf16_kernel(const float* x, int64_t n, uint16_t* out, float* tensor_scale) {
+  wait_for_previous_grid();  // launched to overlap the previous kernel's tail (launch.cuh)
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = 1.0f;
   const int64_t quads = n / 4, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   for (int64_t i = first; i < quads; i += stride) {
-    const float4 v = reinterpret_cast<const float4*>(x)[i];
-    const uint2 packed = {codec::bf16_bits(v.x) | static_cast<uint32_t>(codec::bf16_bits(v.y)) << 16,
-                          codec::bf16_bits(v.z) | static_cast<uint32_t>(codec::bf16_bits(v.w)) << 16};
-    reinterpret_cast<uint2*>(out)[i] = packed;
+    reinterpret_cast<uint2*>(out)[i] = bf16x4_bits(reinterpret_cast<const float4*>(x)[i]);
   }
   for (int64_t i = 4 * quads + first; i < n; i += stride) out[i] = codec::bf16_bits(x[i]);
 }
 
 __global__ void quantize_fp8_kernel(const float* x, int64_t n, const uint32_t* amax_bits, uint8_t* out,
                                     float* tensor_scale) {
+  wait_for_previous_grid();
   const float scale = fp8_scale_from(amax_bits);
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = scale;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -61,6 +61,7 @@ __global__ void quantize_fp8_kernel(const float* x, int64_t n, const uint32_t* a
 // One warp per 32-value block along rows: the OCP MX rule, then the dequantized values as bf16
 // (exact: an E2M1 value times a power of two).
 __global__ void quantize_mxfp4_kernel(const float* x, int64_t blocks, uint16_t* out, float* tensor_scale) {
+  wait_for_previous_grid();
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = 1.0f;
   const int lane = threadIdx.x % 32;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
@@ -81,6 +82,7 @@ template <int V>
 __global__ void combine_kernel(const float* pair_out, const int32_t* position, const float* weights, int hidden,
                                int top_k, float* out) {
   using Vec = std::conditional_t<V == 4, float4, float>;
+  wait_for_previous_grid();  // the down GEMM's rows
   const int t = blockIdx.y;
   const int h = (blockIdx.x * blockDim.x + threadIdx.x) * V;
   if (h >= hidden) return;
@@ -160,22 +162,23 @@ void launch_abs_max(const float* x, int64_t n, uint32_t* amax_bits, cudaStream_t
 }
 
 void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, const uint32_t* amax_bits, void* out,
-                     float* tensor_scale, cudaStream_t stream) {
+                     float* tensor_scale, bool overlap, cudaStream_t stream) {
   const int64_t n = rows * cols;
   switch (scheme) {
     case Scheme::w4a16:
-      quantize_bf16_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n, static_cast<uint16_t*>(out), tensor_scale);
+      launch_after_previous(quantize_bf16_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, overlap, stream, x, n,
+                            static_cast<uint16_t*>(out), tensor_scale);
       MXMOE_CUDA_CHECK_LAUNCH("quantize_bf16_kernel");
       return;
     case Scheme::w4a8:
-      quantize_fp8_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n, amax_bits, static_cast<uint8_t*>(out),
-                                                                    tensor_scale);
+      launch_after_previous(quantize_fp8_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, overlap, stream, x, n, amax_bits,
+                            static_cast<uint8_t*>(out), tensor_scale);
       MXMOE_CUDA_CHECK_LAUNCH("quantize_fp8_kernel");
       return;
     case Scheme::w4a4:
       if (cols % 32) throw CudaError("w4a4 quantization needs a multiple of 32 columns");
-      quantize_mxfp4_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n / 32, static_cast<uint16_t*>(out),
-                                                                      tensor_scale);
+      launch_after_previous(quantize_mxfp4_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, overlap, stream, x, n / 32,
+                            static_cast<uint16_t*>(out), tensor_scale);
       MXMOE_CUDA_CHECK_LAUNCH("quantize_mxfp4_kernel");
       return;
     case Scheme::w4a32:
@@ -185,14 +188,16 @@ void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, 
 }
 
 void launch_combine(const float* pair_out, const int32_t* position, const float* weights, int tokens, int hidden,
-                    int top_k, float* out, cudaStream_t stream) {
+                    int top_k, float* out, bool overlap, cudaStream_t stream) {
   if (tokens == 0) return;
   if (hidden % 4 == 0) {
     const dim3 grid((hidden / 4 + 255) / 256, tokens);
-    combine_kernel<4><<<grid, 256, 0, stream>>>(pair_out, position, weights, hidden, top_k, out);
+    launch_after_previous(combine_kernel<4>, grid, dim3(256), 0, overlap, stream, pair_out, position, weights, hidden,
+                          top_k, out);
   } else {
     const dim3 grid((hidden + 255) / 256, tokens);
-    combine_kernel<1><<<grid, 256, 0, stream>>>(pair_out, position, weights, hidden, top_k, out);
+    launch_after_previous(combine_kernel<1>, grid, dim3(256), 0, overlap, stream, pair_out, position, weights, hidden,
+                          top_k, out);
   }
   MXMOE_CUDA_CHECK_LAUNCH("combine_kernel");
 }

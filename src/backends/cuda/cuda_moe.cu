@@ -342,6 +342,12 @@ class CudaMoeImpl final : public CudaMoe {
     }
     MXMOE_CUDA_CHECK(cudaMemsetAsync(counts_.as<void>(), 0, E * sizeof(int32_t), stream));
     MXMOE_CUDA_CHECK(cudaMemsetAsync(amax_.as<void>(), 0, 2 * sizeof(uint32_t), stream));
+    uint32_t* amax = amax_.as<uint32_t>();
+    float* scales = tensor_scales_.as<float>();
+    const bool overlap = sm_ >= 90;  // programmatic dependent launch (launch.cuh)
+    // w4a16's GEMM input is x rounded to bf16: the tiled router writes it as it reads x.
+    uint16_t* x_bf16 = traits.activation == ActivationFormat::bf16 ? x_quantized_.as<uint16_t>() : nullptr;
+    bool x_quantized = false;
     if (given.expert_ids) {
       MXMOE_CUDA_CHECK(cudaMemcpyAsync(expert_ids_.as<void>(), given.expert_ids, P * sizeof(int32_t),
                                        cudaMemcpyDeviceToDevice, stream));
@@ -350,18 +356,18 @@ class CudaMoeImpl final : public CudaMoe {
       launch_count_pairs(expert_ids_.as<int32_t>(), expert_weights_.as<float>(), static_cast<int>(P), static_cast<int>(E),
                          counts_.as<int32_t>(), stream);
     } else {
-      launch_router(x, router_weight_.as<float>(), router_bias_.as<float>(), tokens, static_cast<int>(H),
-                    static_cast<int>(E), static_cast<int>(k), small_batch_router, logits_.as<float>(),
-                    expert_ids_.as<int32_t>(), expert_weights_.as<float>(), counts_.as<int32_t>(), stream);
+      x_quantized = launch_router(x, router_weight_.as<float>(), router_bias_.as<float>(), tokens, static_cast<int>(H),
+                                  static_cast<int>(E), static_cast<int>(k), small_batch_router, logits_.as<float>(),
+                                  expert_ids_.as<int32_t>(), expert_weights_.as<float>(), counts_.as<int32_t>(), x_bf16,
+                                  scales, overlap, stream);
     }
     launch_sort_pairs(expert_ids_.as<int32_t>(), counts_.as<int32_t>(), static_cast<int>(P), static_cast<int>(E),
                       static_cast<int>(k), tile_rows, pair_offsets_.as<int32_t>(), tile_offsets_.as<int32_t>(),
-                      source_rows_.as<int32_t>(), position_.as<int32_t>(), stream);
-
-    uint32_t* amax = amax_.as<uint32_t>();
-    float* scales = tensor_scales_.as<float>();
-    if (fp8) launch_abs_max(x, T * H, amax, stream);
-    launch_quantize(scheme_, x, T, H, amax, x_quantized_.as<void>(), scales, stream);
+                      source_rows_.as<int32_t>(), position_.as<int32_t>(), overlap, stream);
+    if (!x_quantized) {
+      if (fp8) launch_abs_max(x, T * H, amax, stream);
+      launch_quantize(scheme_, x, T, H, amax, x_quantized_.as<void>(), scales, overlap, stream);
+    }
 
     GemmProblem gate_up;
     gate_up.weights = gate_up_words_.as<uint32_t>();
@@ -393,7 +399,8 @@ class CudaMoeImpl final : public CudaMoe {
 
     if (!fused_intermediate) {
       if (fp8) launch_abs_max(intermediate_.as<float>(), P * I, amax + 1, stream);
-      launch_quantize(scheme_, intermediate_.as<float>(), P, I, amax + 1, y_quantized_.as<void>(), scales + 1, stream);
+      launch_quantize(scheme_, intermediate_.as<float>(), P, I, amax + 1, y_quantized_.as<void>(), scales + 1, overlap,
+                      stream);
     }
 
     GemmProblem down = gate_up;
@@ -413,7 +420,7 @@ class CudaMoeImpl final : public CudaMoe {
     gemms_.launch(down, gemm_plan, stream);
 
     launch_combine(pair_out_.as<float>(), position_.as<int32_t>(), expert_weights_.as<float>(), tokens,
-                   static_cast<int>(H), static_cast<int>(k), out, stream);
+                   static_cast<int>(H), static_cast<int>(k), out, overlap, stream);
   }
 
   const GemmFamily& gemms_;

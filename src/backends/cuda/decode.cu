@@ -155,9 +155,7 @@ __device__ __forceinline__ void stage_rows(unsigned char* staged, int row_bytes,
                            (static_cast<uint32_t>(codec::fp8_e4m3_code(v.w / scale)) << 24);
         reinterpret_cast<uint32_t*>(staged + r * row_bytes)[c] = q;
       } else {
-        const uint2 q = make_uint2(codec::bf16_bits(v.x) | (static_cast<uint32_t>(codec::bf16_bits(v.y)) << 16),
-                                   codec::bf16_bits(v.z) | (static_cast<uint32_t>(codec::bf16_bits(v.w)) << 16));
-        reinterpret_cast<uint2*>(staged + r * row_bytes)[c] = q;
+        reinterpret_cast<uint2*>(staged + r * row_bytes)[c] = bf16x4_bits(v);
       }
     }
   }

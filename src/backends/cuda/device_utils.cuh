@@ -69,6 +69,11 @@ __device__ __forceinline__ void mma_e4m3_16832(float (&c)[4], const uint32_t (&a
 
 __device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) { return *reinterpret_cast<uint32_t*>(&v); }
 __device__ __forceinline__ __nv_bfloat162 bits_bf16x2(uint32_t v) { return *reinterpret_cast<__nv_bfloat162*>(&v); }
+// Four floats rounded to bf16 (codec::bf16_bits), packed in order for one 8-byte store.
+__device__ __forceinline__ uint2 bf16x4_bits(float4 v) {
+  return make_uint2(codec::bf16_bits(v.x) | static_cast<uint32_t>(codec::bf16_bits(v.y)) << 16,
+                    codec::bf16_bits(v.z) | static_cast<uint32_t>(codec::bf16_bits(v.w)) << 16);
+}
 
 // Two E2M1 codes (bits 0-3 and 16-19 of v) -> bf16x2 of their values times `scale2`.
 // The codes' bits placed in a bf16's exponent and top mantissa bit read as value * 2^-126 (code 1,

@@ -15,12 +15,18 @@ namespace mxmoe::cuda {
 // both paths route them bit for bit alike; otherwise every batch takes the tiled router.
 int router_logit_slices(int tokens, int experts, int hidden, bool small_batch_router);
 
+// `overlap`: the launch may overlap the tail of the kernel before it on the stream (programmatic
+// dependent launch, sm_90+: launch.cuh); the kernel waits for it before touching memory.
+
 // logits = x W^T + b at fp32 accuracy (into `logits`, scratch sized by router_logit_slices), the k
 // largest (equal logits: lower expert first), softmax over them. Also counts the (token, slot) pairs
-// per expert into `counts` (zeroed by the caller).
-void launch_router(const float* x, const float* router_weight, const float* router_bias, int tokens, int hidden,
+// per expert into `counts` (zeroed by the caller). Given x_bf16, the tiled router also writes x
+// rounded to bf16 there and 1 to *x_scale (launch_quantize's w4a16 output, bit for bit) while it
+// reads x; returns whether it did (the small-batch router does not).
+bool launch_router(const float* x, const float* router_weight, const float* router_bias, int tokens, int hidden,
                    int experts, int top_k, bool small_batch_router, float* logits, int32_t* expert_ids,
-                   float* expert_weights, int32_t* counts, cudaStream_t stream);
+                   float* expert_weights, int32_t* counts, uint16_t* x_bf16, float* x_scale, bool overlap,
+                   cudaStream_t stream);
 
 // The (token, slot) pairs per expert of a routing the caller gave, into `counts` (zeroed by the
 // caller), as launch_router counts its own. An id outside [0, experts) is replaced by expert 0 with
@@ -39,7 +45,7 @@ void launch_rows_from_float(const float* src, int padded_cols, int64_t rows, int
 // `tile_rows` pairs), source_rows[q] = token of sorted pair q, position[p] = sorted index of pair p.
 void launch_sort_pairs(const int32_t* expert_ids, const int32_t* counts, int pairs, int experts, int top_k, int tile_rows,
                        int32_t* pair_offsets, int32_t* tile_offsets, int32_t* source_rows, int32_t* position,
-                       cudaStream_t stream);
+                       bool overlap, cudaStream_t stream);
 
 // Largest magnitude of `n` floats, as float bits, max-combined into *amax_bits (zeroed first).
 void launch_abs_max(const float* x, int64_t n, uint32_t* amax_bits, cudaStream_t stream);
@@ -48,7 +54,7 @@ void launch_abs_max(const float* x, int64_t n, uint32_t* amax_bits, cudaStream_t
 // bf16 for w4a16 and w4a4 (MXFP4 values are exact in bf16), FP8 E4M3 codes for w4a8 with the scale
 // amax / 448 from *amax_bits, which is also written to *tensor_scale (1 for the other schemes).
 void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, const uint32_t* amax_bits, void* out,
-                     float* tensor_scale, cudaStream_t stream);
+                     float* tensor_scale, bool overlap, cudaStream_t stream);
 
 struct GemmProblem {
   const uint32_t* weights = nullptr;  // packed by the GEMM family (gemm_family.hpp)
@@ -80,7 +86,7 @@ struct GemmProblem {
 
 // out[t] = sum_j weights[t*k + j] * pair_out[position[t*k + j]], j in order.
 void launch_combine(const float* pair_out, const int32_t* position, const float* weights, int tokens, int hidden,
-                    int top_k, float* out, cudaStream_t stream);
+                    int top_k, float* out, bool overlap, cudaStream_t stream);
 
 // Test hook: decodes all 256 packed bytes (two codes each) through both GEMM decoders on the
 // device; out receives 512 floats per path (bf16 path first), code order low nibble first.

@@ -5,6 +5,7 @@
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
 #include "backends/cuda/kernels.hpp"
+#include "backends/cuda/launch.cuh"
 #include "backends/cuda/paths.hpp"
 #include "backends/cuda/routing.cuh"
 
@@ -26,6 +27,8 @@ router_logits_kernel(const float* x, const float* weight, const float* bias, int
 // experts over one slice of K (blockIdx.z) from shared-memory tiles 32 deep, each of its four warps
 // 16 tokens x 32 experts. Every router row and token row is read once per block. Slices write
 // partial sums [slice][T][E] (the bias in slice 0), which the top-k kernel adds in slice order.
+// Given x_bf16, the blocks of the first expert tile (which together read x once) also write x
+// rounded to bf16, the w4a16 GEMM input, so that no separate pass reads x again.
 constexpr int kTiledTokens = 64, kTiledExperts = 32, kTiledDepth = 32, kTiledThreads = 128;
 constexpr int kTiledPitch = kTiledDepth + 4;  // floats per staged row: fragment reads hit 32 distinct banks
 
@@ -50,6 +53,16 @@ struct TileLoad {
       *reinterpret_cast<float4*>(&tile[row][4 * quad]) = v[i];
     }
   }
+  // The loaded rows rounded to bf16 into a [count][hidden] matrix (8-byte stores).
+  __device__ __forceinline__ void store_bf16(uint16_t* m, int row0, int count, int hidden, int k0) const {
+#pragma unroll
+    for (int i = 0; i < kSteps; ++i) {
+      const int index = threadIdx.x + i * kTiledThreads, row = index / 8, quad = index % 8;
+      if (row0 + row < count) {
+        *reinterpret_cast<uint2*>(m + static_cast<int64_t>(row0 + row) * hidden + k0 + 4 * quad) = bf16x4_bits(v[i]);
+      }
+    }
+  }
 };
 
 __device__ __forceinline__ uint32_t to_tf32(float v) {
@@ -66,7 +79,7 @@ __device__ __forceinline__ void split_tf32(float v, uint32_t& big, uint32_t& sma
 
 __global__ void __launch_bounds__(kTiledThreads)
 router_logits_tiled_kernel(const float* x, const float* weight, const float* bias, int tokens, int hidden, int experts,
-                           int slice_depth, float* logits) {
+                           int slice_depth, float* logits, uint16_t* x_bf16, float* x_scale) {
   __shared__ __align__(16) float xs[kTiledTokens][kTiledPitch];
   __shared__ __align__(16) float ws[kTiledExperts][kTiledPitch];
   const int t0 = blockIdx.y * kTiledTokens, e0 = blockIdx.x * kTiledExperts;
@@ -74,6 +87,8 @@ router_logits_tiled_kernel(const float* x, const float* weight, const float* bia
   float acc[kTiledExperts / 8][4] = {};
   const int k_begin = blockIdx.z * slice_depth, k_end = min(hidden, k_begin + slice_depth);
   float* partial = logits + static_cast<int64_t>(blockIdx.z) * tokens * experts;
+  const bool writes_bf16 = x_bf16 != nullptr && blockIdx.x == 0;
+  if (writes_bf16 && blockIdx.y == 0 && blockIdx.z == 0 && threadIdx.x == 0) *x_scale = 1.0f;
   TileLoad<kTiledTokens> x_next;
   TileLoad<kTiledExperts> w_next;
   x_next.load(x, t0, tokens, hidden, k_begin);
@@ -82,6 +97,7 @@ router_logits_tiled_kernel(const float* x, const float* weight, const float* bia
     __syncthreads();  // the previous tile's fragments are read
     x_next.store(xs);
     w_next.store(ws);
+    if (writes_bf16) x_next.store_bf16(x_bf16, t0, tokens, hidden, k0);
     __syncthreads();
     if (k0 + kTiledDepth < k_end) {
       x_next.load(x, t0, tokens, hidden, k0 + kTiledDepth);
@@ -130,6 +146,7 @@ router_logits_tiled_kernel(const float* x, const float* weight, const float* bia
 // One warp per token; first the logits' K slices are added in order (into slice 0).
 __global__ void router_topk_kernel(float* logits, int tokens, int experts, int top_k, int slices, int32_t* expert_ids,
                                    float* expert_weights, int32_t* counts) {
+  wait_for_previous_grid();  // the logits
   const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
   if (warp >= tokens) return;
   if (slices > 1) {
@@ -155,6 +172,7 @@ __global__ void rank_kernel(const int32_t* expert_ids, const int32_t* counts, in
                             int32_t* position) {
   __shared__ int warp_totals[32];
   __shared__ int base;
+  wait_for_previous_grid();  // the routing and its counts
   const int e = blockIdx.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   if (warp == 0) {
@@ -237,10 +255,11 @@ int router_logit_slices(int tokens, int experts, int hidden, bool small_batch_ro
   return (depth_tiles + slice_tiles - 1) / slice_tiles;
 }
 
-void launch_router(const float* x, const float* router_weight, const float* router_bias, int tokens, int hidden,
+bool launch_router(const float* x, const float* router_weight, const float* router_bias, int tokens, int hidden,
                    int experts, int top_k, bool small_batch_router, float* logits, int32_t* expert_ids,
-                   float* expert_weights, int32_t* counts, cudaStream_t stream) {
-  if (tokens == 0) return;
+                   float* expert_weights, int32_t* counts, uint16_t* x_bf16, float* x_scale, bool overlap,
+                   cudaStream_t stream) {
+  if (tokens == 0) return false;
   if (top_k > kMaxTopK || hidden % kTiledDepth != 0) {
     throw CudaError("router: top-k above 16 or hidden not a multiple of 32");
   }
@@ -257,13 +276,15 @@ void launch_router(const float* x, const float* router_weight, const float* rout
     const dim3 grid((experts + kTiledExperts - 1) / kTiledExperts, (tokens + kTiledTokens - 1) / kTiledTokens,
                     (hidden + slice_depth - 1) / slice_depth);
     router_logits_tiled_kernel<<<grid, kTiledThreads, 0, stream>>>(x, router_weight, router_bias, tokens, hidden,
-                                                                    experts, slice_depth, logits);
+                                                                    experts, slice_depth, logits, x_bf16, x_scale);
     MXMOE_CUDA_CHECK_LAUNCH("router_logits_tiled_kernel");
   }
   constexpr int kWarpsPerBlock = 8;
-  router_topk_kernel<<<(tokens + kWarpsPerBlock - 1) / kWarpsPerBlock, kWarpsPerBlock * 32, 0, stream>>>(
-      logits, tokens, experts, top_k, std::max(slices, 1), expert_ids, expert_weights, counts);
+  launch_after_previous(router_topk_kernel, dim3((tokens + kWarpsPerBlock - 1) / kWarpsPerBlock), dim3(kWarpsPerBlock * 32),
+                        0, overlap, stream, logits, tokens, experts, top_k, std::max(slices, 1), expert_ids,
+                        expert_weights, counts);
   MXMOE_CUDA_CHECK_LAUNCH("router_topk_kernel");
+  return slices > 0 && x_bf16 != nullptr;
 }
 
 namespace {
@@ -290,11 +311,11 @@ void launch_count_pairs(int32_t* expert_ids, float* expert_weights, int pairs, i
 
 void launch_sort_pairs(const int32_t* expert_ids, const int32_t* counts, int pairs, int experts, int top_k, int tile_rows,
                        int32_t* pair_offsets, int32_t* tile_offsets, int32_t* source_rows, int32_t* position,
-                       cudaStream_t stream) {
+                       bool overlap, cudaStream_t stream) {
   // Each block scans every pair: wide blocks take fewer passes (and barriers) through a large batch.
   const int threads = pairs > 2048 * kRankPairsPerThread ? 1024 : 256;
-  rank_kernel<<<experts, threads, 0, stream>>>(expert_ids, counts, pairs, experts, top_k, tile_rows, pair_offsets,
-                                           tile_offsets, source_rows, position);
+  launch_after_previous(rank_kernel, dim3(experts), dim3(threads), 0, overlap, stream, expert_ids, counts, pairs, experts,
+                        top_k, tile_rows, pair_offsets, tile_offsets, source_rows, position);
   MXMOE_CUDA_CHECK_LAUNCH("rank_kernel");
 }
 
