@@ -5,6 +5,7 @@
 #include <numeric>
 #include <stdexcept>
 
+#include "moe/valid_layer.hpp"
 #include "mxmoe/format.hpp"
 #include "util/checked.hpp"
 
@@ -63,6 +64,10 @@ void PaddingPlan::check_padded_layer(const MoeShape& shape, const std::string& b
 
 MoeLayer pad_layer(const MoeLayer& layer, const PaddingPlan& plan) {
   layer.validate();
+  return detail::pad_valid_layer(layer, plan);
+}
+
+MoeLayer detail::pad_valid_layer(const MoeLayer& layer, const PaddingPlan& plan) {
   const MoeShape& s = layer.shape;
   if (s.hidden != plan.hidden || s.intermediate != plan.intermediate) {
     throw std::invalid_argument("pad_layer: layer has " + s.to_string() + ", the plan is for " + plan.to_string());

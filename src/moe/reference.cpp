@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "moe/routing_check.hpp"
+#include "moe/valid_layer.hpp"
 #include "mxmoe/moe.hpp"
 #include "util/parallel.hpp"
 
@@ -41,6 +42,11 @@ void dequantize_expert(const Mxfp4Tensor& t, int64_t e, int threads, std::vector
 MoeOutput reference_forward(const MoeLayer& layer, std::span<const float> hidden, int tokens,
                             Scheme scheme, const ReferenceOptions& options) {
   layer.validate();
+  return detail::reference_forward_valid(layer, hidden, tokens, scheme, options);
+}
+
+MoeOutput detail::reference_forward_valid(const MoeLayer& layer, std::span<const float> hidden, int tokens,
+                                          Scheme scheme, const ReferenceOptions& options) {
   const int64_t H = layer.shape.hidden, I = layer.shape.intermediate, E = layer.shape.experts;
   const int k = layer.shape.top_k;
   const int64_t T = tokens;

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "moe/routing_check.hpp"
+#include "moe/valid_layer.hpp"
 #include "util/admission.hpp"
 
 namespace mxmoe {
@@ -31,7 +32,9 @@ MoeRunner::MoeRunner(std::shared_ptr<const MoeLayer> layer, Scheme scheme, const
   const auto& declaration = *std::find_if(registry.begin(), registry.end(),
                                           [&](const BackendDeclaration& b) { return b.name == decision_.chosen; });
   ExecutionPlan plan{decision_.chosen, scheme, device, decision_.padding, options.threads};
-  if (!decision_.padding.is_identity()) layer = std::make_shared<const MoeLayer>(pad_layer(*layer, decision_.padding));
+  if (!decision_.padding.is_identity()) {
+    layer = std::make_shared<const MoeLayer>(detail::pad_valid_layer(*layer, decision_.padding));
+  }
   prepared_ = declaration.prepare(std::move(layer), plan);
 }
 

@@ -95,8 +95,7 @@ class CpuMoe final : public PreparedMoe {
  public:
   CpuMoe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan)
       : shape_(layer->shape), swiglu_(layer->swiglu), scheme_(plan.scheme), threads_(plan.threads) {
-    plan.padding.check_padded_layer(layer->shape, plan.backend);
-    layer->validate();
+    plan.padding.check_padded_layer(layer->shape, plan.backend);  // the layer itself was validated where it was made
     router_weight_ = layer->router_weight;
     router_bias_ = layer->router_bias;
     // gate_up strips hold 16 gate rows then the 16 matching linear rows, so the SwiGLU epilogue

@@ -15,6 +15,7 @@
 #include "backends/cuda/kernels.hpp"
 #include "backends/cuda/layout.hpp"
 #include "backends/cuda/paths.hpp"
+#include "moe/valid_layer.hpp"
 #include "mxmoe/format.hpp"
 
 namespace mxmoe::cuda {
@@ -56,8 +57,7 @@ class CudaMoeImpl final : public CudaMoe {
         scheme_(plan.scheme),
         device_(plan.device.ordinal),
         unpadded_hidden_(plan.padding.hidden) {
-    plan.padding.check_padded_layer(layer->shape, plan.backend);
-    layer->validate();
+    plan.padding.check_padded_layer(layer->shape, plan.backend);  // the layer itself was validated where it was made
     const int needed = scheme_traits(scheme_).min_tensor_core_sm;
     if (needed == 0) {
       throw std::invalid_argument("the cuda backend does not run scheme " + std::string(scheme_name(scheme_)) +
@@ -487,10 +487,12 @@ double device_copy_bandwidth_gbs(cudaStream_t stream) {
 
 PreparedCudaLayer prepare_cuda_backend(std::shared_ptr<const MoeLayer> layer, Scheme scheme, const DeviceSpec& gpu,
                                        const std::optional<ForcedBackend>& forced) {
+  layer->validate();  // an entry point, as MoeRunner's constructor is
   PreparedCudaLayer p;
   p.decision = select_backend(gpu, Problem::for_layer(*layer, scheme), forced);
-  p.layer = p.decision.padding.is_identity() ? std::move(layer)
-                                             : std::make_shared<const MoeLayer>(pad_layer(*layer, p.decision.padding));
+  p.layer = p.decision.padding.is_identity()
+                ? std::move(layer)
+                : std::make_shared<const MoeLayer>(detail::pad_valid_layer(*layer, p.decision.padding));
   const auto& registry = backend_registry();
   const auto declaration = std::find_if(registry.begin(), registry.end(),
                                         [&](const BackendDeclaration& b) { return b.name == p.decision.chosen; });

@@ -1,5 +1,6 @@
 // The float64 reference as a backend: slow, exact, and available on every device (it runs on the
 // host CPU), so any configuration can be checked against it.
+#include "moe/valid_layer.hpp"
 #include "mxmoe/backend.hpp"
 
 namespace mxmoe {
@@ -13,7 +14,8 @@ class ReferenceMoe final : public PreparedMoe {
     plan_.padding.check_padded_layer(layer_->shape, plan_.backend);
   }
   MoeOutput forward(std::span<const float> hidden, int tokens, const Routing* routing) override {
-    return reference_forward(*layer_, hidden, tokens, plan_.scheme, {.routing = routing, .threads = plan_.threads});
+    return detail::reference_forward_valid(*layer_, hidden, tokens, plan_.scheme,
+                                           {.routing = routing, .threads = plan_.threads});
   }
 
  private:
