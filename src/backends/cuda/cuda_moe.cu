@@ -63,20 +63,23 @@ class CudaMoeImpl final : public CudaMoe {
       throw std::invalid_argument("the cuda backend does not run scheme " + std::string(scheme_name(scheme_)) +
                                   " (no tensor cores take its activations)");
     }
+    // The GPU's facts come from the plan: the device detected when the runner was made.
+    const DeviceSpec& gpu = plan.device;
+    if (gpu.kind != DeviceKind::cuda || !gpu.detected || gpu.sm_count <= 0) {
+      throw std::logic_error("a CUDA backend needs a detected GPU in its plan, not " + gpu.id());
+    }
     DeviceScope scope(device_);
-    cudaDeviceProp prop{};
-    MXMOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
-    sm_count_ = prop.multiProcessorCount;
-    const int sm = prop.major * 10 + prop.minor;
+    sm_count_ = gpu.sm_count;
+    const int sm = gpu.sm;
     sm_ = sm;
     if (sm < needed) {
       throw std::runtime_error("the cuda backend needs " + sm_name(needed) + " or newer for " +
                                std::string(scheme_name(scheme_)) + "; GPU " + std::to_string(device_) + " (" +
-                               prop.name + ") is " + sm_name(sm));
+                               gpu.name + ") is " + sm_name(sm));
     }
     if (gemms_.exact_sm != 0 && sm != gemms_.exact_sm) {
       throw std::runtime_error(std::string("the ") + gemms_.name + " kernels are built for " + sm_name(gemms_.exact_sm) +
-                               "a only; GPU " + std::to_string(device_) + " (" + prop.name + ") is " + sm_name(sm));
+                               "a only; GPU " + std::to_string(device_) + " (" + gpu.name + ") is " + sm_name(sm));
     }
     uint8_t largest_scale = 0;
     for (const Mxfp4Tensor* t : {&layer->gate_up, &layer->down}) {
