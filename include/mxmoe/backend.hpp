@@ -84,6 +84,11 @@ class PreparedMoe {
   // layer's own router's, or `routing` when the caller routed (as inference engines do; checked by
   // the runner, trusted here).
   virtual MoeOutput forward(std::span<const float> hidden, int tokens, const Routing* routing = nullptr) = 0;
+  // The same into the caller's memory: `output` [tokens, padded_hidden]; `routing_out`, when given,
+  // receives the routing. Returns the activations' scales. The default runs forward() and copies;
+  // a backend that computes on the host writes the output in place.
+  virtual ActivationScales forward_into(std::span<const float> hidden, int tokens, const Routing* routing,
+                                        std::span<float> output, Routing* routing_out);
   // Enqueues the layer on device data (checked by the runner). Backends that compute on the host
   // throw std::logic_error.
   virtual void forward_on_device(const DeviceBatch& batch);

@@ -39,5 +39,7 @@ MoeLayer pad_layer(const MoeLayer& layer, const PaddingPlan& plan);
 // [T, hidden] -> [T, padded_hidden] with zero columns, and back.
 std::vector<float> pad_hidden(std::span<const float> x, int tokens, const PaddingPlan& plan);
 std::vector<float> unpad_hidden(std::span<const float> x, int tokens, const PaddingPlan& plan);
+// The same into `out` [tokens, plan.hidden].
+void unpad_hidden_into(std::span<const float> x, int tokens, const PaddingPlan& plan, std::span<float> out);
 
 }  // namespace mxmoe

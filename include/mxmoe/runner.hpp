@@ -44,6 +44,12 @@ class MoeRunner {
   // router; throws std::invalid_argument for ids out of range, an expert twice for one token, or
   // weights that are not finite.
   MoeOutput forward(std::span<const float> hidden, int tokens, const Routing& routing);
+  // Either of the above into the caller's memory: `output` [tokens, hidden] (the real hidden size),
+  // the caller's `routing` or null for the layer's router, and the routing used into *routing_out
+  // when given. Returns the activations' scales. On a host backend with an unpadded layer nothing
+  // is allocated per call beyond the routing (the PyTorch CPU operators run on this).
+  ActivationScales forward_into(std::span<const float> hidden, int tokens, std::span<float> output,
+                                const Routing* routing = nullptr, Routing* routing_out = nullptr);
 
   // The layer on device data (DeviceBatch), on a GPU backend; refuses batches whose pointers are
   // missing or whose routing is half given (std::invalid_argument) and host backends

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
@@ -242,14 +243,24 @@ void check_experts_inputs(const at::Tensor& hidden, const at::Tensor& topk_ids, 
   check_tensor(topk_weights, "topk_weights", {T, k}, {at::kFloat}, layer.device);
 }
 
+// CPU tensors: the layer reads fp32 hidden states in place and writes its fp32 output straight into
+// the returned tensor; bf16 is converted once each way (the CPU backend computes in fp32).
+at::Tensor forward_cpu(const PreparedLayer& layer, const at::Tensor& hidden, const Routing* routing,
+                       Routing* routing_out) {
+  const at::Tensor x = hidden.to(at::kFloat);  // the same tensor when it is fp32 already
+  at::Tensor out = at::empty(hidden.sizes(), hidden.options().dtype(at::kFloat));
+  const auto span = [](const at::Tensor& t) { return std::span<float>(t.data_ptr<float>(), t.numel()); };
+  layer.runner->forward_into(span(x), static_cast<int>(hidden.size(0)), span(out), routing, routing_out);
+  return hidden.scalar_type() == at::kFloat ? out : out.to(hidden.scalar_type());
+}
+
 at::Tensor experts(const at::Tensor& hidden, const at::Tensor& topk_ids, const at::Tensor& topk_weights, int64_t handle) {
   const auto layer = layer_of(handle);
   check_experts_inputs(hidden, topk_ids, topk_weights, *layer);
   const int64_t T = hidden.size(0), k = layer->shape.top_k;
   return translating_errors([&] {
     const Routing routing{static_cast<int>(T), static_cast<int>(k), host_bytes<int32_t>(topk_ids), host_floats(topk_weights)};
-    const MoeOutput out = layer->runner->forward(host_floats(hidden), static_cast<int>(T), routing);
-    return copied(out.output, hidden.sizes(), hidden.scalar_type(), hidden);
+    return forward_cpu(*layer, hidden, &routing, nullptr);
   });
 }
 
@@ -258,10 +269,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> moe(const at::Tensor& hidden, int
   check_hidden(hidden, *layer);
   const int64_t T = hidden.size(0), k = layer->shape.top_k;
   return translating_errors([&] {
-    const MoeOutput out = layer->runner->forward(host_floats(hidden), static_cast<int>(T));
-    return std::make_tuple(copied(out.output, hidden.sizes(), hidden.scalar_type(), hidden),
-                           copied(out.routing.expert_ids, {T, k}, at::kInt, hidden),
-                           copied(out.routing.weights, {T, k}, at::kFloat, hidden));
+    Routing routing;
+    at::Tensor out = forward_cpu(*layer, hidden, nullptr, &routing);
+    return std::make_tuple(out, copied(routing.expert_ids, {T, k}, at::kInt, hidden),
+                           copied(routing.weights, {T, k}, at::kFloat, hidden));
   });
 }
 

@@ -33,6 +33,14 @@ ForwardTiming PreparedMoe::time_forward(std::span<const float> hidden, int token
   return timing;
 }
 
+ActivationScales PreparedMoe::forward_into(std::span<const float> hidden, int tokens, const Routing* routing,
+                                          std::span<float> output, Routing* routing_out) {
+  MoeOutput out = forward(hidden, tokens, routing);
+  std::copy(out.output.begin(), out.output.end(), output.begin());
+  if (routing_out) *routing_out = std::move(out.routing);
+  return out.scales;
+}
+
 void PreparedMoe::forward_on_device(const DeviceBatch&) {
   throw std::logic_error("this backend computes on the host: it takes host data (forward), not device pointers");
 }

@@ -106,15 +106,22 @@ std::vector<float> pad_hidden(std::span<const float> x, int tokens, const Paddin
 }
 
 std::vector<float> unpad_hidden(std::span<const float> x, int tokens, const PaddingPlan& plan) {
-  if (x.size() != static_cast<size_t>(tokens) * plan.padded_hidden) {
+  std::vector<float> out(static_cast<size_t>(std::max(tokens, 0)) * plan.hidden);
+  unpad_hidden_into(x, tokens, plan, out);
+  return out;
+}
+
+void unpad_hidden_into(std::span<const float> x, int tokens, const PaddingPlan& plan, std::span<float> out) {
+  if (tokens < 0 || x.size() != static_cast<size_t>(tokens) * plan.padded_hidden ||
+      out.size() != static_cast<size_t>(tokens) * plan.hidden) {
     throw std::invalid_argument("unpad_hidden: expected " + std::to_string(tokens) + " x " +
-                                std::to_string(plan.padded_hidden) + " values, got " + std::to_string(x.size()));
+                                std::to_string(plan.padded_hidden) + " values into " + std::to_string(tokens) + " x " +
+                                std::to_string(plan.hidden) + ", got " + std::to_string(x.size()) + " into " +
+                                std::to_string(out.size()));
   }
-  std::vector<float> out(static_cast<size_t>(tokens) * plan.hidden);
   for (int64_t t = 0; t < tokens; ++t) {
     std::copy_n(x.begin() + t * plan.padded_hidden, plan.hidden, out.begin() + t * plan.hidden);
   }
-  return out;
 }
 
 }  // namespace mxmoe

@@ -53,23 +53,40 @@ void MoeRunner::admit_forward(int tokens) const {
 MoeOutput MoeRunner::forward(std::span<const float> hidden, int tokens) { return run(hidden, tokens, nullptr); }
 
 MoeOutput MoeRunner::forward(std::span<const float> hidden, int tokens, const Routing& routing) {
-  detail::check_routing(routing, tokens, decision_.problem.top_k, decision_.problem.experts);
   return run(hidden, tokens, &routing);
 }
 
 MoeOutput MoeRunner::run(std::span<const float> hidden, int tokens, const Routing* routing) {
+  MoeOutput out;
+  out.output.resize(static_cast<size_t>(std::max(tokens, 0)) * decision_.padding.hidden);
+  out.scales = forward_into(hidden, tokens, out.output, routing, &out.routing);
+  return out;
+}
+
+ActivationScales MoeRunner::forward_into(std::span<const float> hidden, int tokens, std::span<float> output,
+                                         const Routing* routing, Routing* routing_out) {
   const PaddingPlan& plan = decision_.padding;
   if (tokens < 0 || hidden.size() != static_cast<size_t>(tokens) * plan.hidden) {
     throw std::invalid_argument("forward: hidden states hold " + std::to_string(hidden.size()) + " values, expected " +
                                 std::to_string(tokens) + " tokens x " + std::to_string(plan.hidden));
   }
+  if (output.size() != hidden.size()) {
+    throw std::invalid_argument("forward: the output holds " + std::to_string(output.size()) + " values, expected " +
+                                std::to_string(tokens) + " tokens x " + std::to_string(plan.hidden));
+  }
+  if (routing) detail::check_routing(*routing, tokens, decision_.problem.top_k, decision_.problem.experts);
   admit_forward(tokens);
   detail::check_finite_hidden(hidden, plan.hidden);  // once per forward, for every backend
-  MoeOutput out = plan.is_identity() ? prepared_->forward(hidden, tokens, routing)
-                                     : prepared_->forward(pad_hidden(hidden, tokens, plan), tokens, routing);
-  if (!plan.is_identity()) out.output = unpad_hidden(out.output, tokens, plan);
-  check_finite_output(out.output, plan.hidden);
-  return out;
+  ActivationScales scales;
+  if (plan.is_identity()) {
+    scales = prepared_->forward_into(hidden, tokens, routing, output, routing_out);
+  } else {
+    std::vector<float> padded_output(static_cast<size_t>(tokens) * plan.padded_hidden);
+    scales = prepared_->forward_into(pad_hidden(hidden, tokens, plan), tokens, routing, padded_output, routing_out);
+    unpad_hidden_into(padded_output, tokens, plan, output);
+  }
+  check_finite_output(output, plan.hidden);
+  return scales;
 }
 
 void MoeRunner::forward_on_device(const DeviceBatch& batch) {

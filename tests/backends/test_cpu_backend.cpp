@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "backends/backend_check.hpp"
@@ -65,6 +66,42 @@ TEST(CpuBackend, RunsTheCallersRouting) {
   }
   test::check_caller_routing(test::shared_layer({128, 96, 8, 2}), Scheme::w4a32, 5, "reference", DeviceSpec::detect_cpu(),
                              test::fresh_seed());
+}
+
+// forward_into writes into the caller's buffer what forward returns, bit for bit, with the layer's
+// router or the caller's, unpadded (the CPU backend in place) and padded (through the runner's
+// padded buffer), and on the reference backend (through PreparedMoe's default); a buffer of the
+// wrong size is refused before anything runs.
+TEST(CpuBackend, ForwardIntoTheCallersBufferGivesForwardsBits) {
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const MoeLayer& layer = test::shared_layer({128, 96, 8, 2});
+  const int T = 9;
+  const auto x = random_hidden(T, 128, seed);
+  const Routing given = test::random_routing(T, 8, 2, seed + 1);
+  struct Case {
+    const char* backend;
+    int pad_hidden_to;
+    Scheme scheme;
+  };
+  for (const Case c : {Case{"cpu", 0, Scheme::w4a8}, Case{"cpu", 96, Scheme::w4a16}, Case{"reference", 0, Scheme::w4a4}}) {
+    SCOPED_TRACE(std::string(c.backend) + " pad_hidden_to " + std::to_string(c.pad_hidden_to));
+    MoeRunner runner(layer, c.scheme, DeviceSpec::detect_cpu(), {.backend = c.backend, .pad_hidden_to = c.pad_hidden_to});
+    EXPECT_EQ(runner.decision().padding.is_identity(), c.pad_hidden_to == 0);
+    for (const Routing* routing : {static_cast<const Routing*>(nullptr), &given}) {
+      const MoeOutput want = routing ? runner.forward(x, T, *routing) : runner.forward(x, T);
+      std::vector<float> output(x.size(), std::numeric_limits<float>::quiet_NaN());
+      Routing used;
+      const ActivationScales scales = runner.forward_into(x, T, output, routing, &used);
+      EXPECT_EQ(output, want.output);
+      EXPECT_EQ(used.expert_ids, want.routing.expert_ids);
+      EXPECT_EQ(used.weights, want.routing.weights);
+      EXPECT_EQ(scales.hidden, want.scales.hidden);
+      EXPECT_EQ(scales.intermediate, want.scales.intermediate);
+    }
+    std::vector<float> short_output(x.size() - 1);
+    EXPECT_THROW(runner.forward_into(x, T, short_output), std::invalid_argument);
+  }
 }
 
 TEST(CpuBackend, ResultsDoNotDependOnTheThreadCount) {

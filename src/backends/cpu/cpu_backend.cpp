@@ -117,26 +117,34 @@ class CpuMoe final : public PreparedMoe {
   }
 
   MoeOutput forward(std::span<const float> hidden, int tokens, const Routing* routing) override {
+    MoeOutput result;
+    result.output.resize(static_cast<size_t>(tokens) * shape_.hidden);
+    result.scales = forward_into(hidden, tokens, routing, result.output, &result.routing);
+    return result;
+  }
+
+  ActivationScales forward_into(std::span<const float> hidden, int tokens, const Routing* given,
+                                std::span<float> output, Routing* routing_out) override {
     std::lock_guard<std::mutex> lock(mutex_);  // the workspace is shared by calls
     const int64_t T = tokens, H = shape_.hidden, I = shape_.intermediate, E = shape_.experts;
     const int k = shape_.top_k;
     const int64_t P = T * k;  // (token, slot) pairs
-    MoeOutput result;
-    // The router rejects NaN and Inf; with the caller's routing the runner has.
-    result.routing = routing ? *routing : route(router_weight_, router_bias_, shape_, hidden, tokens);
-    result.output.assign(static_cast<size_t>(T * H), 0.0f);
-    if (T == 0) return result;
     Workspace& w = workspace_;
+    // The router rejects NaN and Inf; with the caller's routing the runner has.
+    if (!given) w.routing = route(router_weight_, router_bias_, shape_, hidden, tokens);
+    const Routing& routing = given ? *given : w.routing;
+    if (routing_out) *routing_out = routing;
+    if (T == 0) return {};
 
     // Pairs sorted by expert (stable: token order within an expert).
     w.offsets.assign(E + 1, 0);
     w.sorted.resize(P);
     w.position.resize(P);
-    for (int64_t p = 0; p < P; ++p) ++w.offsets[result.routing.expert_ids[p] + 1];
+    for (int64_t p = 0; p < P; ++p) ++w.offsets[routing.expert_ids[p] + 1];
     std::partial_sum(w.offsets.begin(), w.offsets.end(), w.offsets.begin());
     w.next.assign(w.offsets.begin(), w.offsets.end() - 1);
     for (int64_t p = 0; p < P; ++p) {
-      const int64_t q = w.next[result.routing.expert_ids[p]]++;
+      const int64_t q = w.next[routing.expert_ids[p]]++;
       w.sorted[q] = p;
       w.position[p] = q;
     }
@@ -184,20 +192,19 @@ class CpuMoe final : public PreparedMoe {
       cpu::scale_bias_strip(C, H, M, y_scale, down_bias_.data() + e * H + s * kStripRows);
     });
 
-    result.scales = {x_scale, y_scale};
-
-    // Weighted sum over each token's k experts, in slot order.
+    // Weighted sum over each token's k experts, in slot order (every output row written).
     detail::parallel_for(T, threads_, 16, [&](int64_t begin, int64_t end) {
-      cpu::weighted_sum_rows(w.pair_out.data(), H, w.position.data(), result.routing.weights.data(), k, begin, end,
-                             result.output.data());
+      cpu::weighted_sum_rows(w.pair_out.data(), H, w.position.data(), routing.weights.data(), k, begin, end,
+                             output.data());
     });
-    return result;
+    return {x_scale, y_scale};
   }
 
  private:
   // Buffers reused across calls: a prefill batch needs hundreds of MB, and fresh pages each call
   // cost as much as a tenth of the work.
   struct Workspace {
+    Routing routing;  // the layer's router's, when the caller gives none
     std::vector<int64_t> offsets, next, sorted, position, active;
     std::vector<float> x_quantized, gathered, intermediate, y, pair_out;
     std::vector<uint16_t> gathered_bf16, y_bf16;
