@@ -84,7 +84,7 @@ TEST(CudaBackend, IsPlannedForEveryGpuFromSm80) {
 }
 
 // The Hopper kernels step K by 64: a shape they cannot take unpadded is padded for them by the
-// oracle (and the plan reaches the packer: CudaBackendMatchesReference runs such shapes).
+// oracle (and the plan reaches the packer: test_conformance.cpp runs such shapes).
 TEST(CudaBackend, Sm90ShapesArePaddedToItsAlignment) {
   if (!declaration("cuda_sm90").built) GTEST_SKIP() << "mxmoe was built without CUDA";
   const Decision d = select_backend(DeviceSpec::parse("sm_90a"), {Scheme::w4a16, 8, 2, 96, 160, 0, true});
@@ -143,32 +143,6 @@ TEST(CudaKernels, FoldedScaleDecodeIsExactUpToCode128) {
   }
 }
 
-// Reference cost grows with tokens; beyond this many, a sample of tokens is checked (with the
-// batch's own w4a8 scales, which depend on every token).
-constexpr int kFullReferenceTokens = 1000;
-constexpr int kSampledTokens = 192;
-
-// One cell of the CUDA conformance matrix: a backend and a (shape, tokens, scheme) it declares.
-struct CudaCase {
-  std::string backend;
-  test::BackendCase c;
-};
-
-std::vector<CudaCase> cuda_cases(std::initializer_list<MoeShape> shapes, std::initializer_list<int> tokens) {
-  std::vector<CudaCase> all;
-  for (const std::string backend : {"cuda", "cuda_sm90"}) {
-    const auto& schemes = declaration(backend).schemes;
-    for (const auto& c : test::backend_cases(shapes, tokens)) {
-      if (std::find(schemes.begin(), schemes.end(), c.scheme) != schemes.end()) all.push_back({backend, c});
-    }
-  }
-  return all;
-}
-
-std::string cuda_case_name(const ::testing::TestParamInfo<CudaCase>& info) {
-  return info.param.backend + "_" + test::backend_case_name({info.param.c, info.index});
-}
-
 // Why this GPU cannot run the backend's code, or "".
 std::string cannot_run_here(const std::string& backend, Scheme scheme) {
   const DeviceSpec gpu = DeviceSpec::detect();
@@ -176,73 +150,6 @@ std::string cannot_run_here(const std::string& backend, Scheme scheme) {
   if (backend == "cuda_sm90" && gpu.sm != 90) return "cuda_sm90 is sm_90a code; this GPU is " + gpu.id();
   return "";
 }
-
-class CudaBackendMatchesReference : public ::testing::TestWithParam<CudaCase> {};
-
-TEST_P(CudaBackendMatchesReference, WithinTheSchemeBound) {
-  REQUIRE_GPU();
-  const std::string backend = GetParam().backend;
-  const test::BackendCase c = GetParam().c;
-  const DeviceSpec gpu = DeviceSpec::detect();
-  if (const std::string why = cannot_run_here(backend, c.scheme); !why.empty()) GTEST_SKIP() << why;
-  const uint64_t seed = test::fresh_seed();
-  SCOPED_TRACE("input seed " + std::to_string(seed));
-  const MoeLayer& layer = test::shared_layer(c.shape);
-  MoeRunner runner(layer, c.scheme, gpu, {.backend = backend});
-  ASSERT_EQ(runner.decision().chosen, backend);
-  const auto x = random_hidden(c.tokens, c.shape.hidden, seed, HiddenDistribution::heavy);
-  const MoeOutput got = runner.forward(x, c.tokens);
-  ASSERT_TRUE(test::all_finite(got.output));
-
-  // Routing: the GPU's fp32 router agrees with the float64 one except on near-tied logits.
-  const Routing expected_routing = route(layer, x, c.tokens);
-  const int k = c.shape.top_k;
-  int same_sets = 0;
-  for (int t = 0; t < c.tokens; ++t) {
-    const std::set<int> a(got.routing.expert_ids.begin() + t * k, got.routing.expert_ids.begin() + (t + 1) * k);
-    const std::set<int> b(expected_routing.expert_ids.begin() + t * k, expected_routing.expert_ids.begin() + (t + 1) * k);
-    same_sets += a == b;
-    if (a == b) {
-      for (int j = 0; j < k; ++j) {
-        EXPECT_NEAR(got.routing.weights[t * k + j], expected_routing.weights[t * k + j], 2e-5) << "token " << t;
-      }
-    }
-  }
-  EXPECT_GE(same_sets, c.tokens - std::max(1, c.tokens / 200)) << "routing agrees on " << same_sets << " of " << c.tokens;
-
-  // Expert math on the GPU's own routing.
-  std::vector<int> sample;
-  if (c.tokens <= kFullReferenceTokens) {
-    for (int t = 0; t < c.tokens; ++t) sample.push_back(t);
-  } else {
-    for (int i = 0; i < kSampledTokens; ++i) sample.push_back(static_cast<int>((static_cast<int64_t>(i) * 7919) % c.tokens));
-  }
-  std::vector<float> xs, got_rows;
-  Routing rs{static_cast<int>(sample.size()), k, {}, {}};
-  for (int t : sample) {
-    xs.insert(xs.end(), x.begin() + static_cast<int64_t>(t) * c.shape.hidden, x.begin() + static_cast<int64_t>(t + 1) * c.shape.hidden);
-    got_rows.insert(got_rows.end(), got.output.begin() + static_cast<int64_t>(t) * c.shape.hidden,
-                    got.output.begin() + static_cast<int64_t>(t + 1) * c.shape.hidden);
-    rs.expert_ids.insert(rs.expert_ids.end(), got.routing.expert_ids.begin() + t * k, got.routing.expert_ids.begin() + (t + 1) * k);
-    rs.weights.insert(rs.weights.end(), got.routing.weights.begin() + t * k, got.routing.weights.begin() + (t + 1) * k);
-  }
-  const bool sampled = sample.size() < static_cast<size_t>(c.tokens);
-  const MoeOutput expected = reference_forward(layer, xs, rs.tokens, c.scheme,
-                                               {.routing = &rs, .scales = sampled ? &got.scales : nullptr});
-  if (!sampled) {
-    EXPECT_FLOAT_EQ(got.scales.hidden, expected.scales.hidden);
-    EXPECT_NEAR(got.scales.intermediate, expected.scales.intermediate, 1e-5 * expected.scales.intermediate);
-  }
-  EXPECT_LE(test::relative_l2(got_rows, expected.output), test::error_bound(c.scheme))
-      << c.shape.to_string() << " T=" << c.tokens << (sampled ? " (sampled)" : "");
-}
-
-// The tiny shapes are not multiples of 64: cuda_sm90 runs them padded by the oracle.
-INSTANTIATE_TEST_SUITE_P(Shapes, CudaBackendMatchesReference,
-                         ::testing::ValuesIn(cuda_cases({{128, 96, 8, 2}, {96, 64, 4, 2}, {2880, 2880, 32, 4},
-                                                         {2880, 2880, 128, 4}},
-                                                        {1, 3, 64, 1000, 8192})),
-                         cuda_case_name);
 
 // Every output element and every intermediate is written: with all buffers filled with NaN before
 // the run, none survives into the output.

@@ -1,0 +1,203 @@
+// One conformance suite over every registered backend (as ggml's test-backend-ops): each backend
+// of the registry that computes on this build's device kind, for every scheme it declares, on fresh
+// random layers and batches, against the float64 reference. Built twice from this file:
+// test_conformance_host (the CPU's backends, label cpu) and test_conformance_gpu (the CUDA
+// backends, label gpu: skipped, saying why, where no GPU can run them). The reference backend is
+// not among them: it is the ground truth the others are checked against.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "backends/backend_check.hpp"
+#include "mxmoe/oracle.hpp"
+
+#ifndef MXMOE_CONFORMANCE_GPU
+#error "build with MXMOE_CONFORMANCE_GPU=0 (host backends) or 1 (CUDA backends)"
+#endif
+
+namespace mxmoe {
+namespace {
+
+constexpr bool kGpu = MXMOE_CONFORMANCE_GPU;
+constexpr DeviceKind kKind = kGpu ? DeviceKind::cuda : DeviceKind::cpu;
+
+// The matrix per device kind: the GPU's reaches gpt-oss-120b's 128 experts and prefill batches;
+// the host's stays where two CPU cores finish it in about a minute. The tiny shapes are not
+// multiples of 64: backends that need that (cuda_sm90) run them padded by the oracle.
+const std::vector<MoeShape>& shapes() {
+  static const std::vector<MoeShape> gpu = {{128, 96, 8, 2}, {96, 64, 4, 2}, {2880, 2880, 32, 4}, {2880, 2880, 128, 4}};
+  static const std::vector<MoeShape> host = {{128, 96, 8, 2}, {96, 64, 4, 2}, {2880, 2880, 32, 4}};
+  return kGpu ? gpu : host;
+}
+const std::vector<int>& token_counts() {
+  static const std::vector<int> gpu = {1, 3, 64, 1000, 8192}, host = {1, 7, 64, 512};
+  return kGpu ? gpu : host;
+}
+
+// Reference cost grows with tokens; beyond this many, a sample of tokens is checked (with the
+// batch's own w4a8 scales, which depend on every token).
+constexpr int kFullReferenceTokens = 1000;
+constexpr int kSampledTokens = 192;
+
+struct ConformanceCase {
+  std::string backend;
+  test::BackendCase c;
+};
+
+std::vector<ConformanceCase> registry_cases() {
+  std::vector<ConformanceCase> all;
+  for (const BackendDeclaration& b : backend_registry()) {
+    if (b.runs_on_any_device || b.device_kind != kKind) continue;
+    for (const MoeShape& shape : shapes()) {
+      for (int tokens : token_counts()) {
+        for (Scheme scheme : b.schemes) all.push_back({b.name, {shape, tokens, scheme}});
+      }
+    }
+  }
+  return all;
+}
+
+std::string case_name(const ::testing::TestParamInfo<ConformanceCase>& info) {
+  return info.param.backend + "_" + test::backend_case_name({info.param.c, info.index});
+}
+
+// The device this binary's backends run on, or why there is none.
+std::optional<DeviceSpec> local_device(std::string& why) {
+  if (!kGpu) return DeviceSpec::detect_cpu();
+  const auto gpus = detect_cuda_devices();
+  if (gpus.empty()) {
+    why = "no CUDA GPU on this machine (scripts/gpu-check runs these on one)";
+    return std::nullopt;
+  }
+  return gpus.front();
+}
+
+// The routing of a router written here from the definition: long double logits, the softmax over
+// all experts renormalized over the k largest; and per token whether its k-th and (k+1)-th logits
+// tie to 1e-9 relative, where routers that round differently may rightly choose either.
+struct DefinedRouting {
+  Routing routing;
+  std::vector<bool> near_tie;
+};
+
+DefinedRouting route_by_definition(const MoeLayer& layer, std::span<const float> x, int tokens) {
+  const int E = layer.shape.experts, H = layer.shape.hidden, k = layer.shape.top_k;
+  DefinedRouting d{{tokens, k, {}, {}}, {}};
+  std::vector<long double> logits(E);
+  std::vector<int> order(E);
+  for (int t = 0; t < tokens; ++t) {
+    for (int e = 0; e < E; ++e) {
+      long double sum = layer.router_bias[e];
+      for (int h = 0; h < H; ++h) {
+        sum += static_cast<long double>(x[static_cast<size_t>(t) * H + h]) * layer.router_weight[static_cast<size_t>(e) * H + h];
+      }
+      logits[e] = sum;
+    }
+    for (int e = 0; e < E; ++e) order[e] = e;
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
+    d.near_tie.push_back(k < E && logits[order[k - 1]] - logits[order[k]] < 1e-9L * std::fabs(logits[order[k - 1]]));
+    long double all = 0, chosen = 0;
+    for (int e = 0; e < E; ++e) all += std::exp(logits[e] - logits[order[0]]);
+    for (int j = 0; j < k; ++j) chosen += std::exp(logits[order[j]] - logits[order[0]]) / all;
+    for (int j = 0; j < k; ++j) {
+      d.routing.expert_ids.push_back(order[j]);
+      d.routing.weights.push_back(static_cast<float>(std::exp(logits[order[j]] - logits[order[0]]) / all / chosen));
+    }
+  }
+  return d;
+}
+
+class BackendConformance : public ::testing::TestWithParam<ConformanceCase> {};
+
+TEST_P(BackendConformance, MatchesTheReferenceWithinTheSchemeBound) {
+  const std::string backend = GetParam().backend;
+  const test::BackendCase c = GetParam().c;
+  std::string why;
+  const std::optional<DeviceSpec> device = local_device(why);
+  if (!device) GTEST_SKIP() << why;
+  const MoeLayer& layer = test::shared_layer(c.shape);
+  // Whether this backend runs here is the oracle's call (its own tests check it): a GPU of another
+  // architecture, or a scheme its tensor cores lack, skips with the verdict's reason.
+  try {
+    select_backend(*device, Problem::for_layer(layer, c.scheme, c.tokens), ForcedBackend{backend, "the conformance suite"});
+  } catch (const OracleError& e) {
+    GTEST_SKIP() << backend << " cannot run on " << device->id() << ": " << e.decision().verdict(backend)->reason;
+  }
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("input seed " + std::to_string(seed));
+  MoeRunner runner(layer, c.scheme, *device, {.backend = backend});
+  ASSERT_EQ(runner.decision().chosen, backend);
+  const int k = c.shape.top_k, H = c.shape.hidden;
+
+  // Small batches are measured together with further independent batches of the same size until
+  // they hold kPooledIntermediates elements (backend_check.hpp says why).
+  const int64_t per_batch = int64_t{c.tokens} * k * c.shape.intermediate;
+  const int64_t batches = (test::kPooledIntermediates + per_batch - 1) / per_batch;
+  std::vector<float> got_rows, want_rows;
+  int same_sets = 0, compared = 0;
+  for (int64_t b = 0; b < batches; ++b) {
+    const auto x = random_hidden(c.tokens, H, seed + b * 7919, HiddenDistribution::heavy);
+    const MoeOutput got = runner.forward(x, c.tokens);
+    ASSERT_EQ(got.output.size(), x.size());
+    ASSERT_TRUE(test::all_finite(got.output));
+
+    // Routing against the definition: the same experts except on near ties (a GPU's fp32 router
+    // may also differ on one token in 200 whose gap is below its rounding), weights to the
+    // router's precision (float64 on the host, fp32 on the GPU).
+    const DefinedRouting defined = route_by_definition(layer, x, c.tokens);
+    for (int t = 0; t < c.tokens; ++t) {
+      if (defined.near_tie[t]) continue;
+      ++compared;
+      const auto ids = [&](const Routing& r) {
+        return std::set<int>(r.expert_ids.begin() + t * k, r.expert_ids.begin() + (t + 1) * k);
+      };
+      if (ids(got.routing) != ids(defined.routing)) continue;
+      ++same_sets;
+      for (int j = 0; j < k; ++j) {  // slots in descending logit order: a swap shows as wrong weights
+        const float want = defined.routing.weights[t * k + j];
+        EXPECT_NEAR(got.routing.weights[t * k + j], want, kGpu ? 2e-5 : 1e-6 * want) << "token " << t << " slot " << j;
+      }
+    }
+
+    // Expert math on the backend's own routing, for every token or a sample of a large batch.
+    std::vector<int> sample;
+    if (c.tokens <= kFullReferenceTokens) {
+      for (int t = 0; t < c.tokens; ++t) sample.push_back(t);
+    } else {
+      for (int i = 0; i < kSampledTokens; ++i) sample.push_back(static_cast<int>((int64_t{i} * 7919) % c.tokens));
+    }
+    std::vector<float> xs;
+    Routing rs{static_cast<int>(sample.size()), k, {}, {}};
+    for (int t : sample) {
+      xs.insert(xs.end(), x.begin() + int64_t{t} * H, x.begin() + int64_t{t + 1} * H);
+      got_rows.insert(got_rows.end(), got.output.begin() + int64_t{t} * H, got.output.begin() + int64_t{t + 1} * H);
+      rs.expert_ids.insert(rs.expert_ids.end(), got.routing.expert_ids.begin() + t * k,
+                           got.routing.expert_ids.begin() + (t + 1) * k);
+      rs.weights.insert(rs.weights.end(), got.routing.weights.begin() + t * k, got.routing.weights.begin() + (t + 1) * k);
+    }
+    const bool sampled = sample.size() < static_cast<size_t>(c.tokens);
+    const MoeOutput want = reference_forward(layer, xs, rs.tokens, c.scheme,
+                                             {.routing = &rs, .scales = sampled ? &got.scales : nullptr});
+    if (!sampled) {
+      EXPECT_FLOAT_EQ(got.scales.hidden, want.scales.hidden);
+      EXPECT_NEAR(got.scales.intermediate, want.scales.intermediate, 1e-5 * want.scales.intermediate);
+    }
+    want_rows.insert(want_rows.end(), want.output.begin(), want.output.end());
+  }
+  const int allowed_differences = kGpu ? std::max(1, compared / 200) : 0;
+  EXPECT_GE(same_sets, compared - allowed_differences) << "routing agrees on " << same_sets << " of " << compared
+                                                       << " tokens without a near tie";
+  EXPECT_GE(compared, static_cast<int>(batches) * c.tokens / 2) << "most tokens have no near tie";
+  EXPECT_LE(test::relative_l2(got_rows, want_rows), test::error_bound(c.scheme))
+      << c.shape.to_string() << " T=" << c.tokens << (c.tokens > kFullReferenceTokens ? " (sampled)" : "");
+}
+
+INSTANTIATE_TEST_SUITE_P(Registry, BackendConformance, ::testing::ValuesIn(registry_cases()), case_name);
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(BackendConformance);  // a registry without such backends
+
+}  // namespace
+}  // namespace mxmoe
