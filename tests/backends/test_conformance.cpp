@@ -14,6 +14,7 @@
 
 #include "backends/backend_check.hpp"
 #include "mxmoe/oracle.hpp"
+#include "util/parallel.hpp"
 
 #ifndef MXMOE_CONFORMANCE_GPU
 #error "build with MXMOE_CONFORMANCE_GPU=0 (host backends) or 1 (CUDA backends)"
@@ -86,28 +87,33 @@ struct DefinedRouting {
 
 DefinedRouting route_by_definition(const MoeLayer& layer, std::span<const float> x, int tokens) {
   const int E = layer.shape.experts, H = layer.shape.hidden, k = layer.shape.top_k;
-  DefinedRouting d{{tokens, k, {}, {}}, {}};
-  std::vector<long double> logits(E);
-  std::vector<int> order(E);
-  for (int t = 0; t < tokens; ++t) {
-    for (int e = 0; e < E; ++e) {
-      long double sum = layer.router_bias[e];
-      for (int h = 0; h < H; ++h) {
-        sum += static_cast<long double>(x[static_cast<size_t>(t) * H + h]) * layer.router_weight[static_cast<size_t>(e) * H + h];
+  DefinedRouting d{{tokens, k, std::vector<int>(static_cast<size_t>(tokens) * k), std::vector<float>(static_cast<size_t>(tokens) * k)},
+                   std::vector<bool>(tokens)};
+  std::vector<char> near_tie(tokens);  // written by several threads: not vector<bool>
+  detail::parallel_for(tokens, 0, 8, [&](int64_t begin, int64_t end) {
+    std::vector<long double> logits(E);
+    std::vector<int> order(E);
+    for (int64_t t = begin; t < end; ++t) {
+      for (int e = 0; e < E; ++e) {
+        long double sum = layer.router_bias[e];
+        for (int h = 0; h < H; ++h) {
+          sum += static_cast<long double>(x[t * H + h]) * layer.router_weight[static_cast<size_t>(e) * H + h];
+        }
+        logits[e] = sum;
       }
-      logits[e] = sum;
+      for (int e = 0; e < E; ++e) order[e] = e;
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
+      near_tie[t] = k < E && logits[order[k - 1]] - logits[order[k]] < 1e-9L * std::fabs(logits[order[k - 1]]);
+      long double all = 0, chosen = 0;
+      for (int e = 0; e < E; ++e) all += std::exp(logits[e] - logits[order[0]]);
+      for (int j = 0; j < k; ++j) chosen += std::exp(logits[order[j]] - logits[order[0]]) / all;
+      for (int j = 0; j < k; ++j) {
+        d.routing.expert_ids[t * k + j] = order[j];
+        d.routing.weights[t * k + j] = static_cast<float>(std::exp(logits[order[j]] - logits[order[0]]) / all / chosen);
+      }
     }
-    for (int e = 0; e < E; ++e) order[e] = e;
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
-    d.near_tie.push_back(k < E && logits[order[k - 1]] - logits[order[k]] < 1e-9L * std::fabs(logits[order[k - 1]]));
-    long double all = 0, chosen = 0;
-    for (int e = 0; e < E; ++e) all += std::exp(logits[e] - logits[order[0]]);
-    for (int j = 0; j < k; ++j) chosen += std::exp(logits[order[j]] - logits[order[0]]) / all;
-    for (int j = 0; j < k; ++j) {
-      d.routing.expert_ids.push_back(order[j]);
-      d.routing.weights.push_back(static_cast<float>(std::exp(logits[order[j]] - logits[order[0]]) / all / chosen));
-    }
-  }
+  });
+  for (int t = 0; t < tokens; ++t) d.near_tie[t] = near_tie[t] != 0;
   return d;
 }
 
