@@ -108,9 +108,14 @@ double swiglu(double gate, double linear, const SwigluParams& params);
 
 // The per-tensor activation scales a forward used: the FP8 scales of w4a8 (hidden states, and the
 // intermediate of all (token, expert) pairs); 1 for the other schemes.
+// The scales that multiply quantized activations back (scheme.hpp): a tensor scale each for the
+// hidden states and the intermediate activations (1 unless the scheme's scale is per tensor), and
+// for per-token schemes one per token's hidden state and one per (token, slot) pair's intermediate
+// (in pair order: token t's slot j is t * top_k + j); empty otherwise.
 struct ActivationScales {
   float hidden = 1.0f;
   float intermediate = 1.0f;
+  std::vector<float> hidden_rows, intermediate_rows;
 };
 
 struct ReferenceOptions {
@@ -118,7 +123,8 @@ struct ReferenceOptions {
   // routing when near-tied logits could route differently.
   const Routing* routing = nullptr;
   // Use these per-tensor scales instead of computing them: w4a8 scales depend on the whole batch,
-  // so checking a sample of a large batch's tokens needs the batch's scales.
+  // so checking a sample of a large batch's tokens needs the batch's scales. (Per-token scales
+  // depend on their own row only and are always computed.)
   const ActivationScales* scales = nullptr;
   int threads = 0;  // 0: all hardware threads
 };
@@ -131,7 +137,8 @@ struct MoeOutput {
 
 // The ground truth for every backend: weights dequantized exactly, activations quantized as the
 // scheme says before each expert GEMM (w4a8: one FP8 scale over all tokens' inputs, and one over
-// all (token, expert) intermediates), every product and sum in float64, one expert at a time so
+// all (token, expert) intermediates; w4a8_token: one per token and one per pair), every product and
+// sum in float64, one expert at a time so
 // memory stays at one dequantized expert plus the activations.
 MoeOutput reference_forward(const MoeLayer& layer, std::span<const float> hidden, int tokens,
                             Scheme scheme, const ReferenceOptions& options = {});

@@ -15,9 +15,10 @@ enum class Scheme {
   w4a8,   // activations quantized to FP8 E4M3 with one dynamic scale per tensor
   w4a4,   // activations quantized to MXFP4 along the reduction dimension
   w4a32,  // activations kept in fp32: the exact mode of the reference, for checking checkpoints
+  w4a8_token,  // activations quantized to FP8 E4M3 with one dynamic scale per token (per row)
 };
 
-inline constexpr Scheme kAllSchemes[] = {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4, Scheme::w4a32};
+inline constexpr Scheme kAllSchemes[] = {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4, Scheme::w4a32, Scheme::w4a8_token};
 
 // What a scheme does to activations, in one table that the reference, the backends and the oracle
 // read instead of testing for particular schemes.
@@ -25,6 +26,7 @@ enum class ActivationFormat { bf16, fp8_e4m3, mxfp4, fp32 };
 enum class ScaleGranularity {
   none,        // the values are the activations' own (bf16, fp32)
   per_tensor,  // one dynamic scale for the whole tensor (w4a8: amax / 448)
+  per_token,   // one dynamic scale per row: a token's hidden state, a (token, slot) pair's intermediate
   per_block,   // one power-of-two scale per 32 values along the reduction (MXFP4)
 };
 
@@ -41,6 +43,7 @@ inline constexpr SchemeTraits kSchemeTraits[] = {
     {"w4a8", ActivationFormat::fp8_e4m3, ScaleGranularity::per_tensor, 1, 89},
     {"w4a4", ActivationFormat::mxfp4, ScaleGranularity::per_block, 2, 80},
     {"w4a32", ActivationFormat::fp32, ScaleGranularity::none, 4, 0},
+    {"w4a8_token", ActivationFormat::fp8_e4m3, ScaleGranularity::per_token, 1, 89},
 };
 
 constexpr const SchemeTraits& scheme_traits(Scheme scheme) { return kSchemeTraits[static_cast<int>(scheme)]; }
@@ -56,9 +59,16 @@ std::string scheme_names();
 // value back to the activation's magnitude: the FP8 per-tensor scale for w4a8, 1 otherwise.
 // w4a4 needs cols to be a multiple of 32. NaN or Inf activations throw std::domain_error.
 // `given_scale`, when set, is used instead of the input's own w4a8 scale (checking a sample of a
-// batch with the whole batch's scale).
+// batch with the whole batch's scale). A scheme with a scale per row (w4a8_token) needs the
+// overload below (std::logic_error here).
 float quantize_activations(Scheme scheme, std::span<const float> input, int64_t rows, int64_t cols,
                            std::span<float> output, std::optional<float> given_scale = std::nullopt);
+// The same for every scheme, with each row's scale written to `row_scales` (rows values): the
+// row's own amax / 448 for per-token schemes, the tensor scale for per-tensor ones, 1 otherwise.
+// Returns the tensor scale (1 unless per-tensor); `given_scale` as above, for per-tensor schemes.
+float quantize_activations(Scheme scheme, std::span<const float> input, int64_t rows, int64_t cols,
+                           std::span<float> output, std::span<float> row_scales,
+                           std::optional<float> given_scale = std::nullopt);
 
 // The same in two steps, so the work can be split across threads with identical results:
 // the tensor scale from the largest magnitude of the whole tensor (finite_abs_max of every part,

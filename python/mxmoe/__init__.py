@@ -19,7 +19,7 @@ _torch.ops.load_library(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 
 __all__ = ["Layer", "explain", "SCHEMES"]
 
-SCHEMES = ("w4a16", "w4a8", "w4a4", "w4a32")
+SCHEMES = ("w4a16", "w4a8", "w4a4", "w4a32", "w4a8_token")
 
 # gpt-oss's SwiGLU constants (transformers' GptOssExperts: alpha 1.702, limit 7.0).
 SWIGLU_ALPHA = 1.702

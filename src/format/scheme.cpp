@@ -1,5 +1,6 @@
 #include "mxmoe/scheme.hpp"
 
+#include <algorithm>
 #include <array>
 #include <iterator>
 #include <cmath>
@@ -84,6 +85,10 @@ void quantize_activation_rows(Scheme scheme, std::span<const float> input, int64
 
 float quantize_activations(Scheme scheme, std::span<const float> input, int64_t rows, int64_t cols,
                            std::span<float> output, std::optional<float> given_scale) {
+  if (scheme_traits(scheme).scale == ScaleGranularity::per_token) {
+    throw std::logic_error(std::string("quantize_activations: ") + std::string(scheme_name(scheme)) +
+                           " has a scale per row: pass row_scales");
+  }
   float abs_max = 0.0f;
   try {
     abs_max = finite_abs_max(input);  // every scheme rejects NaN and Inf
@@ -93,6 +98,35 @@ float quantize_activations(Scheme scheme, std::span<const float> input, int64_t 
   const float scale = given_scale ? *given_scale : activation_tensor_scale(scheme, abs_max);
   quantize_activation_rows(scheme, input, rows, cols, scale, output);
   return scale;
+}
+
+float quantize_activations(Scheme scheme, std::span<const float> input, int64_t rows, int64_t cols,
+                           std::span<float> output, std::span<float> row_scales, std::optional<float> given_scale) {
+  if (rows < 0 || row_scales.size() != static_cast<size_t>(rows)) {
+    throw std::invalid_argument("quantize_activations: " + std::to_string(row_scales.size()) + " row scales for " +
+                                std::to_string(rows) + " rows");
+  }
+  if (scheme_traits(scheme).scale != ScaleGranularity::per_token) {
+    const float scale = quantize_activations(scheme, input, rows, cols, output, given_scale);
+    std::fill(row_scales.begin(), row_scales.end(), scale);
+    return scale;
+  }
+  if (input.size() != static_cast<size_t>(rows * cols) || output.size() != input.size()) {
+    throw std::invalid_argument("quantize_activations: spans do not hold " + std::to_string(rows) + " x " +
+                                std::to_string(cols) + " values");
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto row = input.subspan(r * cols, cols);
+    float abs_max = 0.0f;
+    try {
+      abs_max = finite_abs_max(row);  // every scheme rejects NaN and Inf
+    } catch (const std::domain_error& e) {
+      throw std::domain_error("activation row " + std::to_string(r) + ": " + e.what());
+    }
+    row_scales[r] = codec::fp8_dynamic_scale(abs_max);
+    quantize_activation_rows(scheme, row, 1, cols, row_scales[r], output.subspan(r * cols, cols));
+  }
+  return 1.0f;
 }
 
 }  // namespace mxmoe

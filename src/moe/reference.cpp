@@ -60,7 +60,10 @@ MoeOutput detail::reference_forward_valid(const MoeLayer& layer, std::span<const
   const auto given = [&](float ActivationScales::*which) {
     return options.scales ? std::optional<float>(options.scales->*which) : std::nullopt;
   };
-  const double x_scale = quantize_activations(scheme, hidden, T, H, x_quantized, given(&ActivationScales::hidden));
+  // One scale per row: the tensor scale repeated, or each token's own (per-token schemes).
+  std::vector<float> x_scales(static_cast<size_t>(T));
+  const float x_scale =
+      quantize_activations(scheme, hidden, T, H, x_quantized, x_scales, given(&ActivationScales::hidden));
 
   MoeOutput result;
   if (options.routing) {
@@ -92,8 +95,9 @@ MoeOutput detail::reference_forward_valid(const MoeLayer& layer, std::span<const
       for (int64_t p : pairs) {
         const double* xt = x.data() + (p / k) * H;
         for (int64_t r = begin; r < end; ++r) {
-          const double gate = dot(w.data() + (2 * r) * H, xt, H) * x_scale + bias[2 * r];
-          const double linear = dot(w.data() + (2 * r + 1) * H, xt, H) * x_scale + bias[2 * r + 1];
+          const double scale = x_scales[p / k];
+          const double gate = dot(w.data() + (2 * r) * H, xt, H) * scale + bias[2 * r];
+          const double linear = dot(w.data() + (2 * r + 1) * H, xt, H) * scale + bias[2 * r + 1];
           intermediate[p * I + r] = static_cast<float>(swiglu(gate, linear, layer.swiglu));
         }
       }
@@ -101,9 +105,15 @@ MoeOutput detail::reference_forward_valid(const MoeLayer& layer, std::span<const
   }
 
   std::vector<float> y_quantized(intermediate.size());
-  const double y_scale =
-      quantize_activations(scheme, intermediate, T * k, I, y_quantized, given(&ActivationScales::intermediate));
-  result.scales = {static_cast<float>(x_scale), static_cast<float>(y_scale)};
+  std::vector<float> y_scales(static_cast<size_t>(T * k));
+  const float y_scale =
+      quantize_activations(scheme, intermediate, T * k, I, y_quantized, y_scales, given(&ActivationScales::intermediate));
+  result.scales.hidden = x_scale;
+  result.scales.intermediate = y_scale;
+  if (scheme_traits(scheme).scale == ScaleGranularity::per_token) {
+    result.scales.hidden_rows = x_scales;
+    result.scales.intermediate_rows = y_scales;
+  }
   intermediate = {};
   const std::vector<double> y = to_double(y_quantized);
   y_quantized = {};
@@ -123,7 +133,7 @@ MoeOutput detail::reference_forward_valid(const MoeLayer& layer, std::span<const
         const double weight = routing.weights[p];
         double* o = out.data() + (p / k) * H;
         for (int64_t h = begin; h < end; ++h) {
-          o[h] += weight * (dot(w.data() + h * I, yp, I) * y_scale + bias[h]);
+          o[h] += weight * (dot(w.data() + h * I, yp, I) * y_scales[p] + bias[h]);
         }
       }
     });

@@ -28,7 +28,8 @@ namespace mxmoe::test {
 inline double error_bound(Scheme scheme) {
   switch (scheme) {
     case Scheme::w4a16: return 4e-4;
-    case Scheme::w4a8: return 1.5e-3;
+    case Scheme::w4a8:
+    case Scheme::w4a8_token: return 1.5e-3;
     case Scheme::w4a4: return 3e-3;
     case Scheme::w4a32: return 1e-5;
   }

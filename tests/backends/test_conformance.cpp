@@ -191,6 +191,15 @@ TEST_P(BackendConformance, MatchesTheReferenceWithinTheSchemeBound) {
     if (!sampled) {
       EXPECT_FLOAT_EQ(got.scales.hidden, want.scales.hidden);
       EXPECT_NEAR(got.scales.intermediate, want.scales.intermediate, 1e-5 * want.scales.intermediate);
+      // Per-token schemes: each token's scale from the same inputs, each pair's from intermediates
+      // that differ by the accumulation order.
+      ASSERT_EQ(got.scales.hidden_rows.size(), want.scales.hidden_rows.size());
+      ASSERT_EQ(got.scales.intermediate_rows.size(), want.scales.intermediate_rows.size());
+      EXPECT_EQ(got.scales.hidden_rows, want.scales.hidden_rows);
+      for (size_t p = 0; p < want.scales.intermediate_rows.size(); ++p) {
+        const float w = want.scales.intermediate_rows[p];
+        EXPECT_NEAR(got.scales.intermediate_rows[p], w, 1e-5 * w) << "pair " << p;
+      }
     }
     want_rows.insert(want_rows.end(), want.output.begin(), want.output.end());
   }

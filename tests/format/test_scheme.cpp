@@ -14,7 +14,7 @@ namespace {
 TEST(Scheme, NamesRoundTrip) {
   for (Scheme s : kAllSchemes) EXPECT_EQ(parse_scheme(scheme_name(s)), s);
   EXPECT_FALSE(parse_scheme("w4a2").has_value());
-  EXPECT_EQ(scheme_names(), "w4a16, w4a8, w4a4, w4a32");
+  EXPECT_EQ(scheme_names(), "w4a16, w4a8, w4a4, w4a32, w4a8_token");
 }
 
 // The traits table against what each scheme's quantization really does, on random data.
@@ -31,9 +31,21 @@ TEST(Scheme, TraitsDescribeTheQuantization) {
     const SchemeTraits& t = scheme_traits(s);
     SCOPED_TRACE(std::string(t.name));
     EXPECT_EQ(parse_scheme(t.name), s);
-    std::vector<float> q(x.size());
-    const float scale = quantize_activations(s, x, 2, 32, q);
+    std::vector<float> q(x.size()), row_scales(2);
+    const float scale = quantize_activations(s, x, 2, 32, q, row_scales);
     EXPECT_EQ(scale, t.scale == ScaleGranularity::per_tensor ? codec::fp8_dynamic_scale(amax) : 1.0f);
+    for (int r = 0; r < 2; ++r) {
+      float row_max = 0.0f;
+      for (int i = 0; i < 32; ++i) row_max = std::max(row_max, std::fabs(x[32 * r + i]));
+      EXPECT_EQ(row_scales[r], t.scale == ScaleGranularity::per_token ? codec::fp8_dynamic_scale(row_max) : scale);
+    }
+    if (t.scale != ScaleGranularity::per_token) {
+      std::vector<float> same(x.size());
+      EXPECT_EQ(quantize_activations(s, x, 2, 32, same), scale);
+      EXPECT_EQ(same, q) << "the overloads quantize alike";
+    } else {
+      EXPECT_THROW(quantize_activations(s, x, 2, 32, q), std::logic_error) << "a scale per row needs row_scales";
+    }
     for (size_t i = 0; i < x.size(); ++i) {
       switch (t.activation) {
         case ActivationFormat::fp32: EXPECT_EQ(q[i], x[i]); break;
@@ -74,6 +86,24 @@ TEST(Scheme, W4a8UsesOneScaleForTheWholeTensor) {
   }
 }
 
+TEST(Scheme, W4a8TokenScalesEveryRowOnItsOwn) {
+  // Row 0 small, row 1 large: one tensor scale would flush row 0 to FP8 subnormals.
+  std::vector<float> x = {0.0448f, -0.01f, 0.003f, 448.0f, -100.0f, 1.0f};
+  std::vector<float> q(6), row_scales(2);
+  EXPECT_EQ(quantize_activations(Scheme::w4a8_token, x, 2, 3, q, row_scales), 1.0f);
+  EXPECT_FLOAT_EQ(row_scales[0], 0.0001f);
+  EXPECT_FLOAT_EQ(row_scales[1], 1.0f);
+  EXPECT_EQ(q[0], 448.0f);
+  EXPECT_EQ(q[3], 448.0f);
+  for (int i = 0; i < 6; ++i) {
+    const float s = row_scales[i / 3];
+    EXPECT_EQ(q[i], fp8_e4m3_to_float(float_to_fp8_e4m3(x[i] / s))) << i;
+    EXPECT_NEAR(q[i] * s, x[i], std::fabs(x[i]) / 16 + 1e-7) << i;  // 3 mantissa bits, in every row
+  }
+  std::vector<float> one_scale(1);
+  EXPECT_THROW(quantize_activations(Scheme::w4a8_token, x, 2, 3, q, one_scale), std::invalid_argument);
+}
+
 TEST(Scheme, W4a4QuantizesEveryRowBlockOnItsOwn) {
   std::vector<float> x(64);
   for (int i = 0; i < 32; ++i) x[i] = 0.01f * (i - 16);   // row 0: small values
@@ -91,11 +121,11 @@ TEST(Scheme, W4a4QuantizesEveryRowBlockOnItsOwn) {
 
 TEST(Scheme, NonFiniteActivationsAreRejectedInEveryScheme) {
   for (Scheme s : kAllSchemes) {
-    std::vector<float> x(32, 1.0f), q(32);
+    std::vector<float> x(32, 1.0f), q(32), row_scales(1);
     x[7] = std::nanf("");
-    EXPECT_THROW(quantize_activations(s, x, 1, 32, q), std::domain_error) << scheme_name(s);
+    EXPECT_THROW(quantize_activations(s, x, 1, 32, q, row_scales), std::domain_error) << scheme_name(s);
     x[7] = -std::numeric_limits<float>::infinity();
-    EXPECT_THROW(quantize_activations(s, x, 1, 32, q), std::domain_error) << scheme_name(s);
+    EXPECT_THROW(quantize_activations(s, x, 1, 32, q, row_scales), std::domain_error) << scheme_name(s);
   }
 }
 

@@ -174,7 +174,7 @@ TEST(OracleMatrix, EveryChoiceIsValidAndEveryBackendHasAVerdict) {
       }
     }
   }
-  EXPECT_EQ(cells, 11 * 4 * 6);
+  EXPECT_EQ(cells, 11 * 5 * 6);
 }
 
 // vLLM once chose an architecture-specific kernel on a GPU without that architecture and crashed.

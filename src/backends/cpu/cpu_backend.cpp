@@ -24,9 +24,10 @@ using cpu::kStripRows;
 // prefetcher long sequential streams.
 constexpr int64_t kStripsPerChunk = 4;
 
-// Quantizes a [rows, cols] tensor with the scheme in parallel; returns the tensor scale.
+// Quantizes a [rows, cols] tensor with the scheme in parallel, exactly as quantize_activations
+// does; writes each row's scale to row_scales and returns the tensor scale.
 float quantize_parallel(Scheme scheme, const char* what, const float* input, int64_t rows, int64_t cols, float* output,
-                        int threads) {
+                        float* row_scales, int threads) {
   constexpr int64_t kRowsPerChunk = 16;
   const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
   std::vector<float> chunk_max(static_cast<size_t>(chunks), 0.0f);
@@ -41,7 +42,16 @@ float quantize_parallel(Scheme scheme, const char* what, const float* input, int
       }
     }
   });
+  if (scheme_traits(scheme).scale == ScaleGranularity::per_token) {
+    detail::parallel_for(rows, threads, kRowsPerChunk, [&](int64_t begin, int64_t end) {
+      const size_t n = static_cast<size_t>((end - begin) * cols);
+      quantize_activations(scheme, {input + begin * cols, n}, end - begin, cols, {output + begin * cols, n},
+                           {row_scales + begin, static_cast<size_t>(end - begin)});
+    });
+    return 1.0f;
+  }
   const float scale = activation_tensor_scale(scheme, *std::max_element(chunk_max.begin(), chunk_max.end()));
+  std::fill(row_scales, row_scales + rows, scale);
   detail::parallel_for(chunks, threads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       const int64_t r0 = c * kRowsPerChunk, r1 = std::min(rows, r0 + kRowsPerChunk);
@@ -157,11 +167,15 @@ class CpuMoe final : public PreparedMoe {
 
     // Inputs quantized once, then gathered in expert order.
     w.x_quantized.resize(T * H);
-    const float x_scale = quantize_parallel(scheme_, "hidden states", hidden.data(), T, H, w.x_quantized.data(), threads_);
+    w.x_scales.resize(T);
+    const float x_scale = quantize_parallel(scheme_, "hidden states", hidden.data(), T, H, w.x_quantized.data(),
+                                            w.x_scales.data(), threads_);
+    w.pair_x_scales.resize(P);  // the gate_up epilogue's scale per sorted pair: its token's
     w.gathered.resize(P * H);
     detail::parallel_for(P, threads_, 64, [&](int64_t begin, int64_t end) {
       for (int64_t q = begin; q < end; ++q) {
         std::copy_n(w.x_quantized.data() + (w.sorted[q] / k) * H, H, w.gathered.data() + q * H);
+        w.pair_x_scales[q] = w.x_scales[w.sorted[q] / k];
       }
     });
     bf16_copy(w.gathered, threads_, w.gathered_bf16);
@@ -174,14 +188,15 @@ class CpuMoe final : public PreparedMoe {
       const cpu::Activations a{w.gathered.data() + offsets[e] * H, bf16_or_null(w.gathered_bf16, offsets[e] * H), H};
       cpu::strip_matmul(gate_up_.strip_tiles(e, s), gate_up_.strip_scales(e, s), gate_up_.kblocks(), a, M, tile,
                         kStripRows, panel);
-      cpu::swiglu_strip(tile, kStripRows, M, x_scale, gate_up_bias_.data() + e * 2 * I + s * kStripRows, swiglu_.alpha,
+      cpu::swiglu_strip(tile, kStripRows, M, w.pair_x_scales.data() + offsets[e], gate_up_bias_.data() + e * 2 * I + s * kStripRows, swiglu_.alpha,
                         swiglu_.limit, w.intermediate.data() + offsets[e] * I + s * (kStripRows / 2), I);
     });
 
     // One scale over every pair's intermediate (w4a8), then the down projection + bias.
     w.y.resize(P * I);
-    const float y_scale =
-        quantize_parallel(scheme_, "intermediate activations", w.intermediate.data(), P, I, w.y.data(), threads_);
+    w.y_scales.resize(P);  // per sorted pair
+    const float y_scale = quantize_parallel(scheme_, "intermediate activations", w.intermediate.data(), P, I,
+                                            w.y.data(), w.y_scales.data(), threads_);
     bf16_copy(w.y, threads_, w.y_bf16);
     w.pair_out.resize(P * H);
     for_each_expert_strip(active, down_.strips(), I * kStripRows, threads_, [&](int64_t e, int64_t s, float* panel) {
@@ -189,7 +204,7 @@ class CpuMoe final : public PreparedMoe {
       float* C = w.pair_out.data() + offsets[e] * H + s * kStripRows;
       const cpu::Activations a{w.y.data() + offsets[e] * I, bf16_or_null(w.y_bf16, offsets[e] * I), I};
       cpu::strip_matmul(down_.strip_tiles(e, s), down_.strip_scales(e, s), down_.kblocks(), a, M, C, H, panel);
-      cpu::scale_bias_strip(C, H, M, y_scale, down_bias_.data() + e * H + s * kStripRows);
+      cpu::scale_bias_strip(C, H, M, w.y_scales.data() + offsets[e], down_bias_.data() + e * H + s * kStripRows);
     });
 
     // Weighted sum over each token's k experts, in slot order (every output row written).
@@ -197,7 +212,13 @@ class CpuMoe final : public PreparedMoe {
       cpu::weighted_sum_rows(w.pair_out.data(), H, w.position.data(), routing.weights.data(), k, begin, end,
                              output.data());
     });
-    return {x_scale, y_scale};
+    ActivationScales scales{x_scale, y_scale, {}, {}};
+    if (scheme_traits(scheme_).scale == ScaleGranularity::per_token) {
+      scales.hidden_rows = w.x_scales;
+      scales.intermediate_rows.resize(P);
+      for (int64_t p = 0; p < P; ++p) scales.intermediate_rows[p] = w.y_scales[w.position[p]];
+    }
+    return scales;
   }
 
  private:
@@ -207,6 +228,7 @@ class CpuMoe final : public PreparedMoe {
     Routing routing;  // the layer's router's, when the caller gives none
     std::vector<int64_t> offsets, next, sorted, position, active;
     std::vector<float> x_quantized, gathered, intermediate, y, pair_out;
+    std::vector<float> x_scales, pair_x_scales, y_scales;  // per token, per sorted pair, per sorted pair
     std::vector<uint16_t> gathered_bf16, y_bf16;
   };
 

@@ -12,7 +12,7 @@ BackendDeclaration cpu_backend() {
   b.name = "cpu";
   b.summary = "multi-threaded SIMD CPU backend: experts grouped, MXFP4 decoded in registers";
   b.device_kind = DeviceKind::cpu;
-  b.schemes = {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4};
+  b.schemes = {Scheme::w4a16, Scheme::w4a8, Scheme::w4a8_token, Scheme::w4a4};
   // Strips of 32 rows and 32-wide blocks: every MXFP4 shape runs unpadded.
   b.hidden_alignment = 32;
   b.intermediate_alignment = 32;

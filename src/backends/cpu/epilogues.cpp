@@ -7,11 +7,12 @@
 
 namespace mxmoe::cpu {
 
-void swiglu_strip(const float* C, int64_t ldc, int64_t M, float scale, const float* bias, float alpha, float limit,
-                  float* y, int64_t ldy) {
+void swiglu_strip(const float* C, int64_t ldc, int64_t M, const float* row_scales, const float* bias, float alpha,
+                  float limit, float* y, int64_t ldy) {
   constexpr int kUnits = kStripRows / 2;
   for (int64_t m = 0; m < M; ++m) {
     const float* c = C + m * ldc;
+    const float scale = row_scales[m];
     float* out = y + m * ldy;
     for (int u = 0; u < kUnits; ++u) {
       out[u] = codec::swiglu(c[u] * scale + bias[u], c[kUnits + u] * scale + bias[kUnits + u], alpha, limit);
@@ -19,9 +20,10 @@ void swiglu_strip(const float* C, int64_t ldc, int64_t M, float scale, const flo
   }
 }
 
-void scale_bias_strip(float* C, int64_t ldc, int64_t M, float scale, const float* bias) {
+void scale_bias_strip(float* C, int64_t ldc, int64_t M, const float* row_scales, const float* bias) {
   for (int64_t m = 0; m < M; ++m) {
     float* c = C + m * ldc;
+    const float scale = row_scales[m];
     for (int n = 0; n < kStripRows; ++n) c[n] = c[n] * scale + bias[n];
   }
 }

@@ -66,13 +66,13 @@ bool bf16_dot_available();
 void strip_matmul_bf16(const uint8_t* tiles, const uint8_t* scales, int64_t kblocks, const uint16_t* A, int64_t lda,
                        int64_t M, float* C, int64_t ldc);
 
-// gpt-oss SwiGLU on a gate_up strip packed as [16 gates, 16 linears]: for each of M rows,
-// y[u] = swiglu(C[u] * scale + bias[u], C[16 + u] * scale + bias[16 + u]) for u < 16.
-void swiglu_strip(const float* C, int64_t ldc, int64_t M, float scale, const float* bias, float alpha, float limit,
-                  float* y, int64_t ldy);
+// gpt-oss SwiGLU on a gate_up strip packed as [16 gates, 16 linears]: for each of M rows m, with
+// its activation scale s = row_scales[m], y[u] = swiglu(C[u] * s + bias[u], C[16 + u] * s + bias[16 + u]).
+void swiglu_strip(const float* C, int64_t ldc, int64_t M, const float* row_scales, const float* bias, float alpha,
+                  float limit, float* y, int64_t ldy);
 
-// C[m, 0:32) = C[m, 0:32) * scale + bias[0:32) for m < M.
-void scale_bias_strip(float* C, int64_t ldc, int64_t M, float scale, const float* bias);
+// C[m, 0:32) = C[m, 0:32) * row_scales[m] + bias[0:32) for m < M.
+void scale_bias_strip(float* C, int64_t ldc, int64_t M, const float* row_scales, const float* bias);
 
 // out[t, :] = sum_j weights[t*k + j] * rows[index[t*k + j], :], j in order, for t in [begin, end).
 void weighted_sum_rows(const float* rows, int64_t cols, const int64_t* index, const float* weights, int k,

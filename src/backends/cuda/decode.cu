@@ -452,7 +452,8 @@ void dispatch(Scheme scheme, bool folded_scales, F&& f) {
     case Scheme::w4a8: return f.template operator()<Scheme::w4a8, false>();
     case Scheme::w4a4:
       return folded_scales ? f.template operator()<Scheme::w4a4, true>() : f.template operator()<Scheme::w4a4, false>();
-    case Scheme::w4a32: break;
+    case Scheme::w4a32:
+    case Scheme::w4a8_token: break;
   }
   throw CudaError("the small-batch path does not run scheme " + std::string(scheme_name(scheme)));
 }

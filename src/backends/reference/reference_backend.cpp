@@ -30,7 +30,7 @@ BackendDeclaration reference_backend() {
   b.name = "reference";
   b.summary = "float64 reference on the host CPU; exact, slow; the ground truth";
   b.runs_on_any_device = true;
-  b.schemes = {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4, Scheme::w4a32};
+  b.schemes = {Scheme::w4a16, Scheme::w4a8, Scheme::w4a8_token, Scheme::w4a4, Scheme::w4a32};
   b.rank = 0;
   b.prepare = [](std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan) -> std::unique_ptr<PreparedMoe> {
     return std::make_unique<ReferenceMoe>(std::move(layer), plan);
