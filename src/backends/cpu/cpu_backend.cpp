@@ -188,11 +188,13 @@ class CpuMoe final : public PreparedMoe {
       const cpu::Activations a{w.gathered.data() + offsets[e] * H, bf16_or_null(w.gathered_bf16, offsets[e] * H), H};
       cpu::strip_matmul(gate_up_.strip_tiles(e, s), gate_up_.strip_scales(e, s), gate_up_.kblocks(), a, M, tile,
                         kStripRows, panel);
-      cpu::swiglu_strip(tile, kStripRows, M, w.pair_x_scales.data() + offsets[e], gate_up_bias_.data() + e * 2 * I + s * kStripRows, swiglu_.alpha,
-                        swiglu_.limit, w.intermediate.data() + offsets[e] * I + s * (kStripRows / 2), I);
+      cpu::swiglu_strip(tile, kStripRows, M, w.pair_x_scales.data() + offsets[e],
+                        gate_up_bias_.data() + e * 2 * I + s * kStripRows, swiglu_.alpha, swiglu_.limit,
+                        w.intermediate.data() + offsets[e] * I + s * (kStripRows / 2), I);
     });
 
-    // One scale over every pair's intermediate (w4a8), then the down projection + bias.
+    // The intermediate quantized (w4a8: one scale over every pair's; w4a8_token: one per pair), then
+    // the down projection + bias.
     w.y.resize(P * I);
     w.y_scales.resize(P);  // per sorted pair
     const float y_scale = quantize_parallel(scheme_, "intermediate activations", w.intermediate.data(), P, I,
