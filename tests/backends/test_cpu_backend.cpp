@@ -72,7 +72,7 @@ TEST(CpuBackend, ResultsDoNotDependOnTheThreadCount) {
   }
 }
 
-TEST(CpuBackend, IsChosenOnCpusAndRunsGptOssDimsUnpadded) {
+TEST(CpuBackend, IsChosenOnCpusAndPlansGptOssDimsUnpadded) {
   const Decision d = select_backend(DeviceSpec::parse("cpu:avx2"), {Scheme::w4a16, 32, 4, 2880, 2880, 1, true});
   EXPECT_EQ(d.chosen, "cpu");
   EXPECT_TRUE(d.padding.is_identity());
@@ -94,7 +94,7 @@ TEST(CpuBackend, RefusesTheExactModeWithAReason) {
 
 // A block scale of 2^127 (code 254) overflows float in the products: every backend refuses the
 // output, naming the token and column, instead of returning Inf/NaN (issue 14).
-TEST(CpuBackend, NonFiniteOutputsAreErrorsInEveryBackend) {
+TEST(CpuBackend, NonFiniteOutputsAreErrorsOnTheCpuAndReferenceBackends) {
   MoeLayer layer = test::shared_layer({128, 96, 8, 2});
   std::fill(layer.down.scales.begin(), layer.down.scales.end(), uint8_t{254});
   std::fill(layer.down.blocks.begin(), layer.down.blocks.end(), uint8_t{0x77});  // every weight 6 * 2^127

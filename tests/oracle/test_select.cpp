@@ -210,7 +210,7 @@ TEST(OracleRegression, UnalignedDimsGoToAFallbackInsteadOfAReshapeError) {
 
 // vLLM once lost the hidden/intermediate padding between weight creation and the kernel call. Here
 // the runner pads by the decision's plan and the backend checks what it receives against that plan.
-TEST(OracleRegression, PaddingPlanReachesTheKernel) {
+TEST(OracleRegression, PaddingPlanAndPaddedLayerReachTheBackendsPrepare) {
   struct Seen {
     MoeShape shape;
     PaddingPlan plan;
