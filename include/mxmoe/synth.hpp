@@ -32,6 +32,10 @@ MoeLayer random_layer(const MoeShape& shape, uint64_t seed, int layer_index = 0)
 enum class HiddenDistribution {
   normal,  // N(0, 1) everywhere
   heavy,   // N(0, 1) with 1% of the channels scaled by 20, like the outlier channels of real models
+  // heavy, and each token's row scaled by 2^u, u uniform in [-6, 6]: token norms that differ by up
+  // to 4096x, as between ordinary tokens and attention-sink tokens of a residual stream (what a
+  // per-token activation scale is for)
+  token_norms,
 };
 std::optional<HiddenDistribution> parse_distribution(std::string_view name);
 

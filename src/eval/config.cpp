@@ -178,9 +178,10 @@ EvalConfig parse_eval_config(const std::filesystem::path& file, const YAML::Node
     if (t > limits::kMaxTokens) input.fail("key 'input.tokens' has " + std::to_string(t) + ", above the limit of " + std::to_string(limits::kMaxTokens));
   }
   c.input_seed = input.scalar_or<uint64_t>("seed", "an unsigned integer", 1);
-  const std::string distribution = input.scalar_or<std::string>("distribution", "normal or heavy", "normal");
+  const std::string distribution =
+      input.scalar_or<std::string>("distribution", "normal, heavy or token_norms", "normal");
   const auto d = parse_distribution(distribution);
-  if (!d) input.fail("key 'input.distribution' must be normal or heavy, got '" + distribution + "'");
+  if (!d) input.fail("key 'input.distribution' must be normal, heavy or token_norms, got '" + distribution + "'");
   c.distribution = *d;
 
   if (top.has("padding")) {

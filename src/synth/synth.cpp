@@ -101,18 +101,26 @@ MoeLayer random_layer(const MoeShape& shape, uint64_t seed, int layer_index) {
 std::optional<HiddenDistribution> parse_distribution(std::string_view name) {
   if (name == "normal") return HiddenDistribution::normal;
   if (name == "heavy") return HiddenDistribution::heavy;
+  if (name == "token_norms") return HiddenDistribution::token_norms;
   return std::nullopt;
 }
 
 std::vector<float> random_hidden(int tokens, int hidden, uint64_t seed, HiddenDistribution distribution) {
   std::vector<float> x(static_cast<size_t>(tokens) * hidden);
   std::vector<float> gain(static_cast<size_t>(hidden), 1.0f);
-  if (distribution == HiddenDistribution::heavy) {
+  if (distribution != HiddenDistribution::normal) {
     detail::Rng pick(seed ^ 0x7711u);
     for (auto& g : gain) g = pick.uniform() < 0.01 ? 20.0f : 1.0f;
   }
   detail::Rng rng(seed);
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(rng.normal()) * gain[i % hidden];
+  if (distribution == HiddenDistribution::token_norms) {
+    detail::Rng norms(seed ^ 0x5eedu);
+    for (int t = 0; t < tokens; ++t) {
+      const float scale = static_cast<float>(std::exp2(12.0 * norms.uniform() - 6.0));
+      for (int h = 0; h < hidden; ++h) x[static_cast<size_t>(t) * hidden + h] *= scale;
+    }
+  }
   return x;
 }
 
