@@ -106,8 +106,6 @@ Routing route(std::span<const float> router_weight, std::span<const float> route
 // The SwiGLU of gpt-oss on one (gate, linear) pair.
 double swiglu(double gate, double linear, const SwigluParams& params);
 
-// The per-tensor activation scales a forward used: the FP8 scales of w4a8 (hidden states, and the
-// intermediate of all (token, expert) pairs); 1 for the other schemes.
 // The scales that multiply quantized activations back (scheme.hpp): a tensor scale each for the
 // hidden states and the intermediate activations (1 unless the scheme's scale is per tensor), and
 // for per-token schemes one per token's hidden state and one per (token, slot) pair's intermediate
@@ -138,8 +136,8 @@ struct MoeOutput {
 // The ground truth for every backend: weights dequantized exactly, activations quantized as the
 // scheme says before each expert GEMM (w4a8: one FP8 scale over all tokens' inputs, and one over
 // all (token, expert) intermediates; w4a8_token: one per token and one per pair), every product and
-// sum in float64, one expert at a time so
-// memory stays at one dequantized expert plus the activations.
+// sum in float64, one expert at a time so memory stays at one dequantized expert plus the
+// activations.
 MoeOutput reference_forward(const MoeLayer& layer, std::span<const float> hidden, int tokens,
                             Scheme scheme, const ReferenceOptions& options = {});
 

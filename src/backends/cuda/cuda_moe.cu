@@ -71,7 +71,7 @@ class CudaMoeImpl final : public CudaMoe {
     DeviceScope scope(device_);
     sm_count_ = gpu.sm_count;
     const int sm = gpu.sm;
-    sm_ = sm;
+    overlap_launches_ = sm >= 90;
     if (sm < needed) {
       throw std::runtime_error("the cuda backend needs " + sm_name(needed) + " or newer for " +
                                std::string(scheme_name(scheme_)) + "; GPU " + std::to_string(device_) + " (" +
@@ -294,7 +294,7 @@ class CudaMoeImpl final : public CudaMoe {
     a.gate_up_grid = decode_gate_up_grid_;
     a.down_grid = decode_down_grid_;
     a.folded_scales = folded_scales_;
-    a.overlap_launches = sm_ >= 90;
+    a.overlap_launches = overlap_launches_;
     launch_decode_layer(a, stream);
   }
 
@@ -347,7 +347,7 @@ class CudaMoeImpl final : public CudaMoe {
     MXMOE_CUDA_CHECK(cudaMemsetAsync(amax_.as<void>(), 0, 2 * sizeof(uint32_t), stream));
     uint32_t* amax = amax_.as<uint32_t>();
     float* scales = tensor_scales_.as<float>();
-    const bool overlap = sm_ >= 90;  // programmatic dependent launch (launch.cuh)
+    const bool overlap = overlap_launches_;
     // w4a16's GEMM input is x rounded to bf16: the tiled router writes it as it reads x.
     uint16_t* x_bf16 = traits.activation == ActivationFormat::bf16 ? x_quantized_.as<uint16_t>() : nullptr;
     bool x_quantized = false;
@@ -433,7 +433,7 @@ class CudaMoeImpl final : public CudaMoe {
   int device_;
   int unpadded_hidden_;  // the caller's hidden size (device batches arrive unpadded)
   int sm_count_ = 1;
-  int sm_ = 0;  // compute capability, e.g. 90
+  bool overlap_launches_ = false;  // programmatic dependent launch (launch.cuh): sm_90 and newer
   cudaStream_t stream_ = nullptr;
   bool poison_ = false;
   int small_batch_tokens_ = 0;  // batches up to this many tokens take the small-batch path
