@@ -197,13 +197,33 @@ TEST(CudaSanitizer, SmallShapeEveryBackendAndScheme) {
   }
 }
 
-// The small-batch path (decode.hpp) at every size it serves, poisoned buffers, against the
-// reference on its own routing; and with routing skewed so that every token picks the same experts
-// (an expert with more tokens than one pass of the kernel takes).
-class CudaSmallBatch : public ::testing::TestWithParam<test::BackendCase> {};
+// The small-batch path (decode.hpp) of each GEMM family at every size it serves, poisoned buffers,
+// against the reference on its own routing; and with routing skewed so that every token picks the
+// same experts (an expert with more tokens than one pass of the kernels takes).
+struct SmallBatchCase {
+  std::string backend;
+  test::BackendCase c;
+};
 
-std::unique_ptr<cuda::CudaMoe> prepare_on_gpu(const MoeLayer& layer, Scheme scheme) {
-  return prepare_cuda("cuda", layer, scheme).moe;
+std::vector<SmallBatchCase> small_batch_cases() {
+  const auto tokens = {1, 2, 3, 4, 7, 16, 33, 64};
+  std::vector<SmallBatchCase> all;
+  for (const test::BackendCase& c : test::backend_cases({{128, 96, 8, 2}, {2880, 2880, 32, 4}, {2880, 2880, 128, 4}}, tokens)) {
+    all.push_back({"cuda", c});
+  }
+  // The Hopper kernels' shapes are multiples of 64 (others reach them padded: test_conformance.cpp).
+  for (const test::BackendCase& c : test::backend_cases({{128, 192, 8, 2}, {2880, 2880, 32, 4}, {2880, 2880, 128, 4}}, tokens)) {
+    if (c.scheme != Scheme::w4a8) all.push_back({"cuda_sm90", c});
+  }
+  return all;
+}
+
+class CudaSmallBatch : public ::testing::TestWithParam<SmallBatchCase> {};
+
+std::unique_ptr<cuda::CudaMoe> prepare_small_batch(const std::string& backend, const MoeLayer& layer, Scheme scheme) {
+  std::unique_ptr<cuda::CudaMoe> moe = prepare_cuda(backend, layer, scheme).moe;
+  moe->set_small_batch_tokens(cuda::kDecodeMaxTokens);  // every size the path is built for
+  return moe;
 }
 
 void expect_matches_reference(const MoeLayer& layer, Scheme scheme, const std::vector<float>& x, int tokens,
@@ -227,61 +247,68 @@ void expect_matches_reference(const MoeLayer& layer, Scheme scheme, const std::v
 
 TEST_P(CudaSmallBatch, MatchesReferenceWithPoisonedBuffers) {
   REQUIRE_GPU();
-  const test::BackendCase c = GetParam();
-  if (c.scheme == Scheme::w4a8 && DeviceSpec::detect().sm < 89) GTEST_SKIP() << "w4a8 needs sm_89";
+  const auto& [backend, c] = GetParam();
+  if (const std::string why = cannot_run_here(backend, c.scheme); !why.empty()) GTEST_SKIP() << why;
   const uint64_t seed = test::fresh_seed();
   SCOPED_TRACE("input seed " + std::to_string(seed));
   const MoeLayer& layer = test::shared_layer(c.shape);
-  auto moe = prepare_on_gpu(layer, c.scheme);
-  moe->set_small_batch_tokens(cuda::kDecodeMaxTokens);  // every size the path is built for
+  auto moe = prepare_small_batch(backend, layer, c.scheme);
   moe->poison_buffers_for_test(true);
   const auto x = random_hidden(c.tokens, c.shape.hidden, seed, HiddenDistribution::heavy);
   expect_matches_reference(layer, c.scheme, x, c.tokens, moe->forward(x, c.tokens));
 }
 
-INSTANTIATE_TEST_SUITE_P(Sizes, CudaSmallBatch,
-                         ::testing::ValuesIn(test::backend_cases({{128, 96, 8, 2}, {2880, 2880, 32, 4},
-                                                                  {2880, 2880, 128, 4}},
-                                                                 {1, 2, 3, 4, 7, 16, 33, 64})),
-                         test::backend_case_name);
+INSTANTIATE_TEST_SUITE_P(Sizes, CudaSmallBatch, ::testing::ValuesIn(small_batch_cases()),
+                         [](const ::testing::TestParamInfo<SmallBatchCase>& info) {
+                           return info.param.backend + "_" + test::backend_case_name({info.param.c, info.index});
+                         });
+
+const char* const kSmallBatchBackends[] = {"cuda", "cuda_sm90"};
 
 TEST(CudaSmallBatchEdges, EveryTokenOnTheSameExperts) {
   REQUIRE_GPU();
   MoeLayer layer = test::shared_layer({256, 192, 16, 4});
   for (int e = 0; e < 4; ++e) layer.router_bias[e] = 1000.0f;  // experts 0-3 win for every token
-  for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
-    if (scheme == Scheme::w4a8 && DeviceSpec::detect().sm < 89) continue;
-    auto moe = prepare_on_gpu(layer, scheme);
-    moe->set_small_batch_tokens(cuda::kDecodeMaxTokens);
-    moe->poison_buffers_for_test(true);
-    for (int tokens : {9, 64}) {
-      const auto x = random_hidden(tokens, 256, test::fresh_seed());
-      const MoeOutput got = moe->forward(x, tokens);
-      for (int t = 0; t < tokens; ++t) {
-        EXPECT_EQ(std::set<int>(got.routing.expert_ids.begin() + 4 * t, got.routing.expert_ids.begin() + 4 * t + 4),
-                  (std::set<int>{0, 1, 2, 3}));
+  for (const std::string backend : kSmallBatchBackends) {
+    for (Scheme scheme : declaration(backend).schemes) {
+      if (!cannot_run_here(backend, scheme).empty()) continue;
+      SCOPED_TRACE(backend + " " + std::string(scheme_name(scheme)));
+      auto moe = prepare_small_batch(backend, layer, scheme);
+      moe->poison_buffers_for_test(true);
+      for (int tokens : {9, 64}) {
+        const auto x = random_hidden(tokens, 256, test::fresh_seed());
+        const MoeOutput got = moe->forward(x, tokens);
+        for (int t = 0; t < tokens; ++t) {
+          EXPECT_EQ(std::set<int>(got.routing.expert_ids.begin() + 4 * t, got.routing.expert_ids.begin() + 4 * t + 4),
+                    (std::set<int>{0, 1, 2, 3}));
+        }
+        expect_matches_reference(layer, scheme, x, tokens, got);
       }
-      expect_matches_reference(layer, scheme, x, tokens, got);
     }
   }
 }
 
 // Both paths on one batch: the same router code gives the same routing bits, and the outputs
-// agree within the scheme's bound.
+// agree within the scheme's bound. (The Hopper family's batched path routes batches above
+// kSmallRouterTokens with the tiled router, whose sums run in another order.)
 TEST(CudaSmallBatchEdges, AgreesWithTheBatchedPath) {
   REQUIRE_GPU();
   const MoeLayer& layer = test::shared_layer({2880, 2880, 32, 4});
-  for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
-    if (scheme == Scheme::w4a8 && DeviceSpec::detect().sm < 89) continue;
-    auto moe = prepare_on_gpu(layer, scheme);
-    const auto x = random_hidden(16, 2880, test::fresh_seed(), HiddenDistribution::heavy);
-    const MoeOutput small = moe->forward(x, 16);
-    moe->set_small_batch_tokens(0);
-    const MoeOutput batched = moe->forward(x, 16);
-    EXPECT_EQ(small.routing.expert_ids, batched.routing.expert_ids);
-    EXPECT_EQ(small.routing.weights, batched.routing.weights);
-    EXPECT_EQ(small.scales.hidden, batched.scales.hidden);
-    EXPECT_LE(test::relative_l2(small.output, batched.output), test::error_bound(scheme)) << scheme_name(scheme);
+  for (const std::string backend : kSmallBatchBackends) {
+    const int tokens = backend == "cuda" ? 16 : cuda::kSmallRouterTokens;
+    for (Scheme scheme : declaration(backend).schemes) {
+      if (!cannot_run_here(backend, scheme).empty()) continue;
+      SCOPED_TRACE(backend + " " + std::string(scheme_name(scheme)));
+      auto moe = prepare_small_batch(backend, layer, scheme);
+      const auto x = random_hidden(tokens, 2880, test::fresh_seed(), HiddenDistribution::heavy);
+      const MoeOutput small = moe->forward(x, tokens);
+      moe->set_small_batch_tokens(0);
+      const MoeOutput batched = moe->forward(x, tokens);
+      EXPECT_EQ(small.routing.expert_ids, batched.routing.expert_ids);
+      EXPECT_EQ(small.routing.weights, batched.routing.weights);
+      EXPECT_EQ(small.scales.hidden, batched.scales.hidden);
+      EXPECT_LE(test::relative_l2(small.output, batched.output), test::error_bound(scheme));
+    }
   }
 }
 
@@ -292,7 +319,11 @@ void expect_graph_replays_match(cuda::CudaMoe& moe, int hidden, std::initializer
     const auto x = random_hidden(tokens, hidden, test::fresh_seed());
     const size_t bytes = x.size() * sizeof(float);
     cuda::DeviceBuffer input(bytes), output(bytes);
-    ASSERT_EQ(cudaMemcpy(input.as<void>(), x.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    // On the layer's stream, and complete before the first run: a plain cudaMemcpy from pageable
+    // memory may return before its DMA lands, and the layer's non-blocking stream does not wait for
+    // it (the first run then read part of the input unwritten: seen at T=64 on an H200).
+    ASSERT_EQ(cudaMemcpyAsync(input.as<void>(), x.data(), bytes, cudaMemcpyHostToDevice, moe.stream()), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(moe.stream()), cudaSuccess);
     auto read_output = [&] {
       std::vector<float> host(x.size());
       EXPECT_EQ(cudaStreamSynchronize(moe.stream()), cudaSuccess);
@@ -324,9 +355,11 @@ void expect_graph_replays_match(cuda::CudaMoe& moe, int hidden, std::initializer
 TEST(CudaSmallBatchEdges, GraphReplayGivesTheSameBits) {
   REQUIRE_GPU();
   const MoeLayer& layer = test::shared_layer({2880, 2880, 32, 4});
-  auto moe = prepare_on_gpu(layer, Scheme::w4a16);
-  moe->set_small_batch_tokens(cuda::kDecodeMaxTokens);
-  expect_graph_replays_match(*moe, 2880, {1, 5, 64});
+  for (const std::string backend : kSmallBatchBackends) {
+    if (!cannot_run_here(backend, Scheme::w4a16).empty()) continue;
+    SCOPED_TRACE(backend);
+    expect_graph_replays_match(*prepare_small_batch(backend, layer, Scheme::w4a16), 2880, {1, 5, 64});
+  }
 }
 
 TEST(CudaBackend, Sm90GraphReplayGivesTheSameBits) {
@@ -412,6 +445,7 @@ TEST(CudaBackend, DeviceBatchesMatchTheHostPath) {
       ASSERT_EQ(cudaMemcpy(d_x_bf16.as<void>(), x_bf16.data(), x.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
       ASSERT_EQ(cudaMemcpy(d_ids.as<void>(), routing.expert_ids.data(), T * k * 4, cudaMemcpyHostToDevice), cudaSuccess);
       ASSERT_EQ(cudaMemcpy(d_weights.as<void>(), routing.weights.data(), T * k * 4, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // the uploads have landed before a non-blocking stream reads them
       cudaStream_t stream;
       ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
       auto run = [&](bool bf16, bool caller_routing) {

@@ -15,6 +15,7 @@
 #include "backends/cuda/kernels.hpp"
 #include "backends/cuda/layout.hpp"
 #include "backends/cuda/paths.hpp"
+#include "backends/cuda/routing.cuh"
 #include "moe/valid_layer.hpp"
 #include "mxmoe/format.hpp"
 
@@ -101,9 +102,9 @@ class CudaMoeImpl final : public CudaMoe {
     router_weight_ = upload(layer->router_weight);
     router_bias_ = upload(layer->router_bias);
     MXMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    if (gemms_.serves_small_batch_path && small_batch_supports(shape_.hidden, shape_.intermediate, shape_.experts, shape_.top_k)) {
+    if (gemms_.small_batch && small_batch_supports(shape_.hidden, shape_.intermediate, shape_.experts, shape_.top_k)) {
       allocate_small_batch_path();
-      small_batch_tokens_ = kSmallBatchTokens;
+      small_batch_tokens_ = gemms_.small_batch->max_tokens;
     }
   }
 
@@ -156,7 +157,7 @@ class CudaMoeImpl final : public CudaMoe {
     if (tokens < 0 || tokens > kDecodeMaxTokens) {
       throw std::invalid_argument("small-batch path: up to " + std::to_string(kDecodeMaxTokens) + " tokens");
     }
-    if (tokens > 0 && decode_gate_up_grid_ == 0) throw std::invalid_argument("small-batch path: not available for this shape");
+    if (tokens > 0 && decode_grids_.gate_up[0] == 0) throw std::invalid_argument("small-batch path: not available for this shape");
     small_batch_tokens_ = tokens;
   }
   int small_batch_tokens() const override { return small_batch_tokens_; }
@@ -235,7 +236,7 @@ class CudaMoeImpl final : public CudaMoe {
     const int64_t T = kDecodeMaxTokens, H = shape_.hidden, I = shape_.intermediate, E = shape_.experts,
                   k = shape_.top_k, P = T * k;
     const int64_t active = std::min(E, P);
-    logits_.reserve(T * E * sizeof(float));
+    logits_.reserve(small_router_slices(static_cast<int>(H)) * T * E * sizeof(float));
     expert_ids_.reserve(P * sizeof(int32_t));
     expert_weights_.reserve(P * sizeof(float));
     tensor_scales_.reserve(2 * sizeof(float));
@@ -247,8 +248,7 @@ class CudaMoeImpl final : public CudaMoe {
     decode_counts_.reserve(T * ((H + kDecodeDownRows - 1) / kDecodeDownRows) * sizeof(uint32_t));
     MXMOE_CUDA_CHECK(cudaMemset(decode_control_.as<void>(), 0, decode_control_.bytes()));
     MXMOE_CUDA_CHECK(cudaMemset(decode_counts_.as<void>(), 0, decode_counts_.bytes()));
-    decode_grids(scheme_, folded_scales_, shape_.hidden, shape_.intermediate, sm_count_, decode_gate_up_grid_,
-                 decode_down_grid_);
+    decode_grids_ = gemms_.small_batch->grids(scheme_, folded_scales_, shape_.hidden, shape_.intermediate, sm_count_);
   }
 
   void run_small_batch(const float* x, int tokens, float* out, cudaStream_t stream) {
@@ -291,11 +291,11 @@ class CudaMoeImpl final : public CudaMoe {
     a.combine_counts = decode_counts_.as<uint32_t>();
     a.tensor_scales = tensor_scales_.as<float>();
     a.out = out;
-    a.gate_up_grid = decode_gate_up_grid_;
-    a.down_grid = decode_down_grid_;
+    a.gate_up_grid = decode_grids_.gate_up_for(tokens);
+    a.down_grid = decode_grids_.down_for(tokens);
     a.folded_scales = folded_scales_;
     a.overlap_launches = overlap_launches_;
-    launch_decode_layer(a, stream);
+    launch_decode_layer(a, *gemms_.small_batch, stream);
   }
 
   // Enqueues the whole layer on stream. The small-batch kernels route inside, so a batch routed by
@@ -314,9 +314,9 @@ class CudaMoeImpl final : public CudaMoe {
     const int max_tiles = static_cast<int>((P + tile_rows - 1) / tile_rows + active_bound);
     const bool fused_intermediate = gemms_.writes_down_input(scheme_);
 
-    const bool small_batch_router = gemms_.serves_small_batch_path || tokens <= kSmallRouterTokens;
+    const bool small_batch_router = !gemms_.tiled_router || tokens <= kSmallRouterTokens;
     const int64_t logit_slices =
-        std::max(1, router_logit_slices(tokens, static_cast<int>(E), static_cast<int>(H), small_batch_router));
+        router_logit_slices(tokens, static_cast<int>(E), static_cast<int>(H), small_batch_router);
     logits_.reserve(logit_slices * T * E * sizeof(float));
     expert_ids_.reserve(P * sizeof(int32_t));
     expert_weights_.reserve(P * sizeof(float));
@@ -438,7 +438,7 @@ class CudaMoeImpl final : public CudaMoe {
   bool poison_ = false;
   int small_batch_tokens_ = 0;  // batches up to this many tokens take the small-batch path
   bool folded_scales_ = false;  // every weight scale code <= 128 (decode.hpp)
-  int decode_gate_up_grid_ = 0, decode_down_grid_ = 0;
+  DecodeGrids decode_grids_;  // all zero: no small-batch path
   std::mutex mutex_;
   DeviceBuffer gate_up_words_, gate_up_scales_, down_words_, down_scales_;
   DeviceBuffer gate_up_bias_, down_bias_, router_weight_, router_bias_;

@@ -41,7 +41,8 @@ __global__ void __launch_bounds__(kRouteThreads) decode_route_kernel(DecodeLayer
   allow_dependent_launch();
   router_logits_block(a.x, a.router_weight, a.router_bias, a.tokens, a.hidden, a.experts, a.logits);
   const bool fp8 = a.scheme == Scheme::w4a8;
-  const int blocks = gridDim.x * gridDim.y, block = blockIdx.y * gridDim.x + blockIdx.x;
+  const int blocks = gridDim.x * gridDim.y * gridDim.z;
+  const int block = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
   if (fp8) {  // the hidden states' largest magnitude, a slice per block
     const int64_t n = static_cast<int64_t>(a.tokens) * a.hidden;
     float m = 0.0f;
@@ -64,6 +65,11 @@ __global__ void __launch_bounds__(kRouteThreads) decode_route_kernel(DecodeLayer
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int k = a.top_k, pairs = a.tokens * k;
+  if (gridDim.z > 1) {  // the logits' K slices added in slice order (into slice 0) by the whole block
+    const int64_t n = static_cast<int64_t>(a.tokens) * a.experts;
+    for (int64_t i = threadIdx.x; i < n; i += kRouteThreads) a.logits[i] = logit_sum(a.logits, i, n, gridDim.z);
+    __syncthreads();
+  }
   for (int t = warp; t < a.tokens; t += kLogitWarps) {
     warp_top_k(a.logits, t, a.experts, k, a.expert_ids, a.expert_weights, nullptr);
   }
@@ -458,22 +464,39 @@ void dispatch(Scheme scheme, bool folded_scales, F&& f) {
   throw CudaError("the small-batch path does not run scheme " + std::string(scheme_name(scheme)));
 }
 
-}  // namespace
-
-void decode_grids(Scheme scheme, bool folded_scales, int hidden, int intermediate, int sm_count, int& gate_up_grid,
-                  int& down_grid) {
+DecodeGrids generic_grids(Scheme scheme, bool folded_scales, int hidden, int intermediate, int sm_count) {
+  int gate_up = 0, down = 0;
   dispatch(scheme, folded_scales, [&]<Scheme S, bool kFolded>() {
-    prepare_kernels<S, kFolded>(hidden, intermediate, sm_count, &gate_up_grid, &down_grid);
+    prepare_kernels<S, kFolded>(hidden, intermediate, sm_count, &gate_up, &down);
   });
+  DecodeGrids grids;  // the staged rows' shared memory is sized for a full chunk: one grid for all sizes
+  for (int i = 0; i < kDecodeGridTokens; ++i) {
+    grids.gate_up[i] = gate_up;
+    grids.down[i] = down;
+  }
+  return grids;
 }
 
-void launch_decode_layer(const DecodeLayerArgs& a, cudaStream_t stream) {
+void launch_generic_experts(const DecodeLayerArgs& a, cudaStream_t stream) {
+  dispatch(a.scheme, a.folded_scales, [&]<Scheme S, bool kFolded>() { launch_experts<S, kFolded>(a, stream); });
+}
+
+}  // namespace
+
+const SmallBatchExperts& generic_small_batch_experts() {
+  static const SmallBatchExperts experts{
+      .max_tokens = kSmallBatchTokens, .grids = generic_grids, .launch = launch_generic_experts};
+  return experts;
+}
+
+void launch_decode_layer(const DecodeLayerArgs& a, const SmallBatchExperts& experts, cudaStream_t stream) {
   if (a.tokens == 0) return;
   if (a.tokens > kDecodeMaxTokens) throw CudaError("small-batch path: more than kDecodeMaxTokens tokens");
-  const dim3 route_grid((a.experts + kLogitWarps - 1) / kLogitWarps, (a.tokens + kLogitTokens - 1) / kLogitTokens);
+  const dim3 route_grid((a.experts + kLogitWarps - 1) / kLogitWarps, (a.tokens + kLogitTokens - 1) / kLogitTokens,
+                        small_router_slices(a.hidden));
   decode_route_kernel<<<route_grid, kRouteThreads, 0, stream>>>(a);
   MXMOE_CUDA_CHECK_LAUNCH("decode_route_kernel");
-  dispatch(a.scheme, a.folded_scales, [&]<Scheme S, bool kFolded>() { launch_experts<S, kFolded>(a, stream); });
+  experts.launch(a, stream);
 }
 
 }  // namespace mxmoe::cuda

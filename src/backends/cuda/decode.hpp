@@ -1,13 +1,16 @@
-// The small-batch path of the CUDA backend: for a few tokens the layer is a stream of expert
+// The small-batch path of the CUDA backends: for a few tokens the layer is a stream of expert
 // weights, so it runs as three kernels and no scratch passes:
-//   1. route: router logits in many blocks; the last block to finish takes the top-k, the softmax
-//      and the list of active experts with their pairs, stable in token order (and the w4a8 scale);
-//   2. gate_up: a persistent grid over (active expert, 128 weight rows): each warp streams 16 rows of
-//      MXFP4 weights straight from memory into mma.sync fragments, tokens (gathered and quantized
-//      into shared memory) on the MMA's M; SwiGLU in the epilogue;
-//   3. down: the same over (active expert, 64 rows of H) with K split over two warps per row group;
-//      the block that completes a token's k experts for a row tile sums them in slot order, so the
-//      top-k weighted sum needs no separate pass and is deterministic.
+//   1. route (shared by every GEMM family): router logits in many blocks; the last block to finish
+//      takes the top-k, the softmax and the list of active experts with their pairs, stable in
+//      token order (and the w4a8 scale);
+//   2. gate_up: a persistent grid over (active expert, row tile) items streaming the expert's MXFP4
+//      weights into tensor-core fragments, tokens gathered and quantized into shared memory; SwiGLU
+//      in the epilogue;
+//   3. down: the same over (active expert, 64 rows of H); the block that completes a token's k
+//      experts for a row tile sums them in slot order, so the top-k weighted sum needs no separate
+//      pass and is deterministic.
+// Kernels 2 and 3 read their family's weight layout: each GEMM family brings its own
+// (SmallBatchExperts; the generic family's here in decode.cu, the Hopper one's in cuda_sm90/).
 // Every launch is capture-safe (no allocation, no host synchronization): a CUDA graph replays it.
 #pragma once
 
@@ -43,7 +46,7 @@ struct DecodeLayerArgs {
   const uint8_t* down_scales = nullptr;
   const float* down_bias = nullptr;
   // Workspace, sized for kDecodeMaxTokens when the backend prepares the layer (cuda_moe.cu).
-  float* logits = nullptr;           // [T][E]
+  float* logits = nullptr;           // [small_router_slices(H)][T][E] (routing.cuh)
   int32_t* expert_ids = nullptr;     // [T][k]
   float* expert_weights = nullptr;   // [T][k]
   DecodeControl* control = nullptr;  // zeroed once when allocated
@@ -55,18 +58,38 @@ struct DecodeLayerArgs {
   uint32_t* combine_counts = nullptr;  // [T][H / kDecodeDownRows], zeroed once when allocated
   float* tensor_scales = nullptr;    // [2]
   float* out = nullptr;              // [T][H]
-  int gate_up_grid = 0, down_grid = 0;
+  int gate_up_grid = 0, down_grid = 0;  // the family's grids for this batch (DecodeGrids)
   // Every weight scale code is at most 128: the decode's 2^126 and the block scale are one bf16
-  // multiply (decode_grids and the launch must agree).
+  // multiply (the grids and the launch must agree).
   bool folded_scales = false;
   // Programmatic dependent launch between the three kernels (sm_90 and newer).
   bool overlap_launches = false;
 };
 
-// Persistent grid sizes: as many blocks as stay resident on `sm_count` SMs.
-void decode_grids(Scheme scheme, bool folded_scales, int hidden, int intermediate, int sm_count, int& gate_up_grid,
-                  int& down_grid);
+// Persistent grid sizes (as many blocks as stay resident on the SMs) by the tokens of a batch, up
+// to kDecodeGridTokens (the grids of larger batches are the last entry's): a kernel's shared
+// memory may grow with the tokens it stages.
+constexpr int kDecodeGridTokens = 8;
+struct DecodeGrids {
+  int gate_up[kDecodeGridTokens] = {};
+  int down[kDecodeGridTokens] = {};
+  int gate_up_for(int tokens) const { return gate_up[(tokens < kDecodeGridTokens ? tokens : kDecodeGridTokens) - 1]; }
+  int down_for(int tokens) const { return down[(tokens < kDecodeGridTokens ? tokens : kDecodeGridTokens) - 1]; }
+};
 
-void launch_decode_layer(const DecodeLayerArgs& args, cudaStream_t stream);
+// A GEMM family's small-batch expert kernels (2 and 3 above) for its weight layout.
+struct SmallBatchExperts {
+  // Batches of up to this many tokens take the small-batch path (measured crossover, paths.hpp).
+  int max_tokens = 0;
+  DecodeGrids (*grids)(Scheme scheme, bool folded_scales, int hidden, int intermediate, int sm_count) = nullptr;
+  // Enqueues gate_up and down after the route kernel (programmatic dependent launch when set).
+  void (*launch)(const DecodeLayerArgs& args, cudaStream_t stream) = nullptr;
+};
+
+// The generic family's: mma.sync fragments loaded straight from the generic layout (layout.hpp).
+const SmallBatchExperts& generic_small_batch_experts();
+
+// The whole small-batch layer: the route kernel, then the family's expert kernels.
+void launch_decode_layer(const DecodeLayerArgs& args, const SmallBatchExperts& experts, cudaStream_t stream);
 
 }  // namespace mxmoe::cuda

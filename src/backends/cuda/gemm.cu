@@ -346,7 +346,8 @@ const GemmFamily& generic_gemm_family() {
                                  .plan = plan,
                                  .launch = launch_gemm,
                                  .writes_down_input = writes_down_input,
-                                 .serves_small_batch_path = true};
+                                 .small_batch = &generic_small_batch_experts(),
+                                 .tiled_router = false};
   return family;
 }
 

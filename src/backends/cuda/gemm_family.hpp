@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "backends/cuda/decode.hpp"
 #include "backends/cuda/kernels.hpp"
 #include "backends/cuda/layout.hpp"
 #include "mxmoe/moe.hpp"
@@ -35,8 +36,12 @@ struct GemmFamily {
   // Whether gate_up writes the down GEMM's input (bf16) itself under this scheme, so the batch needs
   // no fp32 intermediate and no quantization pass.
   bool (*writes_down_input)(Scheme scheme) = nullptr;
-  // Whether the weights are laid out as the small-batch path (decode.hpp) reads them.
-  bool serves_small_batch_path = false;
+  // The small-batch path's expert kernels for this layout (decode.hpp); null: the family has none.
+  const SmallBatchExperts* small_batch = nullptr;
+  // Whether batches above kSmallRouterTokens route with the tiled router (routing.cu), which also
+  // writes w4a16's GEMM input; otherwise with the small-batch path's router code, bit for bit as
+  // that path routes.
+  bool tiled_router = true;
 };
 
 // The mma.sync kernels of gemm.cu: sm_80 and newer.

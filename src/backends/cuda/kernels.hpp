@@ -9,8 +9,8 @@
 
 namespace mxmoe::cuda {
 
-// How many K slices the router's logits are computed in for a batch (0: the small-batch router
-// code, which needs no slices): `logits` must hold max(1, slices) x [T][E] floats. With
+// How many K slices the router's logits are computed in for a batch: `logits` must hold
+// slices x [T][E] floats. With
 // `small_batch_router`, batches the small-batch path could take use that path's router code, so that
 // both paths route them bit for bit alike; otherwise every batch takes the tiled router.
 int router_logit_slices(int tokens, int experts, int hidden, bool small_batch_router);

@@ -6,9 +6,9 @@
 
 namespace mxmoe::cuda {
 
-// Batches of up to this many tokens take the small-batch path (decode.hpp). Measured crossover on
-// an H100 (docs/PERFORMANCE.md): the small-batch path is faster up to 32 tokens on both gpt-oss
-// shapes, the batched grouped GEMMs from 64 on.
+// Batches of up to this many tokens take the generic family's small-batch path (decode.hpp).
+// Measured crossover on an H100 (docs/PERFORMANCE.md): the small-batch path is faster up to 32
+// tokens on both gpt-oss shapes, the batched grouped GEMMs from 64 on.
 constexpr int kSmallBatchTokens = 32;
 constexpr int kDecodeMaxTokens = 64;     // the most tokens the small-batch path is built for
 // Batches this small route with the small-batch router code in every GEMM family: for one token the
@@ -25,14 +25,16 @@ inline bool small_batch_supports(int hidden, int intermediate, int experts, int 
          8 * (2 * k + 16) <= 100 * 1024;
 }
 
-inline std::string kernel_path(int tokens, int hidden, int intermediate, int experts, int top_k) {
+// What a batch of `tokens` runs (0: the rule for every size), for `mxmoe explain`: the small-batch
+// kernels up to `small_batch_tokens` where the shape allows them, else the `batched` pipeline.
+inline std::string kernel_path(int tokens, int hidden, int intermediate, int experts, int top_k, int small_batch_tokens,
+                               const std::string& batched) {
   const std::string small = "small-batch kernels (route; gate_up + SwiGLU; down + top-k sum)";
-  const std::string batched = "batched kernels (router, sort, quantize, grouped GEMMs, combine)";
   if (!small_batch_supports(hidden, intermediate, experts, top_k)) return batched + " (shape too large for small-batch)";
   if (tokens <= 0) {
-    return small + " up to " + std::to_string(kSmallBatchTokens) + " tokens, " + batched + " above";
+    return small + " up to " + std::to_string(small_batch_tokens) + " tokens, " + batched + " above";
   }
-  return (tokens <= kSmallBatchTokens ? small : batched) + " at T=" + std::to_string(tokens);
+  return (tokens <= small_batch_tokens ? small : batched) + " at T=" + std::to_string(tokens);
 }
 
 }  // namespace mxmoe::cuda

@@ -13,8 +13,7 @@ namespace mxmoe::cuda {
 
 namespace {
 
-// logits[t][e] = x[t] . W[e] + b[e] for the 8 experts and 8 tokens of block (blockIdx.x,
-// blockIdx.y).
+// Partial logits of the 8 experts, 8 tokens and K slice of block (blockIdx.x, blockIdx.y, blockIdx.z).
 __global__ void __launch_bounds__(kLogitWarps * 32)
 router_logits_kernel(const float* x, const float* weight, const float* bias, int tokens, int hidden, int experts,
                      float* logits) {
@@ -150,11 +149,10 @@ __global__ void router_topk_kernel(float* logits, int tokens, int experts, int t
   const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
   if (warp >= tokens) return;
   if (slices > 1) {
-    float* row = logits + static_cast<int64_t>(warp) * experts;
+    const int64_t stride = static_cast<int64_t>(tokens) * experts;
     for (int e = threadIdx.x % 32; e < experts; e += 32) {
-      float sum = row[e];
-      for (int s = 1; s < slices; ++s) sum += row[static_cast<int64_t>(s) * tokens * experts + e];
-      row[e] = sum;
+      const int64_t i = static_cast<int64_t>(warp) * experts + e;
+      logits[i] = logit_sum(logits, i, stride, slices);
     }
     __syncwarp();
   }
@@ -243,8 +241,10 @@ __global__ void rank_kernel(const int32_t* expert_ids, const int32_t* counts, in
 
 }  // namespace
 
+bool uses_small_router(int tokens, bool small_batch_router) { return small_batch_router && tokens <= kDecodeMaxTokens; }
+
 int router_logit_slices(int tokens, int experts, int hidden, bool small_batch_router) {
-  if (small_batch_router && tokens <= kDecodeMaxTokens) return 0;
+  if (uses_small_router(tokens, small_batch_router)) return small_router_slices(hidden);
   // Enough blocks for every SM of a large GPU twice over, each slice at least 4 tiles deep.
   constexpr int kTargetBlocks = 264;
   const int blocks = ((tokens + kTiledTokens - 1) / kTiledTokens) * ((experts + kTiledExperts - 1) / kTiledExperts);
@@ -264,9 +264,10 @@ bool launch_router(const float* x, const float* router_weight, const float* rout
     throw CudaError("router: top-k above 16 or hidden not a multiple of 32");
   }
   const int slices = router_logit_slices(tokens, experts, hidden, small_batch_router);
-  if (slices == 0) {
+  const bool small = uses_small_router(tokens, small_batch_router);
+  if (small) {
     // The small-batch path's router code, so that both paths route such batches bit for bit alike.
-    const dim3 grid((experts + kLogitWarps - 1) / kLogitWarps, (tokens + kLogitTokens - 1) / kLogitTokens);
+    const dim3 grid((experts + kLogitWarps - 1) / kLogitWarps, (tokens + kLogitTokens - 1) / kLogitTokens, slices);
     router_logits_kernel<<<grid, kLogitWarps * 32, 0, stream>>>(x, router_weight, router_bias, tokens, hidden, experts,
                                                                  logits);
     MXMOE_CUDA_CHECK_LAUNCH("router_logits_kernel");
@@ -281,10 +282,9 @@ bool launch_router(const float* x, const float* router_weight, const float* rout
   }
   constexpr int kWarpsPerBlock = 8;
   launch_after_previous(router_topk_kernel, dim3((tokens + kWarpsPerBlock - 1) / kWarpsPerBlock), dim3(kWarpsPerBlock * 32),
-                        0, overlap, stream, logits, tokens, experts, top_k, std::max(slices, 1), expert_ids,
-                        expert_weights, counts);
+                        0, overlap, stream, logits, tokens, experts, top_k, slices, expert_ids, expert_weights, counts);
   MXMOE_CUDA_CHECK_LAUNCH("router_topk_kernel");
-  return slices > 0 && x_bf16 != nullptr;
+  return !small && x_bf16 != nullptr;
 }
 
 namespace {

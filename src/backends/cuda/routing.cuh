@@ -13,54 +13,74 @@ constexpr int kLogitWarps = 8;   // experts per block of the logits kernel
 constexpr int kLogitTokens = 8;  // tokens per block: each router row is read once for them
 constexpr int kMaxTopK = 16;
 
-// logits[t][e] = x[t] . W[e] + b[e] for the experts and tokens of this block (kLogitWarps experts
-// along blockIdx.x, kLogitTokens tokens along blockIdx.y): one warp per expert, 16-byte loads, each
-// lane summing a strided slice in a fixed order and the warp adding the slices as a fixed tree, so
-// results do not depend on scheduling. Each slice of the router row is loaded once for all the
-// block's tokens, with the loads of several steps in flight. Many small blocks keep every SM busy
-// even for one token.
+// The small-batch router: K is cut into slices of kLogitDepth, so that every warp has all of its
+// loads in flight at once (a warp walking a whole router row was a chain of dependent round trips:
+// 18 us of a 60 us layer at one token on an H200).
+constexpr int kLogitDepth = 384;
+constexpr int kLogitSteps = kLogitDepth / 128;  // float4 loads per lane and row
+
+__host__ __device__ constexpr int small_router_slices(int hidden) { return (hidden + kLogitDepth - 1) / kLogitDepth; }
+
+// partial[z][t][e] = x[t] . W[e] over K slice z (blockIdx.z), plus b[e] in slice 0, for the
+// kLogitWarps experts along blockIdx.x (a warp each) and the kLogitTokens tokens along blockIdx.y:
+// each lane sums its float4 steps in a fixed order and the warp adds the lanes as a fixed tree, so
+// results do not depend on scheduling; logit_sum adds the slices in slice order.
 __device__ __forceinline__ void router_logits_block(const float* x, const float* weight, const float* bias, int tokens,
-                                                    int hidden, int experts, float* logits) {
-  constexpr int kSteps = 8;  // float4 steps per lane per pass
+                                                    int hidden, int experts, float* partial) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int e = blockIdx.x * kLogitWarps + warp;
   if (e >= experts) return;
   const int t0 = blockIdx.y * kLogitTokens;
   const int count = min(kLogitTokens, tokens - t0);
-  const float4* w = reinterpret_cast<const float4*>(weight + static_cast<int64_t>(e) * hidden);
-  const float4* xs = reinterpret_cast<const float4*>(x + static_cast<int64_t>(t0) * hidden);
-  const int quads = hidden / 4;  // hidden is a multiple of 32
-  float sum[kLogitTokens];
+  const int row_quads = hidden / 4;  // hidden is a multiple of 32
+  const int q0 = blockIdx.z * (kLogitDepth / 4), quads = min(row_quads - q0, kLogitDepth / 4);
+  const float4* w = reinterpret_cast<const float4*>(weight + static_cast<int64_t>(e) * hidden) + q0;
+  const float4* xs = reinterpret_cast<const float4*>(x + static_cast<int64_t>(t0) * hidden) + q0;
+  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float4 wv[kLogitSteps], xv[kLogitTokens][kLogitSteps];
 #pragma unroll
-  for (int t = 0; t < kLogitTokens; ++t) sum[t] = 0.0f;
-  for (int first = lane; first < quads; first += 32 * kSteps) {
-    float4 wv[kSteps];
+  for (int s = 0; s < kLogitSteps; ++s) wv[s] = lane + 32 * s < quads ? w[lane + 32 * s] : zero;
 #pragma unroll
-    for (int s = 0; s < kSteps; ++s) {
-      if (first + 32 * s < quads) wv[s] = w[first + 32 * s];
-    }
+  for (int t = 0; t < kLogitTokens; ++t) {
 #pragma unroll
-    for (int t = 0; t < kLogitTokens; ++t) {
-      if (t >= count) break;
-#pragma unroll
-      for (int s = 0; s < kSteps; ++s) {  // each token's sum keeps the order i = lane, lane + 32, ...
-        if (first + 32 * s < quads) {
-          const float4 a = xs[static_cast<int64_t>(t) * quads + first + 32 * s], b = wv[s];
-          sum[t] += a.x * b.x;
-          sum[t] += a.y * b.y;
-          sum[t] += a.z * b.z;
-          sum[t] += a.w * b.w;
-        }
-      }
+    for (int s = 0; s < kLogitSteps; ++s) {
+      xv[t][s] = t < count && lane + 32 * s < quads ? xs[static_cast<int64_t>(t) * row_quads + lane + 32 * s] : zero;
     }
   }
 #pragma unroll
   for (int t = 0; t < kLogitTokens; ++t) {
-    if (t >= count) break;
+    float sum = 0.0f;
 #pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) sum[t] += __shfl_xor_sync(0xFFFFFFFFu, sum[t], offset);
-    if (lane == 0) logits[static_cast<int64_t>(t0 + t) * experts + e] = sum[t] + bias[e];
+    for (int s = 0; s < kLogitSteps; ++s) {
+      sum += xv[t][s].x * wv[s].x;
+      sum += xv[t][s].y * wv[s].y;
+      sum += xv[t][s].z * wv[s].z;
+      sum += xv[t][s].w * wv[s].w;
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
+    if (lane == 0 && t < count) {
+      partial[(static_cast<int64_t>(blockIdx.z) * tokens + t0 + t) * experts + e] = blockIdx.z == 0 ? sum + bias[e] : sum;
+    }
   }
+}
+
+// Logit `index` of a [T][E] matrix whose K slices lie `slice_stride` apart: the slices added in
+// slice order, eight loads in flight at a time. Read through L2 (__ldcg): other blocks of the same
+// launch may have just written them.
+__device__ __forceinline__ float logit_sum(const float* logits, int64_t index, int64_t slice_stride, int slices) {
+  constexpr int kInFlight = 8;
+  float sum = 0.0f;
+  for (int s0 = 0; s0 < slices; s0 += kInFlight) {
+    float v[kInFlight];
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) v[u] = s0 + u < slices ? __ldcg(logits + (s0 + u) * slice_stride + index) : 0.0f;
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      if (s0 + u < slices) sum += v[u];
+    }
+  }
+  return sum;
 }
 
 // Called by a whole warp for token t: the k largest logits (equal logits: the lower expert first),

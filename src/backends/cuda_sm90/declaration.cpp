@@ -1,3 +1,5 @@
+#include "backends/cuda/paths.hpp"
+#include "backends/cuda_sm90/small_batch_tokens.hpp"
 #include "mxmoe/backend.hpp"
 
 #ifdef MXMOE_WITH_CUDA
@@ -21,8 +23,8 @@ BackendDeclaration cuda_sm90_backend() {
   b.intermediate_alignment = 64;
   b.rank = 30;  // preferred over the generic cuda backend where both can run
   b.kernel_path = [](const Problem& p) {
-    const std::string path = "router, sort, quantize, wgmma gate_up + SwiGLU, wgmma down, combine";
-    return p.tokens > 0 ? path + " at T=" + std::to_string(p.tokens) : path;
+    return cuda::kernel_path(p.tokens, p.hidden, p.intermediate, p.experts, p.top_k, cuda::sm90::kSmallBatchTokens,
+                             "batched kernels (router, sort, quantize, wgmma gate_up + SwiGLU, wgmma down, combine)");
   };
 #ifdef MXMOE_WITH_CUDA
   b.prepare = [](std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan) -> std::unique_ptr<PreparedMoe> {

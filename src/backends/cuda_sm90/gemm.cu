@@ -22,7 +22,10 @@
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda_sm90/async_copy.cuh"
 #include "backends/cuda_sm90/family.hpp"
+#include "backends/cuda_sm90/fragments.cuh"
+#include "backends/cuda_sm90/small_batch.hpp"
 #include "backends/cuda_sm90/layout.hpp"
 #include "backends/cuda_sm90/wgmma_bf16.cuh"
 #include "mxmoe/codecs.hpp"
@@ -66,7 +69,6 @@ struct Config : S {
   static_assert(smem_bytes * min_blocks <= 227 * 1024);
 };
 
-__device__ __forceinline__ void fence_async_proxy() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
@@ -86,87 +88,6 @@ __device__ __forceinline__ void fence_operands(float (&d)[N]) {
 __device__ __forceinline__ uint64_t tile_descriptor(const void* tile) {
   const uint64_t address = smem_address(tile);
   return ((address & 0x3FFFFu) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
-}
-
-// mbarriers completed by the bulk copies' byte count (one arrival: the thread that issues them).
-__device__ __forceinline__ void barrier_init(uint64_t* barrier) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smem_address(barrier)) : "memory");
-}
-__device__ __forceinline__ void barrier_init_fence() {
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-}
-__device__ __forceinline__ void barrier_expect_bytes(uint64_t* barrier, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_address(barrier)), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void barrier_wait(uint64_t* barrier, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred done;\nWAIT:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT;\n}\n" ::"r"(smem_address(barrier)),
-      "r"(parity)
-      : "memory");
-}
-// Ordered after the barrier waits (volatile), so a slot is read only once its copies landed.
-__device__ __forceinline__ uint4 load_shared_u128(uint32_t address) {
-  uint4 v;
-  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(address));
-  return v;
-}
-__device__ __forceinline__ uint32_t load_shared_u32(uint32_t address) {
-  uint32_t v;
-  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(address));
-  return v;
-}
-
-// `bytes` (a multiple of 16, both addresses 16-aligned) global -> shared by the copy engine.
-__device__ __forceinline__ void bulk_copy(void* destination, const void* source, uint32_t bytes, uint64_t* barrier) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                   smem_address(destination)),
-               "l"(source), "r"(bytes), "r"(smem_address(barrier))
-               : "memory");
-}
-
-// Register r's two codes placed as bf16 bits (layout.hpp): value * 2^-126 in each half.
-__device__ __forceinline__ uint32_t placed_pair(uint32_t word, int r) {
-  constexpr uint32_t kBf16Bits = 0x81C081C0u;  // sign, low exponent bits and top mantissa bit of each half
-  switch (r) {
-    case 0: return word & kBf16Bits;
-    case 1: return __funnelshift_r(word, word, 3) & kBf16Bits;
-    case 2: return __funnelshift_r(word, word, 6) & kBf16Bits;
-    default: return ((word << 6) & 0x00C000C0u) | ((word << 5) & 0x01000100u) | ((word << 11) & 0x80008000u);
-  }
-}
-
-// The A registers of a 64-deep chunk, block scales applied: register r of k16 step s takes the
-// scale of its row (r odd: row g + 8) and block (s >= 2: the chunk's second block).
-template <bool kFolded>
-__device__ __forceinline__ void decode_fragments(const uint4& words, uint32_t scale_bytes, uint32_t (&a)[4][4]) {
-  const __nv_bfloat162 two126 = bits_bf16x2(0x7E807E80u);
-  // Folded codes are <= 128: adding 126 to every byte carries into none, and a byte permute that
-  // places code + 126 in bits 0-7 of both halves, shifted into the exponent, is 2^(code - 1) in
-  // bf16 (e8m0_times_2pow126_bf16x2 for four scales in nine instructions instead of twenty).
-  if constexpr (kFolded) scale_bytes += 0x7E7E7E7Eu;
-  __nv_bfloat162 scale[2][2];  // [row half][block]
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-#pragma unroll
-    for (int block = 0; block < 2; ++block) {
-      const int byte = 2 * half + block;
-      scale[half][block] = kFolded ? bits_bf16x2(__byte_perm(scale_bytes, 0, 0x4040 | byte << 8 | byte) << 7)
-                                   : e8m0_bf16x2((scale_bytes >> (8 * byte)) & 0xFFu);
-    }
-  }
-  const uint32_t word[4] = {words.x, words.y, words.z, words.w};
-#pragma unroll
-  for (int s = 0; s < 4; ++s) {
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const __nv_bfloat162 placed = bits_bf16x2(placed_pair(word[s], r));
-      const __nv_bfloat162 sc = scale[r & 1][s / 2];
-      a[s][r] = bf16x2_bits(kFolded ? __hmul2(placed, sc) : __hmul2(__hmul2(placed, two126), sc));
-    }
-  }
 }
 
 template <class C, bool kGateUp>
@@ -449,7 +370,7 @@ const GemmFamily& gemm_family() {
                                  .plan = plan,
                                  .launch = launch,
                                  .writes_down_input = writes_down_input,
-                                 .serves_small_batch_path = false};
+                                 .small_batch = &small_batch_experts()};
   return family;
 }
 

@@ -1,0 +1,394 @@
+// The Hopper family's small-batch expert kernels (backends/cuda/decode.hpp) on the sm90 weight
+// layout (layout.hpp).
+//
+// A CTA takes a contiguous run of (active expert, 64-row tile) items; K is cut into kSplit slices,
+// each with four consumer warps (16 weight rows each) and a shared-memory ring of kSlots chunks. A
+// producer warp keeps every ring filled by bulk copies that run ahead across item boundaries (a
+// tile's 64-deep chunk is 2 KB of codes and 128 bytes of scales, contiguous), so the weight stream
+// does not stop while the consumers stage tokens or run an epilogue. A consumer thread reads its 16
+// bytes of codes per chunk, releases the slot, decodes them into the A fragments of four mma.sync
+// m16n8k16 (the layout's wgmma fragments are, warp by warp, these) and multiplies them with up to
+// eight staged tokens on the MMA's N. Token rows are staged in bf16 in fragment order: a lane's B
+// fragments for a chunk are two 16-byte loads. The K slices are added in slice order, so results
+// do not depend on scheduling.
+#include "backends/cuda_sm90/small_batch.hpp"
+
+#include <cuda_bf16.h>
+
+#include <algorithm>
+
+#include "backends/cuda/cuda_check.hpp"
+#include "backends/cuda/device_utils.cuh"
+#include "backends/cuda/launch.cuh"
+#include "backends/cuda_sm90/async_copy.cuh"
+#include "backends/cuda_sm90/fragments.cuh"
+#include "backends/cuda_sm90/layout.hpp"
+#include "backends/cuda_sm90/small_batch_tokens.hpp"
+#include "mxmoe/codecs.hpp"
+
+namespace mxmoe::cuda::sm90 {
+
+namespace {
+
+constexpr int kSplit = 2;          // K slices per item
+constexpr int kTokensPerPass = 8;  // the MMA's N: an expert with more pairs streams its weights again
+constexpr int kConsumers = 128 * kSplit;
+constexpr int kThreads = kConsumers + 32;  // and the producer warp
+constexpr int kMinBlocks = 3;
+constexpr int kChunkBytes = kWordBytesPerChunk + kScaleBytesPerChunk;
+static_assert(kDecodeDownRows == kTileRows, "the combine counters count 64-row tiles of H");
+static_assert(kDecodeGridTokens == kTokensPerPass);
+
+// A slice's ring: Slots slots of up to ChunksPerSlot consecutive chunks (a tile's chunks are
+// contiguous: one bulk copy brings a slot's codes, one its scales).
+template <int kSlots, int kChunksPerSlot>
+struct Ring {
+  static constexpr int slots = kSlots, chunks_per_slot = kChunksPerSlot;
+  static constexpr int slot_bytes = kChunksPerSlot * kChunkBytes;
+  static constexpr int barriers_offset = kSplit * kSlots * slot_bytes;
+  static constexpr int staged_offset = barriers_offset + 2 * kSplit * kSlots * 8;
+};
+
+// Staged rows are 16 bytes longer than their values, so the eight rows a quarter-warp reads sit in
+// distinct banks.
+__host__ __device__ constexpr int staged_row_bytes(int k) { return 2 * k + 16; }
+template <class R>
+__host__ __device__ constexpr int smem_bytes(int k, int rows) {
+  return R::staged_offset + rows * staged_row_bytes(k);
+}
+
+// Named barrier 1: the consumer warps alone (the producer warp streams on).
+__device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory"); }
+
+// Where the bf16 pair (k, k + 1), k even, sits in a staged row: in each 64-deep chunk, lane t of a
+// quad finds its B fragments of the four k16 steps (k = 16s + 2t and 16s + 2t + 8) in 32 contiguous
+// bytes.
+__device__ __forceinline__ int staged_pair_offset(int k) {
+  const int j = k % 16;
+  return (k / 64) * 128 + (j % 8) / 2 * 32 + (k % 64) / 16 * 8 + j / 8 * 4;
+}
+
+__device__ __forceinline__ uint32_t bf16_pair(float lo, float hi) {
+  return codec::bf16_bits(lo) | static_cast<uint32_t>(codec::bf16_bits(hi)) << 16;
+}
+
+// `count` rows of `k` fp32 values as the scheme's GEMM input: w4a16 rounds them to bf16; w4a4
+// quantizes each 32-value block by the OCP MX rule first (one warp per block), its values exact in
+// bf16. Each thread has kStageLoads loads in flight before it converts: the rows come from L2 or
+// memory, and one round trip per value would put the whole staging on the critical path.
+constexpr int kStageLoads = 4;
+
+template <Scheme S>
+__device__ void stage_rows(unsigned char* staged, const float* const* rows, int count, int k) {
+  const int row_bytes = staged_row_bytes(k);
+  if constexpr (S == Scheme::w4a4) {
+    constexpr int kWarps = kConsumers / 32;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, blocks_per_row = k / 32, blocks = count * blocks_per_row;
+    for (int b0 = warp; b0 < blocks; b0 += kStageLoads * kWarps) {
+      float v[kStageLoads];
+#pragma unroll
+      for (int u = 0; u < kStageLoads; ++u) {
+        const int b = b0 + u * kWarps;
+        v[u] = b < blocks ? rows[b / blocks_per_row][b % blocks_per_row * 32 + lane] : 0.0f;
+      }
+#pragma unroll
+      for (int u = 0; u < kStageLoads; ++u) {
+        const int b = b0 + u * kWarps;
+        if (b >= blocks) break;  // warp-uniform
+        float amax = fabsf(v[u]);
+#pragma unroll
+        for (int offset = 16; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
+        const int shared = codec::mx_shared_exponent(amax);
+        const float q = codec::e2m1_value(codec::e2m1_code(v[u] * codec::pow2(-shared))) * codec::mx_scale_value(shared);
+        const float next = __shfl_down_sync(0xFFFFFFFFu, q, 1);
+        if (lane % 2 == 0) {
+          const int r = b / blocks_per_row;
+          *reinterpret_cast<uint32_t*>(staged + r * row_bytes + staged_pair_offset(b % blocks_per_row * 32 + lane)) =
+              bf16_pair(q, next);
+        }
+      }
+    }
+  } else {
+    const int quads = k / 4, total = count * quads;
+    for (int i0 = threadIdx.x; i0 < total; i0 += kStageLoads * kConsumers) {
+      float4 v[kStageLoads];
+#pragma unroll
+      for (int u = 0; u < kStageLoads; ++u) {
+        const int i = i0 + u * kConsumers;
+        v[u] = i < total ? reinterpret_cast<const float4*>(rows[i / quads])[i % quads] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+#pragma unroll
+      for (int u = 0; u < kStageLoads; ++u) {
+        const int i = i0 + u * kConsumers;
+        if (i >= total) break;
+        unsigned char* row = staged + i / quads * row_bytes;
+        const int k4 = i % quads * 4;
+        *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4)) = bf16_pair(v[u].x, v[u].y);
+        *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4 + 2)) = bf16_pair(v[u].z, v[u].w);
+      }
+    }
+  }
+}
+
+template <Scheme S, bool kGateUp, bool kFolded, class R>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(DecodeLayerArgs a) {
+  constexpr int kSlots = R::slots, kPerSlot = R::chunks_per_slot;
+  extern __shared__ __align__(128) unsigned char smem[];
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + R::barriers_offset);
+  uint64_t* empty = full + kSplit * kSlots;
+  unsigned char* staged = smem + R::staged_offset;
+  __shared__ const float* s_rows[kTokensPerPass];
+  __shared__ int32_t s_pairs[kTokensPerPass];
+  __shared__ bool s_complete[kTokensPerPass];
+  __shared__ float4 s_partial[kSplit - 1][4][32];
+
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < kSplit * kSlots; ++i) {
+      barrier_init(&full[i]);
+      barrier_init(&empty[i], 4);  // the slice's four consumer warps
+    }
+    barrier_init_fence();
+  }
+  wait_for_previous_grid();  // the route's expert lists; gate_up's intermediates
+  allow_dependent_launch();
+  __syncthreads();  // the barriers are initialized
+
+  const int n = kGateUp ? 2 * a.intermediate : a.hidden;
+  const int k = kGateUp ? a.hidden : a.intermediate;
+  const int tiles = n / kTileRows, chunks = k / kChunkK;
+  const int items = a.control->active * tiles;
+  // Consecutive items mostly share an expert, whose staged tokens then stay.
+  const int per_block = (items + gridDim.x - 1) / gridDim.x;
+  const int item_begin = min(items, blockIdx.x * per_block), item_end = min(items, item_begin + per_block);
+  const int per_slice = (chunks + kSplit - 1) / kSplit;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (!kGateUp && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[1] = 1.0f;  // bf16 activations: no scale
+  auto passes = [&](int item) {
+    const int slot = item / tiles;
+    return (a.pair_begin[slot + 1] - a.pair_begin[slot] + kTokensPerPass - 1) / kTokensPerPass;
+  };
+
+  if (warp == kConsumers / 32) {
+    // The producer: lane r fills slice r's ring with the chunks its consumers take, in their order.
+    if (lane >= kSplit) return;
+    const uint32_t* words = kGateUp ? a.gate_up_words : a.down_words;
+    const uint8_t* scales = kGateUp ? a.gate_up_scales : a.down_scales;
+    const int c0 = min(chunks, lane * per_slice), c1 = min(chunks, c0 + per_slice);
+    unsigned char* ring = smem + lane * kSlots * R::slot_bytes;
+    uint64_t* ring_full = full + lane * kSlots;
+    uint64_t* ring_empty = empty + lane * kSlots;
+    int fill = 0;
+    for (int item = item_begin; item < item_end; ++item) {
+      const int64_t first_block = (static_cast<int64_t>(a.active_experts[item / tiles]) * tiles + item % tiles) * chunks;
+      for (int pass = passes(item); pass > 0; --pass) {
+        for (int c = c0; c < c1; c += kPerSlot, ++fill) {
+          const int n = min(kPerSlot, c1 - c), slot = fill % kSlots;
+          if (fill >= kSlots) barrier_wait(&ring_empty[slot], (fill / kSlots - 1) & 1);  // its last chunks were read
+          barrier_expect_bytes(&ring_full[slot], n * kChunkBytes);
+          unsigned char* destination = ring + slot * R::slot_bytes;
+          bulk_copy(destination, words + (first_block + c) * (kWordBytesPerChunk / 4), n * kWordBytesPerChunk,
+                    &ring_full[slot]);
+          bulk_copy(destination + kPerSlot * kWordBytesPerChunk, scales + (first_block + c) * kScaleBytesPerChunk,
+                    n * kScaleBytesPerChunk, &ring_full[slot]);
+        }
+      }
+    }
+    return;
+  }
+
+  // The consumers: warp w of slice w / 4 owns rows 16 (w % 4) .. + 15 of each tile.
+  const int slice = warp / 4, slice_warp = warp % 4, g = lane / 4, t = lane % 4;
+  const int c0 = min(chunks, slice * per_slice), c1 = min(chunks, c0 + per_slice);
+  uint64_t* ring_full = full + slice * kSlots;
+  uint64_t* ring_empty = empty + slice * kSlots;
+  const uint32_t ring = smem_address(smem) + slice * kSlots * R::slot_bytes;
+  const uint32_t word_offset = (threadIdx.x % 128) * 16;
+  const uint32_t scale_offset = kPerSlot * kWordBytesPerChunk + (slice_warp * 8 + g) * 4;
+  const int row_bytes = staged_row_bytes(k);
+  int use = 0, staged_first = -1;
+  for (int item = item_begin; item < item_end; ++item) {
+    const int slot = item / tiles, tile = item % tiles;
+    const int expert = a.active_experts[slot];
+    const int last = a.pair_begin[slot + 1];
+    for (int first = a.pair_begin[slot]; first < last; first += kTokensPerPass) {
+      const int count = min(kTokensPerPass, last - first);
+      if (first != staged_first) {
+        consumers_sync();  // the previous tokens' readers are done
+        if (threadIdx.x < count) {
+          const int p = a.sorted_pairs[first + threadIdx.x];
+          s_pairs[threadIdx.x] = p;
+          s_rows[threadIdx.x] = kGateUp ? a.x + static_cast<int64_t>(p / a.top_k) * k
+                                        : a.intermediate_out + static_cast<int64_t>(p) * k;
+        }
+        consumers_sync();
+        stage_rows<S>(staged, s_rows, count, k);
+        consumers_sync();
+        staged_first = first;
+      }
+      // Lane group g reads token g's row, or the last staged one (whose products it never stores).
+      const uint32_t b_address = smem_address(staged) + min(g, count - 1) * row_bytes + t * 32;
+      float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int c = c0; c < c1; c += kPerSlot, ++use) {
+        const int n = min(kPerSlot, c1 - c), s = use % kSlots;
+        barrier_wait(&ring_full[s], (use / kSlots) & 1);
+        const uint32_t at = ring + s * R::slot_bytes;
+#pragma unroll
+        for (int j = 0; j < kPerSlot; ++j) {
+          if (j >= n) break;
+          const uint4 words = load_shared_u128(at + j * kWordBytesPerChunk + word_offset);
+          const uint32_t scales = load_shared_u32(at + j * kScaleBytesPerChunk + scale_offset);
+          uint32_t fragments[4][4];
+          decode_fragments<kFolded>(words, scales, fragments);
+          const uint32_t b = b_address + (c + j) * 128;
+          const uint4 b01 = load_shared_u128(b), b23 = load_shared_u128(b + 16);
+          mma_bf16_16816(acc, fragments[0], b01.x, b01.y);
+          mma_bf16_16816(acc, fragments[1], b01.z, b01.w);
+          mma_bf16_16816(acc, fragments[2], b23.x, b23.y);
+          mma_bf16_16816(acc, fragments[3], b23.z, b23.w);
+        }
+        __syncwarp();
+        if (lane == 0) barrier_arrive(&ring_empty[s]);
+      }
+      if constexpr (kSplit > 1) {  // the slices' sums, added in slice order
+        if (slice > 0) s_partial[slice - 1][slice_warp][lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+        consumers_sync();
+        if (slice == 0) {
+#pragma unroll
+          for (int i = 0; i < kSplit - 1; ++i) {
+            const float4 v = s_partial[i][slice_warp][lane];
+            acc[0] += v.x;
+            acc[1] += v.y;
+            acc[2] += v.z;
+            acc[3] += v.w;
+          }
+        }
+      }
+
+      // C fragment: acc[i] is row g, acc[2 + i] row g + 8 of the warp's 16, both for token 2t + i.
+      if (slice == 0) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const int column = 2 * t + i;
+          if (column >= count) continue;
+          const int64_t p = s_pairs[column];
+          if constexpr (kGateUp) {  // rows g and g + 8 are the gate and linear rows of one unit
+            const int unit = tile * (kTileRows / 2) + slice_warp * 8 + g;
+            const float* bias = a.gate_up_bias + static_cast<int64_t>(expert) * n + 2 * unit;
+            a.intermediate_out[p * (n / 2) + unit] = swiglu(acc[i] + bias[0], acc[2 + i] + bias[1], a.alpha, a.limit);
+          } else {
+            const int h = tile * kTileRows + slice_warp * 16 + g;
+            const float* bias = a.down_bias + static_cast<int64_t>(expert) * n + h;
+            a.pair_out[p * n + h] = acc[i] + bias[0];
+            a.pair_out[p * n + h + 8] = acc[2 + i] + bias[8];
+          }
+        }
+      }
+      if constexpr (kGateUp) {
+        consumers_sync();  // s_partial is read before the next item writes it
+      } else {
+        // The block that completes the last of a token's k pairs for this row tile sums them.
+        __threadfence();
+        consumers_sync();
+        if (threadIdx.x < count) {
+          const int token = s_pairs[threadIdx.x] / a.top_k;
+          const uint32_t done = atomicAdd(&a.combine_counts[token * tiles + tile], 1u);
+          s_complete[threadIdx.x] = done == static_cast<uint32_t>(a.top_k - 1);
+          if (s_complete[threadIdx.x]) {
+            a.combine_counts[token * tiles + tile] = 0;  // ready for the next run
+            __threadfence();
+          }
+        }
+        consumers_sync();
+        for (int i = 0; i < count; ++i) {
+          if (!s_complete[i] || threadIdx.x >= kTileRows) continue;
+          const int token = s_pairs[i] / a.top_k;
+          const int h = tile * kTileRows + threadIdx.x;
+          float sum = 0.0f;
+          for (int j = 0; j < a.top_k; ++j) {
+            const int64_t q = static_cast<int64_t>(token) * a.top_k + j;
+            sum += a.expert_weights[q] * __ldcg(a.pair_out + q * n + h);
+          }
+          a.out[static_cast<int64_t>(token) * n + h] = sum;
+        }
+      }
+    }
+  }
+}
+
+// Three slots of four chunks per slice (26 KB in flight per slice), measured on an H200 against
+// 8 x 1, 4 x 2 and 4 x 4 (docs/PERFORMANCE.md): fewer, larger copies halve the producer's work per
+// byte, which paced the stream from 8 tokens on.
+using DefaultRing = Ring<3, 4>;
+
+template <Scheme S, bool kFolded, class R>
+DecodeGrids grids_for_ring(int hidden, int intermediate, int sm_count) {
+  const auto gate_up = small_batch_kernel<S, true, kFolded, R>;
+  const auto down = small_batch_kernel<S, false, kFolded, R>;
+  MXMOE_CUDA_CHECK(cudaFuncSetAttribute(gate_up, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        smem_bytes<R>(hidden, kTokensPerPass)));
+  MXMOE_CUDA_CHECK(cudaFuncSetAttribute(down, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        smem_bytes<R>(intermediate, kTokensPerPass)));
+  DecodeGrids grids;
+  for (int tokens = 1; tokens <= kDecodeGridTokens; ++tokens) {
+    int per_sm = 0;
+    MXMOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gate_up, kThreads, smem_bytes<R>(hidden, tokens)));
+    grids.gate_up[tokens - 1] = std::max(1, per_sm) * sm_count;
+    MXMOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, down, kThreads, smem_bytes<R>(intermediate, tokens)));
+    grids.down[tokens - 1] = std::max(1, per_sm) * sm_count;
+  }
+  return grids;
+}
+
+template <Scheme S, bool kFolded, class R>
+void launch_ring(const DecodeLayerArgs& a, cudaStream_t stream) {
+  const int rows = std::min(a.tokens, kTokensPerPass);  // staged token rows
+  launch_after_previous(small_batch_kernel<S, true, kFolded, R>, dim3(a.gate_up_grid), dim3(kThreads),
+                        smem_bytes<R>(a.hidden, rows), a.overlap_launches, stream, a);
+  launch_after_previous(small_batch_kernel<S, false, kFolded, R>, dim3(a.down_grid), dim3(kThreads),
+                        smem_bytes<R>(a.intermediate, rows), a.overlap_launches, stream, a);
+}
+
+template <Scheme S, bool kFolded>
+DecodeGrids grids_for(int hidden, int intermediate, int sm_count) {
+  return grids_for_ring<S, kFolded, DefaultRing>(hidden, intermediate, sm_count);
+}
+
+template <Scheme S, bool kFolded>
+void launch_kernels(const DecodeLayerArgs& a, cudaStream_t stream) {
+  launch_ring<S, kFolded, DefaultRing>(a, stream);
+}
+
+// The backend's schemes (bf16 activations) and the scale fold as template arguments.
+template <class F>
+auto dispatch(Scheme scheme, bool folded_scales, F&& f) {
+  switch (scheme) {
+    case Scheme::w4a16:
+      return folded_scales ? f.template operator()<Scheme::w4a16, true>() : f.template operator()<Scheme::w4a16, false>();
+    case Scheme::w4a4:
+      return folded_scales ? f.template operator()<Scheme::w4a4, true>() : f.template operator()<Scheme::w4a4, false>();
+    default: break;
+  }
+  throw CudaError("the sm90 small-batch kernels do not run scheme " + std::string(scheme_name(scheme)));
+}
+
+DecodeGrids grids(Scheme scheme, bool folded_scales, int hidden, int intermediate, int sm_count) {
+  if (hidden % kChunkK != 0 || intermediate % kChunkK != 0) {
+    throw CudaError("the sm90 small-batch kernels need H and I multiples of 64");
+  }
+  return dispatch(scheme, folded_scales, [&]<Scheme S, bool kFolded>() {
+    return grids_for<S, kFolded>(hidden, intermediate, sm_count);
+  });
+}
+
+void launch(const DecodeLayerArgs& a, cudaStream_t stream) {
+  dispatch(a.scheme, a.folded_scales, [&]<Scheme S, bool kFolded>() { launch_kernels<S, kFolded>(a, stream); });
+}
+
+}  // namespace
+
+const SmallBatchExperts& small_batch_experts() {
+  static const SmallBatchExperts experts{.max_tokens = kSmallBatchTokens, .grids = grids, .launch = launch};
+  return experts;
+}
+
+}  // namespace mxmoe::cuda::sm90
