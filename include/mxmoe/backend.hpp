@@ -136,9 +136,11 @@ struct BackendDeclaration {
   // some backends), for the oracle's report.
   std::function<std::string(const Problem&)> kernel_path;
 
-  // Prepares a layer that already has the plan's padded dims. Backends that repack or upload the
-  // weights let go of the layer afterwards; the reference keeps sharing it.
-  std::function<std::unique_ptr<PreparedMoe>(std::shared_ptr<const MoeLayer> padded_layer, const ExecutionPlan& plan)>
+  // Prepares a validated layer with the plan's real dims to run at the plan's padded dims (its
+  // forward takes and returns padded hidden rows): backends that repack or upload the weights write
+  // the padding as they do (src/moe/padded_view.hpp) and let go of the layer; the reference keeps
+  // sharing it.
+  std::function<std::unique_ptr<PreparedMoe>(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan)>
       prepare;
 };
 

@@ -1,6 +1,7 @@
 // Padding of hidden and intermediate dims: the one place where a layer, its inputs and its outputs
-// change size. The plan made by the oracle is the single source of truth: weights are packed from it
-// and every backend checks the layer it is given against it.
+// change size. The plan made by the oracle is the single source of truth: backends are given the
+// real layer and the plan, check one against the other, and write the padding while they pack the
+// weights (src/moe/padded_view.hpp); no padded copy of the layer is made on the way.
 #pragma once
 
 #include <span>
@@ -26,12 +27,14 @@ struct PaddingPlan {
   bool operator==(const PaddingPlan&) const = default;
   std::string to_string() const;
 
-  // Throws std::logic_error unless the layer has exactly the padded dims: a backend calls this
-  // before it touches the weights, so a lost plan is an error and never a wrong reshape.
-  void check_padded_layer(const MoeShape& shape, const std::string& backend) const;
+  // Throws std::logic_error unless the layer has exactly the plan's real (unpadded) dims: a backend
+  // calls this before it packs the weights at the padded dims, so a lost or mismatched plan is an
+  // error and never a wrong reshape.
+  void check_layer(const MoeShape& shape, const std::string& backend) const;
 };
 
-// The padded layer: zero weights (scale code 127) and zero biases in the new rows and columns.
+// The padded layer, for callers who want one: zero weights (scale code 127) and zero biases in the
+// new rows and columns.
 // Padded intermediate units compute SwiGLU(0, 0) = 0, and padded hidden columns meet zero inputs,
 // so the real outputs do not change. Router weights get zero columns.
 MoeLayer pad_layer(const MoeLayer& layer, const PaddingPlan& plan);

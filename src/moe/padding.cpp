@@ -5,6 +5,7 @@
 #include <numeric>
 #include <stdexcept>
 
+#include "moe/padded_view.hpp"
 #include "moe/valid_layer.hpp"
 #include "mxmoe/format.hpp"
 #include "util/checked.hpp"
@@ -18,10 +19,12 @@ int effective_alignment(int alignment) {
   return detail::checked_mul(kMxBlock / std::gcd(kMxBlock, alignment), alignment, "padding: alignment");
 }
 
-// Copies the first `src.rows` rows of every group into a tensor with more rows and columns; the
-// rest stays zero with scale code 127.
-Mxfp4Tensor pad_mxfp4(const Mxfp4Tensor& src, int64_t rows, int64_t cols) {
-  Mxfp4Tensor dst(src.groups, rows, cols);
+// The padded tensor written out: the rows of `view` the tensor has, copied; the rest stay zero with
+// the padding scale code (the view's values).
+Mxfp4Tensor pad_mxfp4(const detail::PaddedMxfp4& view) {
+  const Mxfp4Tensor& src = view.source();
+  Mxfp4Tensor dst(view.groups, view.rows, view.cols);
+  std::fill(dst.scales.begin(), dst.scales.end(), detail::kPaddingScaleCode);
   for (int64_t g = 0; g < src.groups; ++g) {
     for (int64_t r = 0; r < src.rows; ++r) {
       std::memcpy(dst.row_blocks(g, r), src.row_blocks(g, r), static_cast<size_t>(src.cols / 2));
@@ -31,16 +34,14 @@ Mxfp4Tensor pad_mxfp4(const Mxfp4Tensor& src, int64_t rows, int64_t cols) {
   return dst;
 }
 
-std::vector<float> pad_matrix(const std::vector<float>& src, int64_t rows, int64_t cols, int64_t new_rows,
-                              int64_t new_cols) {
-  std::vector<float> dst(static_cast<size_t>(new_rows * new_cols), 0.0f);
-  for (int64_t r = 0; r < rows; ++r) {
-    std::copy_n(src.begin() + r * cols, cols, dst.begin() + r * new_cols);
-  }
-  return dst;
-}
-
 }  // namespace
+
+std::vector<float> detail::pad_matrix(const std::vector<float>& m, int64_t rows, int64_t cols, int64_t new_rows,
+                                      int64_t new_cols) {
+  std::vector<float> out(static_cast<size_t>(new_rows * new_cols), 0.0f);
+  for (int64_t r = 0; r < rows; ++r) std::copy_n(m.begin() + r * cols, cols, out.begin() + r * new_cols);
+  return out;
+}
 
 PaddingPlan PaddingPlan::for_alignment(int hidden, int intermediate, int hidden_alignment,
                                        int intermediate_alignment) {
@@ -54,11 +55,11 @@ std::string PaddingPlan::to_string() const {
          std::to_string(intermediate) + " -> " + std::to_string(padded_intermediate);
 }
 
-void PaddingPlan::check_padded_layer(const MoeShape& shape, const std::string& backend) const {
-  if (shape.hidden != padded_hidden || shape.intermediate != padded_intermediate) {
+void PaddingPlan::check_layer(const MoeShape& shape, const std::string& backend) const {
+  if (shape.hidden != hidden || shape.intermediate != intermediate) {
     throw std::logic_error("backend '" + backend + "' was given a layer with hidden " + std::to_string(shape.hidden) +
                            " and intermediate " + std::to_string(shape.intermediate) +
-                           ", but the padding plan says " + to_string());
+                           ", but the padding plan is for " + to_string());
   }
 }
 
@@ -77,19 +78,16 @@ MoeLayer detail::pad_valid_layer(const MoeLayer& layer, const PaddingPlan& plan)
     throw std::invalid_argument("pad_layer: invalid plan " + plan.to_string());
   }
   if (plan.is_identity()) return layer;
-  const int64_t E = s.experts, H = s.hidden, I = s.intermediate;
-  const int64_t Hp = plan.padded_hidden, Ip = plan.padded_intermediate;
-
+  const PaddedLayer view{layer, plan};
   MoeLayer padded;
-  padded.shape = {plan.padded_hidden, plan.padded_intermediate, s.experts, s.top_k};
+  padded.shape = view.shape();
   padded.swiglu = layer.swiglu;
-  padded.router_weight = pad_matrix(layer.router_weight, E, H, E, Hp);
+  padded.router_weight = view.router_weight();
   padded.router_bias = layer.router_bias;
-  // Gate and linear rows stay interleaved: padded units are appended as (gate, linear) pairs.
-  padded.gate_up = pad_mxfp4(layer.gate_up, 2 * Ip, Hp);
-  padded.gate_up_bias = pad_matrix(layer.gate_up_bias, E, 2 * I, E, 2 * Ip);
-  padded.down = pad_mxfp4(layer.down, Hp, Ip);
-  padded.down_bias = pad_matrix(layer.down_bias, E, H, E, Hp);
+  padded.gate_up = pad_mxfp4(view.gate_up());
+  padded.gate_up_bias = view.gate_up_bias();
+  padded.down = pad_mxfp4(view.down());
+  padded.down_bias = view.down_bias();
   return padded;
 }
 

@@ -5,7 +5,6 @@
 #include <stdexcept>
 
 #include "moe/routing_check.hpp"
-#include "moe/valid_layer.hpp"
 #include "util/admission.hpp"
 
 namespace mxmoe {
@@ -31,10 +30,8 @@ MoeRunner::MoeRunner(std::shared_ptr<const MoeLayer> layer, Scheme scheme, const
   decision_ = select_backend(device, problem, resolve_forced_backend(options.backend), registry);
   const auto& declaration = *std::find_if(registry.begin(), registry.end(),
                                           [&](const BackendDeclaration& b) { return b.name == decision_.chosen; });
+  // The backend writes the plan's padding while it packs the weights: no padded copy is made here.
   ExecutionPlan plan{decision_.chosen, scheme, device, decision_.padding, options.threads};
-  if (!decision_.padding.is_identity()) {
-    layer = std::make_shared<const MoeLayer>(detail::pad_valid_layer(*layer, decision_.padding));
-  }
   prepared_ = declaration.prepare(std::move(layer), plan);
 }
 

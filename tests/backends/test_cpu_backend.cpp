@@ -7,6 +7,8 @@
 
 #include "backends/backend_check.hpp"
 #include "backends/cpu/kernels.hpp"
+#include "moe/padded_view.hpp"
+#include "mxmoe/padding.hpp"
 #include "mxmoe/oracle.hpp"
 
 namespace mxmoe {
@@ -21,6 +23,30 @@ TEST(CpuBackend, RunsTheCallersRouting) {
   }
   test::check_caller_routing(test::shared_layer({128, 96, 8, 2}), Scheme::w4a32, 5, "reference", DeviceSpec::detect_cpu(),
                              test::fresh_seed());
+}
+
+// The packer writes the plan's padding while it re-lays the weights: packing the real layer through
+// its padded view gives the bytes of packing a padded copy (pad_layer), rows permuted or not.
+TEST(CpuPacking, WritesThePaddingOfThePlanWithoutAPaddedCopy) {
+  const MoeLayer& layer = test::shared_layer({96, 64, 4, 2});
+  const PaddingPlan plan = PaddingPlan::for_alignment(96, 64, 128, 128);
+  ASSERT_FALSE(plan.is_identity());
+  const MoeLayer copy = pad_layer(layer, plan);
+  const detail::PaddedLayer view{layer, plan};
+  const auto whole = [](const Mxfp4Tensor& t) { return detail::PaddedMxfp4(t, t.rows, t.cols); };
+  const auto reversed = [](int64_t rows) { return [rows](int64_t r) { return rows - 1 - r; }; };
+  const auto expect_same = [](const cpu::PackedMatrix& a, const cpu::PackedMatrix& b) {
+    EXPECT_EQ(a.rows, b.rows);
+    EXPECT_EQ(a.cols, b.cols);
+    EXPECT_EQ(a.tiles, b.tiles);
+    EXPECT_EQ(a.scales, b.scales);
+  };
+  expect_same(cpu::pack_matrix(view.gate_up(), reversed(256)), cpu::pack_matrix(whole(copy.gate_up), reversed(256)));
+  expect_same(cpu::pack_matrix(view.down(), [](int64_t r) { return r; }),
+              cpu::pack_matrix(whole(copy.down), [](int64_t r) { return r; }));
+  EXPECT_EQ(view.router_weight(), copy.router_weight);
+  EXPECT_EQ(view.gate_up_bias(), copy.gate_up_bias);
+  EXPECT_EQ(view.down_bias(), copy.down_bias);
 }
 
 // forward_into writes into the caller's buffer what forward returns, bit for bit, with the layer's

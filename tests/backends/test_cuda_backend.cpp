@@ -166,12 +166,13 @@ TEST(CudaBackend, WritesEveryOutputWithPoisonedBuffers) {
       if (!cannot_run_here(backend, scheme).empty()) continue;
       cuda::PreparedCudaLayer p = prepare_cuda(backend, layer, scheme);
       p.moe->poison_buffers_for_test(true);
-      const int hidden = p.layer->shape.hidden;
+      const MoeLayer padded = pad_layer(layer, p.decision.padding);  // the rows the CUDA layer takes
+      const int hidden = padded.shape.hidden;
       for (int tokens : {1, 5, 37, 300}) {
         const auto x = random_hidden(tokens, hidden, static_cast<uint64_t>(tokens));
         const MoeOutput out = p.moe->forward(x, tokens);
         EXPECT_TRUE(test::all_finite(out.output)) << backend << " " << scheme_name(scheme) << " T=" << tokens;
-        const MoeOutput expected = reference_forward(*p.layer, x, tokens, scheme, {.routing = &out.routing});
+        const MoeOutput expected = reference_forward(padded, x, tokens, scheme, {.routing = &out.routing});
         EXPECT_LE(test::relative_l2(out.output, expected.output), test::error_bound(scheme)) << backend;
       }
     }

@@ -7,6 +7,8 @@
 #include <random>
 
 #include "backends/cuda_sm90/layout.hpp"
+#include "moe/padded_view.hpp"
+#include "mxmoe/padding.hpp"
 #include "mxmoe/format.hpp"
 
 namespace mxmoe {
@@ -37,8 +39,10 @@ uint8_t code_in_word(uint32_t word, int r, int half) {
   return code;
 }
 
+detail::PaddedMxfp4 whole(const Mxfp4Tensor& t) { return {t, t.rows, t.cols}; }
+
 void expect_layout(const Mxfp4Tensor& t, bool gate_up) {
-  const cuda::PackedWeights p = cuda::sm90::pack_weights(t, gate_up);
+  const cuda::PackedWeights p = cuda::sm90::pack_weights(whole(t), gate_up);
   const int tiles = t.rows / 64, chunks = t.cols / 64;
   ASSERT_EQ(p.words.size(), static_cast<size_t>(t.groups) * tiles * chunks * 512);
   ASSERT_EQ(p.scales.size(), static_cast<size_t>(t.groups) * tiles * chunks * 128);
@@ -83,8 +87,39 @@ TEST(CudaSm90Layout, EveryCodeAndScaleSitsWhereTheFragmentsWantIt) {
 }
 
 TEST(CudaSm90Layout, RefusesShapesThatAreNotMultiplesOf64) {
-  EXPECT_THROW(cuda::sm90::pack_weights(random_tensor(1, 96, 64, 1), false), std::invalid_argument);
-  EXPECT_THROW(cuda::sm90::pack_weights(random_tensor(1, 64, 96, 1), false), std::invalid_argument);
+  const Mxfp4Tensor a = random_tensor(1, 96, 64, 1), b = random_tensor(1, 64, 96, 1);
+  EXPECT_THROW(cuda::sm90::pack_weights(whole(a), false), std::invalid_argument);
+  EXPECT_THROW(cuda::sm90::pack_weights(whole(b), false), std::invalid_argument);
+}
+
+// Both CUDA packers write the plan's padding while they re-lay the weights: packing a tensor through
+// its padded view gives the bytes of packing a padded copy (pad_layer's), for every layout.
+TEST(CudaPacking, WritesThePaddingOfThePlanWithoutAPaddedCopy) {
+  MoeLayer layer;
+  layer.shape = {96, 160, 2, 1};
+  layer.gate_up = random_tensor(2, 320, 96, 7);
+  layer.down = random_tensor(2, 96, 160, 8);
+  layer.router_weight.assign(2 * 96, 0.5f);
+  layer.router_bias.assign(2, 0.0f);
+  layer.gate_up_bias.assign(2 * 320, 0.25f);
+  layer.down_bias.assign(2 * 96, 0.125f);
+  const PaddingPlan plan = PaddingPlan::for_alignment(96, 160, 64, 64);
+  ASSERT_EQ(plan.padded_hidden, 128);
+  ASSERT_EQ(plan.padded_intermediate, 192);
+  const MoeLayer copy = pad_layer(layer, plan);
+  const detail::PaddedLayer view{layer, plan};
+  const auto expect_same = [](const cuda::PackedWeights& a, const cuda::PackedWeights& b) {
+    EXPECT_EQ(a.words, b.words);
+    EXPECT_EQ(a.scales, b.scales);
+  };
+  for (bool gate_up : {true, false}) {
+    const detail::PaddedMxfp4 padded = gate_up ? view.gate_up() : view.down();
+    const Mxfp4Tensor& copied = gate_up ? copy.gate_up : copy.down;
+    expect_same(cuda::sm90::pack_weights(padded, gate_up), cuda::sm90::pack_weights(whole(copied), gate_up));
+    for (cuda::WeightLayout layout : {cuda::WeightLayout::bf16_mma, cuda::WeightLayout::fp8_mma}) {
+      expect_same(cuda::pack_weights(padded, layout), cuda::pack_weights(whole(copied), layout));
+    }
+  }
 }
 
 }  // namespace

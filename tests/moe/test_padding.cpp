@@ -19,10 +19,13 @@ TEST(PaddingPlan, RoundsUpToTheAlignmentAndTheMxfp4Block) {
   EXPECT_THROW(PaddingPlan::for_alignment(64, 64, 0, 32), std::invalid_argument);
 }
 
-TEST(PaddingPlan, BackendsRejectALayerThatLostThePlan) {
+// Backends are given the real layer and the plan, and pad as they pack: a layer of other dims (one
+// padded already, or another layer's) is refused.
+TEST(PaddingPlan, BackendsRejectALayerThePlanIsNotFor) {
   const auto plan = PaddingPlan::for_alignment(2880, 2880, 256, 256);
-  EXPECT_NO_THROW(plan.check_padded_layer({3072, 3072, 32, 4}, "x"));
-  EXPECT_THROW(plan.check_padded_layer({2880, 2880, 32, 4}, "x"), std::logic_error);
+  EXPECT_NO_THROW(plan.check_layer({2880, 2880, 32, 4}, "x"));
+  EXPECT_THROW(plan.check_layer({3072, 3072, 32, 4}, "x"), std::logic_error);
+  EXPECT_THROW(plan.check_layer({2880, 2816, 32, 4}, "x"), std::logic_error);
 }
 
 // gpt-oss dims padded to 256: the same outputs on the real columns, in every scheme.

@@ -209,8 +209,9 @@ TEST(OracleRegression, UnalignedDimsGoToAFallbackInsteadOfAReshapeError) {
 }
 
 // vLLM once lost the hidden/intermediate padding between weight creation and the kernel call. Here
-// the runner pads by the decision's plan and the backend checks what it receives against that plan.
-TEST(OracleRegression, PaddingPlanAndPaddedLayerReachTheBackendsPrepare) {
+// the decision's plan reaches the backend's prepare with the real layer (no padded copy is made on
+// the way: the backend pads as it packs), and the backend checks the layer against the plan.
+TEST(OracleRegression, PaddingPlanReachesTheBackendsPrepareWithTheRealLayer) {
   struct Seen {
     MoeShape shape;
     PaddingPlan plan;
@@ -237,8 +238,8 @@ TEST(OracleRegression, PaddingPlanAndPaddedLayerReachTheBackendsPrepare) {
   MoeRunner runner(layer, Scheme::w4a16, DeviceSpec::detect_cpu(), {.registry = &registry});
   EXPECT_EQ(runner.decision().chosen, "test-cpu-pad256");
   EXPECT_EQ(seen.plan, (PaddingPlan{2880, 2880, 3072, 3072}));
-  EXPECT_EQ(seen.shape.hidden, 3072);
-  EXPECT_EQ(seen.shape.intermediate, 3072);
+  EXPECT_EQ(seen.shape.hidden, 2880);
+  EXPECT_EQ(seen.shape.intermediate, 2880);
 
   const auto x = random_hidden(2, shape.hidden, seed + 1);
   const MoeOutput padded_run = runner.forward(x, 2);
@@ -246,9 +247,10 @@ TEST(OracleRegression, PaddingPlanAndPaddedLayerReachTheBackendsPrepare) {
   ASSERT_EQ(padded_run.output.size(), plain.output.size());
   EXPECT_EQ(padded_run.output, plain.output);
 
-  // A layer that lost its padding on the way is refused by the backend, not reshaped.
+  // A layer the plan is not for (here one padded already) is refused by the backend, not reshaped.
   ExecutionPlan plan{"test-cpu-pad256", Scheme::w4a16, DeviceSpec::detect_cpu(), seen.plan, 0};
-  EXPECT_THROW(probe.prepare(std::make_shared<const MoeLayer>(layer), plan), std::logic_error);
+  EXPECT_NO_THROW(probe.prepare(std::make_shared<const MoeLayer>(layer), plan));
+  EXPECT_THROW(probe.prepare(std::make_shared<const MoeLayer>(pad_layer(layer, seen.plan)), plan), std::logic_error);
 }
 
 TEST(OracleForced, AnEligibleForcedBackendIsHonoured) {

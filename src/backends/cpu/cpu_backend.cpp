@@ -104,9 +104,13 @@ void for_each_expert_strip(const std::vector<int64_t>& active, int64_t strips, i
 class CpuMoe final : public PreparedMoe {
  public:
   CpuMoe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan)
-      : shape_(layer->shape), swiglu_(layer->swiglu), scheme_(plan.scheme), threads_(plan.threads) {
-    plan.padding.check_padded_layer(layer->shape, plan.backend);  // the layer itself was validated where it was made
-    router_weight_ = layer->router_weight;
+      : shape_(detail::PaddedLayer{*layer, plan.padding}.shape()),
+        swiglu_(layer->swiglu),
+        scheme_(plan.scheme),
+        threads_(plan.threads) {
+    plan.padding.check_layer(layer->shape, plan.backend);  // the layer itself was validated where it was made
+    const detail::PaddedLayer padded{*layer, plan.padding};  // the plan's padding, written while packing
+    router_weight_ = padded.router_weight();
     router_bias_ = layer->router_bias;
     // gate_up strips hold 16 gate rows then the 16 matching linear rows, so the SwiGLU epilogue
     // reads two contiguous halves of a tile.
@@ -116,14 +120,15 @@ class CpuMoe final : public PreparedMoe {
       const int64_t unit = strip * kUnits + i % kUnits;
       return 2 * unit + (i >= kUnits ? 1 : 0);
     };
-    gate_up_ = cpu::pack_matrix(layer->gate_up, gate_up_row);
-    down_ = cpu::pack_matrix(layer->down, [](int64_t r) { return r; });
+    gate_up_ = cpu::pack_matrix(padded.gate_up(), gate_up_row);
+    down_ = cpu::pack_matrix(padded.down(), [](int64_t r) { return r; });
     const int64_t E = shape_.experts, I = shape_.intermediate;
-    gate_up_bias_.resize(layer->gate_up_bias.size());
+    const std::vector<float> gate_up_bias = padded.gate_up_bias();
+    gate_up_bias_.resize(gate_up_bias.size());
     for (int64_t e = 0; e < E; ++e) {
-      for (int64_t r = 0; r < 2 * I; ++r) gate_up_bias_[e * 2 * I + r] = layer->gate_up_bias[e * 2 * I + gate_up_row(r)];
+      for (int64_t r = 0; r < 2 * I; ++r) gate_up_bias_[e * 2 * I + r] = gate_up_bias[e * 2 * I + gate_up_row(r)];
     }
-    down_bias_ = layer->down_bias;
+    down_bias_ = padded.down_bias();
   }
 
   MoeOutput forward(std::span<const float> hidden, int tokens, const Routing* routing) override {

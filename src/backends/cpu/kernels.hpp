@@ -7,6 +7,7 @@
 #include <functional>
 #include <vector>
 
+#include "moe/padded_view.hpp"
 #include "mxmoe/moe.hpp"
 
 namespace mxmoe::cpu {
@@ -42,8 +43,8 @@ struct PackedMatrix {
   }
 };
 
-// Repacks `t`; packed row r of a group is row source_row(r) of the original.
-PackedMatrix pack_matrix(const Mxfp4Tensor& t, const std::function<int64_t(int64_t)>& source_row);
+// Repacks `t` at its padded dims; packed row r of a group is row source_row(r) of the padded tensor.
+PackedMatrix pack_matrix(const detail::PaddedMxfp4& t, const std::function<int64_t(int64_t)>& source_row);
 
 // Activation rows for a strip product: fp32 always; bf16 copies (exact, since quantized activations
 // are bf16 values) when the caller made them for the bf16 dot-product kernels.

@@ -16,7 +16,7 @@
 #include "backends/cuda/layout.hpp"
 #include "backends/cuda/paths.hpp"
 #include "backends/cuda/routing.cuh"
-#include "moe/valid_layer.hpp"
+#include "moe/padded_view.hpp"
 #include "mxmoe/format.hpp"
 
 namespace mxmoe::cuda {
@@ -53,12 +53,12 @@ class CudaMoeImpl final : public CudaMoe {
  public:
   CudaMoeImpl(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan, const GemmFamily& gemms)
       : gemms_(gemms),
-        shape_(layer->shape),
+        shape_(detail::PaddedLayer{*layer, plan.padding}.shape()),
         swiglu_(layer->swiglu),
         scheme_(plan.scheme),
         device_(plan.device.ordinal),
         unpadded_hidden_(plan.padding.hidden) {
-    plan.padding.check_padded_layer(layer->shape, plan.backend);  // the layer itself was validated where it was made
+    plan.padding.check_layer(layer->shape, plan.backend);  // the layer itself was validated where it was made
     const int needed = scheme_traits(scheme_).min_tensor_core_sm;
     if (needed == 0) {
       throw std::invalid_argument("the cuda backend does not run scheme " + std::string(scheme_name(scheme_)) +
@@ -86,20 +86,22 @@ class CudaMoeImpl final : public CudaMoe {
     for (const Mxfp4Tensor* t : {&layer->gate_up, &layer->down}) {
       if (!t->scales.empty()) largest_scale = std::max(largest_scale, *std::max_element(t->scales.begin(), t->scales.end()));
     }
-    folded_scales_ = largest_scale <= 128;
+    folded_scales_ = largest_scale <= 128;  // padded blocks have scale code 127
+    // The plan's padding is written as the weights are packed: no padded copy of the layer.
+    const detail::PaddedLayer padded{*layer, plan.padding};
     {
-      const PackedWeights gate_up = gemms_.pack(layer->gate_up, scheme_, true);
+      const PackedWeights gate_up = gemms_.pack(padded.gate_up(), scheme_, true);
       gate_up_words_ = upload(gate_up.words);
       gate_up_scales_ = upload(gate_up.scales);
     }
     {
-      const PackedWeights down = gemms_.pack(layer->down, scheme_, false);
+      const PackedWeights down = gemms_.pack(padded.down(), scheme_, false);
       down_words_ = upload(down.words);
       down_scales_ = upload(down.scales);
     }
-    gate_up_bias_ = upload(layer->gate_up_bias);
-    down_bias_ = upload(layer->down_bias);
-    router_weight_ = upload(layer->router_weight);
+    gate_up_bias_ = upload(padded.gate_up_bias());
+    down_bias_ = upload(padded.down_bias());
+    router_weight_ = upload(padded.router_weight());
     router_bias_ = upload(layer->router_bias);
     MXMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     if (gemms_.small_batch && small_batch_supports(shape_.hidden, shape_.intermediate, shape_.experts, shape_.top_k)) {
@@ -493,13 +495,10 @@ PreparedCudaLayer prepare_cuda_backend(std::shared_ptr<const MoeLayer> layer, Sc
   layer->validate();  // an entry point, as MoeRunner's constructor is
   PreparedCudaLayer p;
   p.decision = select_backend(gpu, Problem::for_layer(*layer, scheme), forced);
-  p.layer = p.decision.padding.is_identity()
-                ? std::move(layer)
-                : std::make_shared<const MoeLayer>(detail::pad_valid_layer(*layer, p.decision.padding));
   const auto& registry = backend_registry();
   const auto declaration = std::find_if(registry.begin(), registry.end(),
                                         [&](const BackendDeclaration& b) { return b.name == p.decision.chosen; });
-  auto prepared = declaration->prepare(p.layer, {p.decision.chosen, scheme, gpu, p.decision.padding, 0});
+  auto prepared = declaration->prepare(std::move(layer), {p.decision.chosen, scheme, gpu, p.decision.padding, 0});
   auto* cuda = dynamic_cast<CudaMoe*>(prepared.get());
   if (!cuda) throw std::invalid_argument("backend " + p.decision.chosen + " is not a CUDA backend");
   prepared.release();

@@ -29,12 +29,11 @@ class CudaMoe : public PreparedMoe {
 // A CUDA backend of the registry (the oracle's choice for `gpu`, or the forced one) prepared as
 // the runner prepares it, padding included, with the device-level controls exposed: for benchmarks
 // and tests. Throws OracleError when it cannot run, std::invalid_argument when it is not CUDA.
+// The CUDA layer runs at the decision's padded dims (its forward takes and returns padded rows).
 struct PreparedCudaLayer {
   Decision decision;
-  std::shared_ptr<const MoeLayer> layer;  // as prepared: padded by the decision's plan
   std::unique_ptr<CudaMoe> moe;
 };
-// The layer is shared, not copied, unless the plan pads it.
 PreparedCudaLayer prepare_cuda_backend(std::shared_ptr<const MoeLayer> layer, Scheme scheme, const DeviceSpec& gpu,
                                        const std::optional<ForcedBackend>& forced = std::nullopt);
 

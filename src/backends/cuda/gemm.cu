@@ -300,7 +300,7 @@ int gemm_tile_rows(GemmTile tile, bool fp8) {
   return 16;
 }
 
-PackedWeights pack(const Mxfp4Tensor& weights, Scheme scheme, bool /*gate_up*/) {
+PackedWeights pack(const detail::PaddedMxfp4& weights, Scheme scheme, bool /*gate_up*/) {
   const bool fp8 = scheme_traits(scheme).activation == ActivationFormat::fp8_e4m3;
   return pack_weights(weights, fp8 ? WeightLayout::fp8_mma : WeightLayout::bf16_mma);
 }

@@ -27,8 +27,9 @@ struct GemmFamily {
   const char* name = "";
   // 0: any GPU the backend's declaration admits; else the one compute capability its code is for.
   int exact_sm = 0;
-  // Re-lays one MXFP4 tensor for the kernels. gate_up tensors hold (gate, linear) rows in pairs.
-  PackedWeights (*pack)(const Mxfp4Tensor& weights, Scheme scheme, bool gate_up) = nullptr;
+  // Re-lays one MXFP4 tensor for the kernels at its padded dims. gate_up tensors hold (gate,
+  // linear) rows in pairs.
+  PackedWeights (*pack)(const detail::PaddedMxfp4& weights, Scheme scheme, bool gate_up) = nullptr;
   GemmBatchPlan (*plan)(Scheme scheme, int64_t pairs, int64_t active_experts, const MoeShape& shape,
                         int sm_count) = nullptr;
   // Runs the gate_up (problem.gate_up) or the down GEMM of a batch.

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "moe/padded_view.hpp"
 #include "mxmoe/moe.hpp"
 
 namespace mxmoe::cuda {
@@ -24,6 +25,7 @@ struct PackedWeights {
   std::vector<uint8_t> scales;
 };
 
-PackedWeights pack_weights(const Mxfp4Tensor& t, WeightLayout layout);
+// `t` at its padded dims (padded rows and columns packed as zero codes).
+PackedWeights pack_weights(const detail::PaddedMxfp4& t, WeightLayout layout);
 
 }  // namespace mxmoe::cuda

@@ -325,7 +325,7 @@ int width_for(double pairs_per_expert) {
   return 128;
 }
 
-PackedWeights pack(const Mxfp4Tensor& weights, Scheme, bool gate_up) { return pack_weights(weights, gate_up); }
+PackedWeights pack(const detail::PaddedMxfp4& weights, Scheme, bool gate_up) { return pack_weights(weights, gate_up); }
 
 GemmBatchPlan plan(Scheme, int64_t pairs, int64_t active_experts, const MoeShape&, int) {
   GemmBatchPlan plan;

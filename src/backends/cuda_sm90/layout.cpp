@@ -30,7 +30,7 @@ int bit_position(int r, int half, int i) {
 
 }  // namespace
 
-PackedWeights pack_weights(const Mxfp4Tensor& t, bool gate_up) {
+PackedWeights pack_weights(const detail::PaddedMxfp4& t, bool gate_up) {
   if (t.rows % kTileRows != 0 || t.cols % kChunkK != 0) {
     throw std::invalid_argument("sm90 weight layout: rows and columns must be multiples of 64");
   }
@@ -50,10 +50,9 @@ PackedWeights pack_weights(const Mxfp4Tensor& t, bool gate_up) {
           for (int step = 0; step < 4; ++step) {
             uint32_t word = 0;
             for (int r = 0; r < 4; ++r) {
-              const uint8_t* packed = t.row_blocks(e, rows[r & 1]);
               const int64_t k = c * kChunkK + step * 16 + 2 * t4 + (r >= 2 ? 8 : 0);
               for (int half = 0; half < 2; ++half) {
-                const uint8_t code = mxfp4_code(packed, k + half);
+                const uint8_t code = t.code(e, rows[r & 1], k + half);
                 for (int i = 0; i < 4; ++i) word |= static_cast<uint32_t>((code >> i) & 1u) << bit_position(r, half, i);
               }
             }
@@ -62,8 +61,8 @@ PackedWeights pack_weights(const Mxfp4Tensor& t, bool gate_up) {
           if (t4 == 0) {
             uint8_t* s = p.scales.data() + (base * 32 + warp * 8 + g) * 4;
             for (int half = 0; half < 2; ++half) {
-              s[2 * half] = t.row_scales(e, rows[half])[2 * c];
-              s[2 * half + 1] = t.row_scales(e, rows[half])[2 * c + 1];
+              s[2 * half] = t.scale(e, rows[half], 2 * c);
+              s[2 * half + 1] = t.scale(e, rows[half], 2 * c + 1);
             }
           }
         }

@@ -27,7 +27,7 @@ constexpr int kChunkK = 64;     // k per pipeline step
 constexpr int kWordBytesPerChunk = 128 * 16;
 constexpr int kScaleBytesPerChunk = 32 * 4;
 
-// Needs rows and cols multiples of 64.
-PackedWeights pack_weights(const Mxfp4Tensor& t, bool gate_up);
+// `t` at its padded dims, which must be multiples of 64 (padded rows and columns: zero codes).
+PackedWeights pack_weights(const detail::PaddedMxfp4& t, bool gate_up);
 
 }  // namespace mxmoe::cuda::sm90

@@ -11,11 +11,19 @@ class ReferenceMoe final : public PreparedMoe {
  public:
   ReferenceMoe(std::shared_ptr<const MoeLayer> layer, const ExecutionPlan& plan)
       : layer_(std::move(layer)), plan_(plan) {
-    plan_.padding.check_padded_layer(layer_->shape, plan_.backend);
+    plan_.padding.check_layer(layer_->shape, plan_.backend);
   }
+  // Padding changes no real output (zero weights meet zero inputs; padded units give SwiGLU(0, 0) =
+  // 0), so the reference runs the real layer on the real columns and pads its output with zeros.
   MoeOutput forward(std::span<const float> hidden, int tokens, const Routing* routing) override {
-    return detail::reference_forward_valid(*layer_, hidden, tokens, plan_.scheme,
-                                           {.routing = routing, .threads = plan_.threads});
+    const PaddingPlan& padding = plan_.padding;
+    const ReferenceOptions options{.routing = routing, .threads = plan_.threads};
+    if (padding.is_identity()) return detail::reference_forward_valid(*layer_, hidden, tokens, plan_.scheme, options);
+    std::vector<float> real(static_cast<size_t>(tokens) * padding.hidden);
+    unpad_hidden_into(hidden, tokens, padding, real);
+    MoeOutput out = detail::reference_forward_valid(*layer_, real, tokens, plan_.scheme, options);
+    out.output = pad_hidden(out.output, tokens, padding);
+    return out;
   }
 
  private:
