@@ -109,6 +109,19 @@ TEST(CudaBackend, ExplainNamesTheKernelPathByTokenCount) {
   EXPECT_NE(d.to_json().find("\"kernels\": \"small-batch"), std::string::npos) << d.to_json();
 }
 
+// The Hopper backend names its own small-batch path up to its measured crossover (16 tokens).
+TEST(CudaBackend, ExplainNamesTheSm90KernelPathByTokenCount) {
+  if (!declaration("cuda_sm90").built) GTEST_SKIP() << "mxmoe was built without CUDA";
+  auto decide = [](int tokens) {
+    return select_backend(DeviceSpec::parse("sm_90a"), {Scheme::w4a16, 128, 4, 2880, 2880, tokens, true});
+  };
+  EXPECT_EQ(decide(1).chosen, "cuda_sm90");
+  EXPECT_NE(decide(1).kernels.find("small-batch kernels"), std::string::npos) << decide(1).kernels;
+  EXPECT_NE(decide(16).kernels.find("small-batch kernels"), std::string::npos) << decide(16).kernels;
+  EXPECT_NE(decide(17).kernels.find("wgmma"), std::string::npos) << decide(17).kernels;
+  EXPECT_NE(decide(0).kernels.find("up to 16 tokens"), std::string::npos) << decide(0).kernels;
+}
+
 #ifdef MXMOE_WITH_CUDA
 
 TEST(CudaKernels, WeightDecodersGiveExactE2m1Values) {

@@ -15,7 +15,7 @@ constexpr int kMaxTopK = 16;
 
 // The small-batch router: K is cut into slices of kLogitDepth, so that every warp has all of its
 // loads in flight at once (a warp walking a whole router row was a chain of dependent round trips:
-// 18 us of a 60 us layer at one token on an H200).
+// on an H200 the route kernel took 79 us at 16 tokens of gpt-oss-120b, 23 us in slices).
 constexpr int kLogitDepth = 384;
 constexpr int kLogitSteps = kLogitDepth / 128;  // float4 loads per lane and row
 

@@ -2,13 +2,14 @@
 // layout (layout.hpp).
 //
 // A CTA takes a contiguous run of (active expert, 64-row tile) items; K is cut into kSplit slices,
-// each with four consumer warps (16 weight rows each) and a shared-memory ring of kSlots chunks. A
-// producer warp keeps every ring filled by bulk copies that run ahead across item boundaries (a
-// tile's 64-deep chunk is 2 KB of codes and 128 bytes of scales, contiguous), so the weight stream
-// does not stop while the consumers stage tokens or run an epilogue. A consumer thread reads its 16
-// bytes of codes per chunk, releases the slot, decodes them into the A fragments of four mma.sync
-// m16n8k16 (the layout's wgmma fragments are, warp by warp, these) and multiplies them with up to
-// eight staged tokens on the MMA's N. Token rows are staged in bf16 in fragment order: a lane's B
+// each with four consumer warps (16 weight rows each) and a shared-memory ring of a few slots, each
+// a run of consecutive chunks (a tile's 64-deep chunks are 2 KB of codes and 128 bytes of scales
+// each, contiguous: one bulk copy brings a slot's codes, one its scales). A producer warp keeps
+// every ring filled, running ahead across item boundaries, so the weight stream does not stop while
+// the consumers stage tokens or run an epilogue. A consumer thread reads its 16 bytes of codes per
+// chunk, decodes them into the A fragments of four mma.sync m16n8k16 (the layout's wgmma fragments
+// are, warp by warp, these), multiplies them with up to eight staged tokens on the MMA's N, and
+// releases the slot after its last chunk. Token rows are staged in bf16 in fragment order: a lane's B
 // fragments for a chunk are two 16-byte loads. The K slices are added in slice order, so results
 // do not depend on scheduling.
 #include "backends/cuda_sm90/small_batch.hpp"
@@ -320,8 +321,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
 // byte, which paced the stream from 8 tokens on.
 using DefaultRing = Ring<3, 4>;
 
-template <Scheme S, bool kFolded, class R>
-DecodeGrids grids_for_ring(int hidden, int intermediate, int sm_count) {
+template <Scheme S, bool kFolded, class R = DefaultRing>
+DecodeGrids grids_for(int hidden, int intermediate, int sm_count) {
   const auto gate_up = small_batch_kernel<S, true, kFolded, R>;
   const auto down = small_batch_kernel<S, false, kFolded, R>;
   MXMOE_CUDA_CHECK(cudaFuncSetAttribute(gate_up, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -339,23 +340,13 @@ DecodeGrids grids_for_ring(int hidden, int intermediate, int sm_count) {
   return grids;
 }
 
-template <Scheme S, bool kFolded, class R>
-void launch_ring(const DecodeLayerArgs& a, cudaStream_t stream) {
+template <Scheme S, bool kFolded, class R = DefaultRing>
+void launch_kernels(const DecodeLayerArgs& a, cudaStream_t stream) {
   const int rows = std::min(a.tokens, kTokensPerPass);  // staged token rows
   launch_after_previous(small_batch_kernel<S, true, kFolded, R>, dim3(a.gate_up_grid), dim3(kThreads),
                         smem_bytes<R>(a.hidden, rows), a.overlap_launches, stream, a);
   launch_after_previous(small_batch_kernel<S, false, kFolded, R>, dim3(a.down_grid), dim3(kThreads),
                         smem_bytes<R>(a.intermediate, rows), a.overlap_launches, stream, a);
-}
-
-template <Scheme S, bool kFolded>
-DecodeGrids grids_for(int hidden, int intermediate, int sm_count) {
-  return grids_for_ring<S, kFolded, DefaultRing>(hidden, intermediate, sm_count);
-}
-
-template <Scheme S, bool kFolded>
-void launch_kernels(const DecodeLayerArgs& a, cudaStream_t stream) {
-  launch_ring<S, kFolded, DefaultRing>(a, stream);
 }
 
 // The backend's schemes (bf16 activations) and the scale fold as template arguments.
