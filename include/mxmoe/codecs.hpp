@@ -128,6 +128,21 @@ MXMOE_HD float fp8_e4m3_value(uint8_t code) {
   return (code & 0x80) ? -magnitude : magnitude;
 }
 
+// The W4A8 scale fold: an MXFP4 weight e2m1 x 2^(s - 127) enters the FP8 MMA as the E4M3 value
+// e2m1 x 2^(s - r), with r a reference code per weight row whose factor 2^(r - 127) scales the row's
+// sums in fp32 after the MMA (src/format/fp8_fold.hpp). With shift d = s - r the folded value is
+// exact (every E2M1 value x 2^d is an E4M3 value) for d in [kFoldMinExactShift, kFoldMaxShift]:
+// at 6, 6 x 2^6 = 384 is below E4M3's 448; at -8, 0.5 x 2^-8 = 2^-9 is its smallest subnormal and
+// every other E2M1 value lands on the 2^-9 grid or above. Below -8 values round (to nearest even on
+// that grid, the smallest to zero).
+inline constexpr int kFoldMaxShift = 6;
+inline constexpr int kFoldMinExactShift = -8;
+
+// E4M3 code of e2m1_value(code) x 2^shift, rounded as fp8_e4m3_code rounds; shift in [-126, 6].
+MXMOE_HD uint8_t fp8_fold_code(uint8_t e2m1_code, int shift) {
+  return fp8_e4m3_code(e2m1_value(e2m1_code) * pow2(shift));
+}
+
 // gpt-oss SwiGLU: the gate clamped above at `limit` and the linear part to [-limit, limit], then
 // gate * sigmoid(alpha * gate) * (linear + 1). One formula for the float64 reference and the CPU
 // and CUDA kernels (float); NaN propagates (a clamp must not turn it into a finite value).
