@@ -8,6 +8,7 @@
 
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
+#include "backends/cuda/decode_combine.cuh"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/routing.cuh"
 #include "mxmoe/codecs.hpp"
@@ -367,33 +368,8 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
         }
       }
       if constexpr (!kGateUp) {
-        // The block that completes the last of a token's k pairs for this row tile sums them.
-        __threadfence();
-        __syncthreads();
-        if (threadIdx.x < count) {
-          const int t = s_pairs[threadIdx.x] / a.top_k;
-          const uint32_t done = atomicAdd(&a.combine_counts[t * tiles + tile], 1u);
-          s_complete[threadIdx.x] = done == static_cast<uint32_t>(a.top_k - 1);
-          if (s_complete[threadIdx.x]) {
-            a.combine_counts[t * tiles + tile] = 0;  // ready for the next run
-            __threadfence();
-          }
-        }
-        __syncthreads();
-        for (int i = 0; i < count; ++i) {
-          if (!s_complete[i]) continue;
-          const int t = s_pairs[i] / a.top_k;
-          for (int col = threadIdx.x; col < 8 * kGroups; col += kThreads) {
-            const int h = tile * 8 * kGroups + col;
-            if (h >= n) continue;
-            float sum = 0.0f;
-            for (int j = 0; j < a.top_k; ++j) {
-              const int64_t q = static_cast<int64_t>(t) * a.top_k + j;
-              sum += a.expert_weights[q] * __ldcg(a.pair_out + q * n + h);
-            }
-            a.out[static_cast<int64_t>(t) * n + h] = sum;
-          }
-        }
+        sum_completed_tokens<kThreads>(a, s_pairs, s_complete, count, tile, tiles, tile * 8 * kGroups, 8 * kGroups, n,
+                                       [] { __syncthreads(); });
       }
     }
   }

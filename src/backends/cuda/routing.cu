@@ -241,7 +241,9 @@ __global__ void rank_kernel(const int32_t* expert_ids, const int32_t* counts, in
 
 }  // namespace
 
+namespace {
 bool uses_small_router(int tokens, bool small_batch_router) { return small_batch_router && tokens <= kDecodeMaxTokens; }
+}  // namespace
 
 int router_logit_slices(int tokens, int experts, int hidden, bool small_batch_router) {
   if (uses_small_router(tokens, small_batch_router)) return small_router_slices(hidden);

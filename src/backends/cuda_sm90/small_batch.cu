@@ -20,6 +20,7 @@
 
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
+#include "backends/cuda/decode_combine.cuh"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda_sm90/async_copy.cuh"
 #include "backends/cuda_sm90/fragments.cuh"
@@ -287,30 +288,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
       if constexpr (kGateUp) {
         consumers_sync();  // s_partial is read before the next item writes it
       } else {
-        // The block that completes the last of a token's k pairs for this row tile sums them.
-        __threadfence();
-        consumers_sync();
-        if (threadIdx.x < count) {
-          const int token = s_pairs[threadIdx.x] / a.top_k;
-          const uint32_t done = atomicAdd(&a.combine_counts[token * tiles + tile], 1u);
-          s_complete[threadIdx.x] = done == static_cast<uint32_t>(a.top_k - 1);
-          if (s_complete[threadIdx.x]) {
-            a.combine_counts[token * tiles + tile] = 0;  // ready for the next run
-            __threadfence();
-          }
-        }
-        consumers_sync();
-        for (int i = 0; i < count; ++i) {
-          if (!s_complete[i] || threadIdx.x >= kTileRows) continue;
-          const int token = s_pairs[i] / a.top_k;
-          const int h = tile * kTileRows + threadIdx.x;
-          float sum = 0.0f;
-          for (int j = 0; j < a.top_k; ++j) {
-            const int64_t q = static_cast<int64_t>(token) * a.top_k + j;
-            sum += a.expert_weights[q] * __ldcg(a.pair_out + q * n + h);
-          }
-          a.out[static_cast<int64_t>(token) * n + h] = sum;
-        }
+        sum_completed_tokens<kConsumers>(a, s_pairs, s_complete, count, tile, tiles, tile * kTileRows, kTileRows, n,
+                                         [] { consumers_sync(); });
       }
     }
   }
