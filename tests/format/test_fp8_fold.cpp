@@ -47,8 +47,10 @@ TEST(Fp8Fold, SpreadScalesFoldExactlyWithin14BinadesAndRoundBeyond) {
       uint8_t* s = t.row_scales(g, r);
       const int top = 100 + static_cast<int>(rng() % 40);
       for (int64_t b = 0; b < t.blocks_per_row(); ++b) s[b] = static_cast<uint8_t>(top - static_cast<int>(rng() % 8) * kSpread[r] / 7);
-      s[rng() % t.blocks_per_row()] = static_cast<uint8_t>(top);
-      s[rng() % t.blocks_per_row()] = static_cast<uint8_t>(top - kSpread[r]);
+      const int64_t highest = static_cast<int64_t>(rng() % t.blocks_per_row());  // and a different lowest
+      s[highest] = static_cast<uint8_t>(top);
+      s[(highest + 1 + static_cast<int64_t>(rng() % (t.blocks_per_row() - 1))) % t.blocks_per_row()] =
+          static_cast<uint8_t>(top - kSpread[r]);
       for (int64_t b = 0; b < t.blocks_per_row(); ++b) expected_inexact += top - s[b] > 14;
     }
   }
