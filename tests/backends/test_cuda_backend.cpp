@@ -2,6 +2,7 @@
 // GPU; scripts/gpu-check runs them on one.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -278,6 +279,28 @@ INSTANTIATE_TEST_SUITE_P(Sizes, CudaSmallBatch, ::testing::ValuesIn(small_batch_
                          });
 
 const char* const kSmallBatchBackends[] = {"cuda", "cuda_sm90"};
+
+// Random layers have block scale codes near 120, so every kernel takes the folded decode (scale and
+// 2^126 in one bf16 multiply, codes <= 128). Down weights 2^12 larger (codes near 132) switch the
+// whole layer to the unfolded decode: both GEMMs of both kernel paths of every CUDA backend.
+TEST(CudaBackend, LargeBlockScalesTakeTheUnfoldedDecode) {
+  REQUIRE_GPU();
+  MoeLayer layer = test::shared_layer({256, 192, 16, 4});
+  for (uint8_t& s : layer.down.scales) s = static_cast<uint8_t>(std::min(254, s + 12));
+  ASSERT_GT(*std::max_element(layer.down.scales.begin(), layer.down.scales.end()), 128);
+  for (const std::string backend : kSmallBatchBackends) {
+    for (Scheme scheme : declaration(backend).schemes) {
+      if (!cannot_run_here(backend, scheme).empty()) continue;
+      SCOPED_TRACE(backend + " " + std::string(scheme_name(scheme)));
+      auto moe = prepare_cuda(backend, layer, scheme).moe;
+      moe->poison_buffers_for_test(true);
+      for (int tokens : {1, 5, 200}) {  // the small-batch path, then the batched one
+        const auto x = random_hidden(tokens, 256, test::fresh_seed(), HiddenDistribution::heavy);
+        expect_matches_reference(layer, scheme, x, tokens, moe->forward(x, tokens));
+      }
+    }
+  }
+}
 
 TEST(CudaSmallBatchEdges, EveryTokenOnTheSameExperts) {
   REQUIRE_GPU();
