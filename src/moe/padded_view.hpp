@@ -1,5 +1,6 @@
 // A layer read at the padded dims of a plan without a padded copy: what pad_layer would hold (zero
-// codes with scale code 127 past the real rows and columns; zero biases and router columns), read
+// codes at scale 1, as a new Mxfp4Tensor has, past the real rows and columns; zero biases and router
+// columns), read
 // in place. A backend's packer walks this view while it re-lays the weights, so the padding is
 // written into the packed weights and no padded host copy of the experts is ever made.
 #pragma once
@@ -13,8 +14,6 @@
 
 namespace mxmoe::detail {
 
-constexpr uint8_t kPaddingScaleCode = 127;  // 2^0: the padded blocks' codes are zero anyway
-
 // An MXFP4 tensor seen as [groups, rows, cols] with rows and cols at least its own.
 class PaddedMxfp4 {
  public:
@@ -26,7 +25,7 @@ class PaddedMxfp4 {
     return row < t_.rows && k < t_.cols ? mxfp4_code(t_.row_blocks(group, row), k) : 0;
   }
   uint8_t scale(int64_t group, int64_t row, int64_t block) const {
-    return row < t_.rows && block < t_.blocks_per_row() ? t_.row_scales(group, row)[block] : kPaddingScaleCode;
+    return row < t_.rows && block < t_.blocks_per_row() ? t_.row_scales(group, row)[block] : kE8m0One;
   }
   // The real tensor's rows (padded rows past them are all zero codes).
   const Mxfp4Tensor& source() const { return t_; }

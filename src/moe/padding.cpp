@@ -6,7 +6,6 @@
 #include <stdexcept>
 
 #include "moe/padded_view.hpp"
-#include "moe/valid_layer.hpp"
 #include "mxmoe/format.hpp"
 #include "util/checked.hpp"
 
@@ -19,12 +18,11 @@ int effective_alignment(int alignment) {
   return detail::checked_mul(kMxBlock / std::gcd(kMxBlock, alignment), alignment, "padding: alignment");
 }
 
-// The padded tensor written out: the rows of `view` the tensor has, copied; the rest stay zero with
-// the padding scale code (the view's values).
+// The padded tensor written out: the rows of `view` the tensor has, copied; the rest keep a new
+// tensor's zero codes at scale 1 (the view's values).
 Mxfp4Tensor pad_mxfp4(const detail::PaddedMxfp4& view) {
   const Mxfp4Tensor& src = view.source();
   Mxfp4Tensor dst(view.groups, view.rows, view.cols);
-  std::fill(dst.scales.begin(), dst.scales.end(), detail::kPaddingScaleCode);
   for (int64_t g = 0; g < src.groups; ++g) {
     for (int64_t r = 0; r < src.rows; ++r) {
       std::memcpy(dst.row_blocks(g, r), src.row_blocks(g, r), static_cast<size_t>(src.cols / 2));
@@ -65,10 +63,6 @@ void PaddingPlan::check_layer(const MoeShape& shape, const std::string& backend)
 
 MoeLayer pad_layer(const MoeLayer& layer, const PaddingPlan& plan) {
   layer.validate();
-  return detail::pad_valid_layer(layer, plan);
-}
-
-MoeLayer detail::pad_valid_layer(const MoeLayer& layer, const PaddingPlan& plan) {
   const MoeShape& s = layer.shape;
   if (s.hidden != plan.hidden || s.intermediate != plan.intermediate) {
     throw std::invalid_argument("pad_layer: layer has " + s.to_string() + ", the plan is for " + plan.to_string());
@@ -78,7 +72,7 @@ MoeLayer detail::pad_valid_layer(const MoeLayer& layer, const PaddingPlan& plan)
     throw std::invalid_argument("pad_layer: invalid plan " + plan.to_string());
   }
   if (plan.is_identity()) return layer;
-  const PaddedLayer view{layer, plan};
+  const detail::PaddedLayer view{layer, plan};
   MoeLayer padded;
   padded.shape = view.shape();
   padded.swiglu = layer.swiglu;

@@ -5,11 +5,8 @@
 #pragma once
 
 #include "mxmoe/moe.hpp"
-#include "mxmoe/padding.hpp"
 
 namespace mxmoe::detail {
-
-MoeLayer pad_valid_layer(const MoeLayer& layer, const PaddingPlan& plan);
 
 MoeOutput reference_forward_valid(const MoeLayer& layer, std::span<const float> hidden, int tokens, Scheme scheme,
                                   const ReferenceOptions& options);

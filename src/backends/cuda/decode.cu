@@ -8,7 +8,7 @@
 
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
-#include "backends/cuda/decode_combine.cuh"
+#include "backends/cuda/decode_device.cuh"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/routing.cuh"
 #include "mxmoe/codecs.hpp"
@@ -260,12 +260,7 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
       }
       if (first != staged_first) {
         __syncthreads();  // the previous chunk's readers are done with the staged rows
-        if (threadIdx.x < count) {
-          const int p = a.sorted_pairs[first + threadIdx.x];
-          s_pairs[threadIdx.x] = p;
-          s_rows[threadIdx.x] = kGateUp ? a.x + static_cast<int64_t>(p / a.top_k) * k
-                                        : a.intermediate_out + static_cast<int64_t>(p) * k;
-        }
+        look_up_pass<kGateUp>(a, first, count, k, s_pairs, s_rows);
         __syncthreads();
         stage_rows<S>(staged, row_bytes, s_rows, count, k, a_scale);
         __syncthreads();

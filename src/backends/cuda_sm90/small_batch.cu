@@ -20,7 +20,7 @@
 
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
-#include "backends/cuda/decode_combine.cuh"
+#include "backends/cuda/decode_device.cuh"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda_sm90/async_copy.cuh"
 #include "backends/cuda_sm90/fragments.cuh"
@@ -216,12 +216,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
       const int count = min(kTokensPerPass, last - first);
       if (first != staged_first) {
         consumers_sync();  // the previous tokens' readers are done
-        if (threadIdx.x < count) {
-          const int p = a.sorted_pairs[first + threadIdx.x];
-          s_pairs[threadIdx.x] = p;
-          s_rows[threadIdx.x] = kGateUp ? a.x + static_cast<int64_t>(p / a.top_k) * k
-                                        : a.intermediate_out + static_cast<int64_t>(p) * k;
-        }
+        look_up_pass<kGateUp>(a, first, count, k, s_pairs, s_rows);
         consumers_sync();
         stage_rows<S>(staged, s_rows, count, k);
         consumers_sync();

@@ -1,7 +1,5 @@
-// The top-k sum of the small-batch down kernels (decode.hpp), shared by every GEMM family's: once a
-// block has written its pairs' rows of one row tile of H, the block that completes the last of a
-// token's k pairs for that tile sums them in slot order, so the sum needs no separate pass and is
-// deterministic.
+// Device code shared by every GEMM family's small-batch expert kernels (decode.hpp): which rows a
+// pass of pairs reads, and the top-k sum that ends the down kernel.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -12,6 +10,22 @@
 
 namespace mxmoe::cuda {
 
+// Threads 0 .. count - 1 look up the pairs first .. first + count - 1 of the sorted pairs into
+// s_pairs, and into s_rows the fp32 row each one's GEMM reads (k values): its token's hidden state
+// for gate_up, its own intermediate for down.
+template <bool kGateUp>
+__device__ __forceinline__ void look_up_pass(const DecodeLayerArgs& a, int first, int count, int k, int32_t* s_pairs,
+                                             const float** s_rows) {
+  if (threadIdx.x >= count) return;
+  const int p = a.sorted_pairs[first + threadIdx.x];
+  s_pairs[threadIdx.x] = p;
+  s_rows[threadIdx.x] =
+      kGateUp ? a.x + static_cast<int64_t>(p / a.top_k) * k : a.intermediate_out + static_cast<int64_t>(p) * k;
+}
+
+// The top-k sum: once a block has written its pairs' rows of one row tile of H, the block that
+// completes the last of a token's k pairs for that tile sums them in slot order, so the sum needs
+// no separate pass and is deterministic.
 // Called by threads 0 .. kThreads - 1 of the block, all of them, after they wrote pair_out rows
 // [row0, row0 + rows) of the `count` pairs in s_pairs; `sync` is their barrier. s_complete holds
 // `count` flags of scratch. The per-(token, tile) counters return to zero for the next run.
