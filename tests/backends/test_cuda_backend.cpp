@@ -416,8 +416,8 @@ TEST(CudaBackend, RejectsNonFiniteInputs) {
   EXPECT_TRUE(runner.forward({}, 0).output.empty());
 }
 
-// The caller's routing on every CUDA backend, at a small batch (which would otherwise take the
-// small-batch kernels that route inside) and a batched one.
+// The caller's routing on every CUDA backend, at a small batch (the small-batch kernels, which then
+// compute no router logits) and a batched one.
 TEST(CudaBackend, RunsTheCallersRouting) {
   REQUIRE_GPU();
   for (const char* backend : {"cuda", "cuda_sm90"}) {
@@ -433,7 +433,8 @@ TEST(CudaBackend, RunsTheCallersRouting) {
 
 // The public device entry point (what the PyTorch operators and engines call): fp32 and bf16 rows of
 // the real hidden size, padded layers, the caller's routing on the device or the layer's own copied
-// out, on a stream of the caller's, captured in a CUDA graph. It computes what the host path does.
+// out, on a stream of the caller's, captured in a CUDA graph, on both kernel paths. It computes what
+// the host path does.
 // fp32 rows at an offset that is not a multiple of 16 bytes (a view into a larger tensor): the
 // kernels' 16-byte accesses must not see them; the result is the host path's, to the bit.
 TEST(CudaBackend, DeviceBatchesAtAnOddOffsetGiveTheHostPathsBits) {
@@ -469,91 +470,94 @@ TEST(CudaBackend, DeviceBatchesMatchTheHostPath) {
       const MoeLayer& layer = test::shared_layer({160, 96, 8, 2});
       MoeRunner runner(layer, Scheme::w4a16, DeviceSpec::detect(), {.backend = backend, .pad_hidden_to = pad});
       ASSERT_EQ(runner.decision().padding.is_identity(), pad == 0 && std::string(backend) == "cuda") << backend;
-      const int T = 37, H = 160, k = 2;
-      auto x = random_hidden(T, H, test::fresh_seed());
-      for (float& v : x) v = bf16_to_float(float_to_bf16(v));  // exact in both types
-      const Routing routing = test::random_routing(T, 8, k, test::fresh_seed());
-      const MoeOutput own = runner.forward(x, T), given = runner.forward(x, T, routing);
-      std::vector<uint16_t> x_bf16(x.size());
-      for (size_t i = 0; i < x.size(); ++i) x_bf16[i] = float_to_bf16(x[i]);
-      cuda::DeviceBuffer d_x(x.size() * 4), d_x_bf16(x.size() * 2), d_out(x.size() * 4), d_ids(T * k * 4), d_weights(T * k * 4),
-          d_routing_ids(T * k * 4), d_routing_weights(T * k * 4);
-      ASSERT_EQ(cudaMemcpy(d_x.as<void>(), x.data(), x.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
-      ASSERT_EQ(cudaMemcpy(d_x_bf16.as<void>(), x_bf16.data(), x.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
-      ASSERT_EQ(cudaMemcpy(d_ids.as<void>(), routing.expert_ids.data(), T * k * 4, cudaMemcpyHostToDevice), cudaSuccess);
-      ASSERT_EQ(cudaMemcpy(d_weights.as<void>(), routing.weights.data(), T * k * 4, cudaMemcpyHostToDevice), cudaSuccess);
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // the uploads have landed before a non-blocking stream reads them
-      cudaStream_t stream;
-      ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
-      auto run = [&](bool bf16, bool caller_routing) {
-        ASSERT_EQ(cudaMemsetAsync(d_out.as<void>(), 0xFF, x.size() * 4, stream), cudaSuccess);  // poisoned
-        runner.forward_on_device({.tokens = T,
-                                  .type = bf16 ? ElementType::bf16 : ElementType::f32,
-                                  .hidden = bf16 ? d_x_bf16.as<void>() : d_x.as<void>(),
-                                  .output = d_out.as<void>(),
-                                  .expert_ids = caller_routing ? d_ids.as<int32_t>() : nullptr,
-                                  .expert_weights = caller_routing ? d_weights.as<float>() : nullptr,
-                                  .routing_ids = d_routing_ids.as<int32_t>(),
-                                  .routing_weights = d_routing_weights.as<float>(),
-                                  .stream = stream});
-      };
-      auto expect_output = [&](bool bf16, const MoeOutput& expected, const std::string& what) {
-        ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-        if (bf16) {
-          std::vector<uint16_t> got(x.size());
-          ASSERT_EQ(cudaMemcpy(got.data(), d_out.as<void>(), got.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-          for (size_t i = 0; i < got.size(); ++i) {
-            ASSERT_EQ(got[i], float_to_bf16(expected.output[i])) << what << " element " << i;
-          }
-        } else {
-          std::vector<float> got(x.size());
-          ASSERT_EQ(cudaMemcpy(got.data(), d_out.as<void>(), got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
-          EXPECT_EQ(got, expected.output) << what;
-        }
-      };
-      for (bool bf16 : {false, true}) {
-        const std::string what = std::string(backend) + (bf16 ? " bf16" : " f32") + " pad " + std::to_string(pad);
-        run(bf16, false);
-        expect_output(bf16, own, what + " own routing");
-        std::vector<int32_t> ids(T * k);
-        ASSERT_EQ(cudaMemcpy(ids.data(), d_routing_ids.as<void>(), ids.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
-        EXPECT_EQ(ids, own.routing.expert_ids) << what;
-        run(bf16, true);
-        expect_output(bf16, given, what + " caller's routing");
-      }
-      // Captured on the caller's stream, replayed: the same bits.
-      cudaGraph_t graph;
-      cudaGraphExec_t exec;
-      ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
-      run(true, true);
-      ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-      ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-      ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
-      expect_output(true, given, std::string(backend) + " graph replay");
-      cudaGraphExecDestroy(exec);
-      cudaGraphDestroy(graph);
-      // An id out of range cannot throw on the device: its token's row is NaN, the others are right.
-      std::vector<int32_t> bad = routing.expert_ids;
-      bad[5 * k] = 8;
-      ASSERT_EQ(cudaMemcpy(d_ids.as<void>(), bad.data(), bad.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
-      run(false, true);
-      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-      std::vector<float> got(x.size());
-      ASSERT_EQ(cudaMemcpy(got.data(), d_out.as<void>(), got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
-      for (int t = 0; t < T; ++t) {
-        for (int h = 0; h < H; ++h) {
-          if (t == 5) {
-            EXPECT_TRUE(std::isnan(got[t * H + h])) << t << "," << h;
+      for (int T : {5, 37}) {  // the small-batch kernels and the batched pipeline
+        const int H = 160, k = 2, bad_token = T / 2;
+        auto x = random_hidden(T, H, test::fresh_seed());
+        for (float& v : x) v = bf16_to_float(float_to_bf16(v));  // exact in both types
+        const Routing routing = test::random_routing(T, 8, k, test::fresh_seed());
+        const MoeOutput own = runner.forward(x, T), given = runner.forward(x, T, routing);
+        std::vector<uint16_t> x_bf16(x.size());
+        for (size_t i = 0; i < x.size(); ++i) x_bf16[i] = float_to_bf16(x[i]);
+        cuda::DeviceBuffer d_x(x.size() * 4), d_x_bf16(x.size() * 2), d_out(x.size() * 4), d_ids(T * k * 4), d_weights(T * k * 4),
+            d_routing_ids(T * k * 4), d_routing_weights(T * k * 4);
+        ASSERT_EQ(cudaMemcpy(d_x.as<void>(), x.data(), x.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(d_x_bf16.as<void>(), x_bf16.data(), x.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(d_ids.as<void>(), routing.expert_ids.data(), T * k * 4, cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(d_weights.as<void>(), routing.weights.data(), T * k * 4, cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // the uploads have landed before a non-blocking stream reads them
+        cudaStream_t stream;
+        ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+        auto run = [&](bool bf16, bool caller_routing) {
+          ASSERT_EQ(cudaMemsetAsync(d_out.as<void>(), 0xFF, x.size() * 4, stream), cudaSuccess);  // poisoned
+          runner.forward_on_device({.tokens = T,
+                                    .type = bf16 ? ElementType::bf16 : ElementType::f32,
+                                    .hidden = bf16 ? d_x_bf16.as<void>() : d_x.as<void>(),
+                                    .output = d_out.as<void>(),
+                                    .expert_ids = caller_routing ? d_ids.as<int32_t>() : nullptr,
+                                    .expert_weights = caller_routing ? d_weights.as<float>() : nullptr,
+                                    .routing_ids = d_routing_ids.as<int32_t>(),
+                                    .routing_weights = d_routing_weights.as<float>(),
+                                    .stream = stream});
+        };
+        auto expect_output = [&](bool bf16, const MoeOutput& expected, const std::string& what) {
+          ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+          if (bf16) {
+            std::vector<uint16_t> got(x.size());
+            ASSERT_EQ(cudaMemcpy(got.data(), d_out.as<void>(), got.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+            for (size_t i = 0; i < got.size(); ++i) {
+              ASSERT_EQ(got[i], float_to_bf16(expected.output[i])) << what << " element " << i;
+            }
           } else {
-            EXPECT_EQ(got[t * H + h], given.output[t * H + h]) << t << "," << h;
+            std::vector<float> got(x.size());
+            ASSERT_EQ(cudaMemcpy(got.data(), d_out.as<void>(), got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+            EXPECT_EQ(got, expected.output) << what;
+          }
+        };
+        for (bool bf16 : {false, true}) {
+          const std::string what =
+              std::string(backend) + (bf16 ? " bf16" : " f32") + " pad " + std::to_string(pad) + " T=" + std::to_string(T);
+          run(bf16, false);
+          expect_output(bf16, own, what + " own routing");
+          std::vector<int32_t> ids(T * k);
+          ASSERT_EQ(cudaMemcpy(ids.data(), d_routing_ids.as<void>(), ids.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+          EXPECT_EQ(ids, own.routing.expert_ids) << what;
+          run(bf16, true);
+          expect_output(bf16, given, what + " caller's routing");
+        }
+        // Captured on the caller's stream, replayed: the same bits.
+        cudaGraph_t graph;
+        cudaGraphExec_t exec;
+        ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+        run(true, true);
+        ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+        ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+        ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+        expect_output(true, given, std::string(backend) + " graph replay");
+        cudaGraphExecDestroy(exec);
+        cudaGraphDestroy(graph);
+        // An id out of range cannot throw on the device: its token's row is NaN, the others are right.
+        std::vector<int32_t> bad = routing.expert_ids;
+        bad[bad_token * k] = 8;
+        ASSERT_EQ(cudaMemcpy(d_ids.as<void>(), bad.data(), bad.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+        run(false, true);
+        ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+        std::vector<float> got(x.size());
+        ASSERT_EQ(cudaMemcpy(got.data(), d_out.as<void>(), got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+        for (int t = 0; t < T; ++t) {
+          for (int h = 0; h < H; ++h) {
+            if (t == bad_token) {
+              EXPECT_TRUE(std::isnan(got[t * H + h])) << t << "," << h;
+            } else {
+              EXPECT_EQ(got[t * H + h], given.output[t * H + h]) << t << "," << h;
+            }
           }
         }
+        cudaStreamDestroy(stream);
+        EXPECT_THROW(runner.forward_on_device({.tokens = T, .hidden = d_x.as<void>(), .output = nullptr}), std::invalid_argument);
+        EXPECT_THROW(runner.forward_on_device({.tokens = T, .hidden = d_x.as<void>(), .output = d_out.as<void>(),
+                                               .expert_ids = d_ids.as<int32_t>()}),
+                     std::invalid_argument);
       }
-      cudaStreamDestroy(stream);
-      EXPECT_THROW(runner.forward_on_device({.tokens = T, .hidden = d_x.as<void>(), .output = nullptr}), std::invalid_argument);
-      EXPECT_THROW(runner.forward_on_device({.tokens = T, .hidden = d_x.as<void>(), .output = d_out.as<void>(),
-                                             .expert_ids = d_ids.as<int32_t>()}),
-                   std::invalid_argument);
     }
   }
 }

@@ -237,28 +237,24 @@ class CudaMoeImpl final : public CudaMoe {
   void allocate_small_batch_path() {
     const int64_t T = kDecodeMaxTokens, H = shape_.hidden, I = shape_.intermediate, E = shape_.experts,
                   k = shape_.top_k, P = T * k;
-    const int64_t active = std::min(E, P);
-    logits_.reserve(small_router_slices(static_cast<int>(H)) * T * E * sizeof(float));
+    logits_.reserve(T * E * sizeof(float));
     expert_ids_.reserve(P * sizeof(int32_t));
     expert_weights_.reserve(P * sizeof(float));
     tensor_scales_.reserve(2 * sizeof(float));
-    decode_active_.reserve((2 * active + 1) * sizeof(int32_t));
-    source_rows_.reserve(P * sizeof(int32_t));
     intermediate_.reserve(P * I * sizeof(float));
     pair_out_.reserve(P * H * sizeof(float));
     decode_control_.reserve(sizeof(DecodeControl));
     decode_counts_.reserve(T * ((H + kDecodeDownRows - 1) / kDecodeDownRows) * sizeof(uint32_t));
     MXMOE_CUDA_CHECK(cudaMemset(decode_control_.as<void>(), 0, decode_control_.bytes()));
     MXMOE_CUDA_CHECK(cudaMemset(decode_counts_.as<void>(), 0, decode_counts_.bytes()));
-    decode_grids_ = gemms_.small_batch->grids(scheme_, folded_scales_, shape_.hidden, shape_.intermediate, sm_count_);
+    decode_grids_ = gemms_.small_batch->grids(scheme_, folded_scales_, shape_.hidden, shape_.intermediate, shape_.experts,
+                                              shape_.top_k, sm_count_);
   }
 
-  void run_small_batch(const float* x, int tokens, float* out, cudaStream_t stream) {
-    const int64_t T = tokens, H = shape_.hidden, k = shape_.top_k, E = shape_.experts;
-    const int64_t active = std::min(E, T * k);
+  void run_small_batch(const float* x, int tokens, float* out, GivenRouting given, cudaStream_t stream) {
+    const int64_t T = tokens, H = shape_.hidden;
     if (poison_) {
-      for (DeviceBuffer* b : {&logits_, &expert_ids_, &expert_weights_, &tensor_scales_, &decode_active_, &source_rows_,
-                              &intermediate_, &pair_out_}) {
+      for (DeviceBuffer* b : {&logits_, &expert_ids_, &expert_weights_, &tensor_scales_, &intermediate_, &pair_out_}) {
         MXMOE_CUDA_CHECK(cudaMemsetAsync(b->as<void>(), 0xFF, b->bytes(), stream));
       }
       MXMOE_CUDA_CHECK(cudaMemsetAsync(out, 0xFF, T * H * sizeof(float), stream));
@@ -275,6 +271,8 @@ class CudaMoeImpl final : public CudaMoe {
     a.x = x;
     a.router_weight = router_weight_.as<float>();
     a.router_bias = router_bias_.as<float>();
+    a.given_ids = given.expert_ids;
+    a.given_weights = given.weights;
     a.gate_up_words = gate_up_words_.as<uint32_t>();
     a.gate_up_scales = gate_up_scales_.as<uint8_t>();
     a.gate_up_bias = gate_up_bias_.as<float>();
@@ -285,9 +283,6 @@ class CudaMoeImpl final : public CudaMoe {
     a.expert_ids = expert_ids_.as<int32_t>();
     a.expert_weights = expert_weights_.as<float>();
     a.control = decode_control_.as<DecodeControl>();
-    a.active_experts = decode_active_.as<int32_t>();
-    a.pair_begin = a.active_experts + active;
-    a.sorted_pairs = source_rows_.as<int32_t>();
     a.intermediate_out = intermediate_.as<float>();
     a.pair_out = pair_out_.as<float>();
     a.combine_counts = decode_counts_.as<uint32_t>();
@@ -300,11 +295,10 @@ class CudaMoeImpl final : public CudaMoe {
     launch_decode_layer(a, *gemms_.small_batch, stream);
   }
 
-  // Enqueues the whole layer on stream. The small-batch kernels route inside, so a batch routed by
-  // the caller takes the batched path whatever its size.
+  // Enqueues the whole layer on stream.
   void run(const float* x, int tokens, float* out, GivenRouting given, cudaStream_t stream) {
     if (tokens == 0) return;
-    if (tokens <= small_batch_tokens_ && !given.expert_ids) return run_small_batch(x, tokens, out, stream);
+    if (tokens <= small_batch_tokens_) return run_small_batch(x, tokens, out, given, stream);
     const int64_t T = tokens, H = shape_.hidden, I = shape_.intermediate, E = shape_.experts, k = shape_.top_k;
     const int64_t P = T * k;
     const SchemeTraits& traits = scheme_traits(scheme_);
@@ -446,7 +440,7 @@ class CudaMoeImpl final : public CudaMoe {
   DeviceBuffer gate_up_bias_, down_bias_, router_weight_, router_bias_;
   DeviceBuffer input_, output_, logits_, expert_ids_, expert_weights_, counts_, pair_offsets_, tile_offsets_, source_rows_,
       position_, amax_, tensor_scales_, x_quantized_, intermediate_, y_quantized_, pair_out_, partial_;
-  DeviceBuffer decode_active_, decode_control_, decode_counts_;
+  DeviceBuffer decode_control_, decode_counts_;
   DeviceBuffer given_routing_;
 };
 

@@ -34,95 +34,21 @@ __device__ __forceinline__ float fp8_scale_from_bits(uint32_t amax_bits) {
 // 1. Route.
 
 __global__ void __launch_bounds__(kRouteThreads) decode_route_kernel(DecodeLayerArgs a) {
-  __shared__ int32_t s_ids[kDecodeMaxTokens * kMaxTopK];
-  __shared__ int32_t s_count[kDecodeMaxExperts];
-  __shared__ int32_t s_begin[kDecodeMaxExperts];
-  __shared__ bool s_last;
-
   allow_dependent_launch();
-  router_logits_block(a.x, a.router_weight, a.router_bias, a.tokens, a.hidden, a.experts, a.logits);
-  const bool fp8 = a.scheme == Scheme::w4a8;
-  const int blocks = gridDim.x * gridDim.y * gridDim.z;
-  const int block = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-  if (fp8) {  // the hidden states' largest magnitude, a slice per block
-    const int64_t n = static_cast<int64_t>(a.tokens) * a.hidden;
-    float m = 0.0f;
-    for (int64_t i = static_cast<int64_t>(block) * kRouteThreads + threadIdx.x; i < n;
-         i += static_cast<int64_t>(blocks) * kRouteThreads) {
-      m = fmaxf(m, fabsf(a.x[i]));
-    }
+  if (!a.given_ids) router_logits_block(a.x, a.router_weight, a.router_bias, a.tokens, a.hidden, a.experts, a.logits);
+  if (a.scheme != Scheme::w4a8) return;
+  // The hidden states' largest magnitude, a slice per block.
+  const int blocks = gridDim.x * gridDim.y, block = blockIdx.y * gridDim.x + blockIdx.x;
+  if (block == 0 && threadIdx.x == 0) a.control->amax_bits[1] = 0;  // gate_up gathers the intermediate's next
+  const int64_t n = static_cast<int64_t>(a.tokens) * a.hidden;
+  float m = 0.0f;
+  for (int64_t i = static_cast<int64_t>(block) * kRouteThreads + threadIdx.x; i < n;
+       i += static_cast<int64_t>(blocks) * kRouteThreads) {
+    m = fmaxf(m, fabsf(a.x[i]));
+  }
 #pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, offset));
-    if (threadIdx.x % 32 == 0) atomicMax(&a.control->amax_bits[0], __float_as_uint(m));
-  }
-
-  // The last block to finish sees every logit.
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) s_last = atomicAdd(&a.control->ticket, 1u) == static_cast<uint32_t>(blocks - 1);
-  __syncthreads();
-  if (!s_last) return;
-  __threadfence();
-
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int k = a.top_k, pairs = a.tokens * k;
-  if (gridDim.z > 1) {  // the logits' K slices added in slice order (into slice 0) by the whole block
-    const int64_t n = static_cast<int64_t>(a.tokens) * a.experts;
-    for (int64_t i = threadIdx.x; i < n; i += kRouteThreads) a.logits[i] = logit_sum(a.logits, i, n, gridDim.z);
-    __syncthreads();
-  }
-  for (int t = warp; t < a.tokens; t += kLogitWarps) {
-    warp_top_k(a.logits, t, a.experts, k, a.expert_ids, a.expert_weights, nullptr);
-  }
-  for (int e = threadIdx.x; e < a.experts; e += kRouteThreads) s_count[e] = 0;
-  __syncthreads();  // lane 0 of each warp wrote its tokens' ids: the block reads them back
-  for (int p = threadIdx.x; p < pairs; p += kRouteThreads) {
-    s_ids[p] = a.expert_ids[p];
-    atomicAdd(&s_count[s_ids[p]], 1);
-  }
-  __syncthreads();
-
-  // Active experts in expert order, with the offsets of their pairs.
-  if (warp == 0) {
-    int pair_base = 0, active = 0;
-    for (int base = 0; base < a.experts; base += 32) {
-      const int e = base + lane;
-      const int c = e < a.experts ? s_count[e] : 0;
-      int inclusive = c;
-#pragma unroll
-      for (int offset = 1; offset < 32; offset *= 2) {
-        const int v = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
-        if (lane >= offset) inclusive += v;
-      }
-      const unsigned used = __ballot_sync(0xFFFFFFFFu, c > 0);
-      if (c > 0) {
-        const int slot = active + __popc(used & ((1u << lane) - 1u));
-        a.active_experts[slot] = e;
-        a.pair_begin[slot] = pair_base + inclusive - c;
-        s_begin[e] = pair_base + inclusive - c;
-      }
-      pair_base += __shfl_sync(0xFFFFFFFFu, inclusive, 31);
-      active += __popc(used);
-    }
-    if (lane == 0) {
-      a.pair_begin[active] = pair_base;
-      a.control->active = active;
-    }
-  }
-  __syncthreads();
-  // Each expert's pairs in pair (token) order.
-  for (int p = threadIdx.x; p < pairs; p += kRouteThreads) {
-    const int e = s_ids[p];
-    int rank = 0;
-    for (int q = 0; q < p; ++q) rank += s_ids[q] == e;
-    a.sorted_pairs[s_begin[e] + rank] = p;
-  }
-  if (threadIdx.x == 0) {
-    a.control->ticket = 0;
-    a.control->amax_bits[1] = 0;  // gate_up gathers the intermediate's maximum next
-    const uint32_t amax = atomicExch(&a.control->amax_bits[0], 0u);
-    a.tensor_scales[0] = fp8 ? fp8_scale_from_bits(amax) : 1.0f;
-  }
+  for (int offset = 16; offset > 0; offset /= 2) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, offset));
+  if (threadIdx.x % 32 == 0) atomicMax(&a.control->amax_bits[0], __float_as_uint(m));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -202,21 +128,35 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
   __shared__ bool s_complete[kChunkTokens];
   __shared__ float2 s_partial[kSplit > 1 ? kSplit - 1 : 1][kGroups][32];
 
-  wait_for_previous_grid();  // everything below reads what the previous kernel wrote
+  // gate_up reads the route's logits; down's routing reads them too (final before gate_up got past
+  // its own wait), and it waits for gate_up only before it stages the intermediates.
+  if constexpr (kGateUp) wait_for_previous_grid();
   allow_dependent_launch();
   const int n = kGateUp ? 2 * a.intermediate : a.hidden;
   const int k = kGateUp ? a.hidden : a.intermediate;
   const int kblocks = k / 32;
   const int row_bytes = staged_row_bytes(k, fp8);
+  const BlockRouting routing = BlockRouting::at(staged + kChunkTokens * row_bytes, a.tokens, a.experts, a.top_k);
+  route_in_block<kThreads>(a, routing, kGateUp && blockIdx.x == 0);
   const int tiles = (n + 8 * kGroups - 1) / (8 * kGroups);
-  const int items = a.control->active * tiles;
+  const int items = routing.active() * tiles;
   const uint32_t* words = kGateUp ? a.gate_up_words : a.down_words;
   const uint8_t* scales = kGateUp ? a.gate_up_scales : a.down_scales;
   const float* bias = kGateUp ? a.gate_up_bias : a.down_bias;
-  // Tokens enter gate_up as scaled by the route's hidden scale; the intermediate's scale comes
-  // from the largest value gate_up wrote.
-  const float a_scale = fp8 ? (kGateUp ? a.tensor_scales[0] : fp8_scale_from_bits(a.control->amax_bits[1])) : 1.0f;
-  if (!kGateUp && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[1] = a_scale;
+  // Tokens enter gate_up scaled by the hidden states' scale; the intermediate's scale comes from the
+  // largest value gate_up wrote (read once gate_up is done).
+  float a_scale = fp8 && kGateUp ? fp8_scale_from_bits(__ldcg(&a.control->amax_bits[0])) : 1.0f;
+  if (blockIdx.x == 0 && threadIdx.x == 0) {  // the scales, for the caller
+    if constexpr (kGateUp) {
+      a.tensor_scales[0] = a_scale;
+    } else if constexpr (fp8) {
+      wait_for_previous_grid();
+      a.tensor_scales[1] = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
+      a.control->amax_bits[0] = 0;  // every gate_up block has read it: zero for the next run
+    } else {
+      a.tensor_scales[1] = 1.0f;
+    }
+  }
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, c = lane % 4;
   const int pair_in_item = warp % kWarpPairs, split = warp / kWarpPairs;
@@ -234,7 +174,7 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
   int staged_first = -1;  // the sorted-pair index of the staged chunk
   for (int item = item_begin; item < item_end; ++item) {
     const int slot = item / tiles, tile = item % tiles;
-    const int expert = a.active_experts[slot];
+    const int expert = routing.experts()[slot];
     const int group0 = tile * kGroups + 2 * pair_in_item;
     const bool has_rows[2] = {group0 * 8 < n, (group0 + 1) * 8 < n};
     // A missing second group (N not a multiple of 16) streams the first one again, unused.
@@ -244,7 +184,7 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
     const int scale_lane = fp8 ? 2 * c : lane / 4;
     const uint8_t* sc[2] = {scales + base0 * 8 + scale_lane, scales + base1 * 8 + scale_lane};
 
-    for (int first = a.pair_begin[slot], last = a.pair_begin[slot + 1]; first < last; first += kChunkTokens) {
+    for (int first = routing.pair_begin()[slot], last = routing.pair_begin()[slot + 1]; first < last; first += kChunkTokens) {
       const int count = min(kChunkTokens, last - first);
       // The first weights are on their way while the tokens are staged.
       uint32_t wq[2][kPrefetch], sq[2][kPrefetch];
@@ -260,7 +200,11 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
       }
       if (first != staged_first) {
         __syncthreads();  // the previous chunk's readers are done with the staged rows
-        look_up_pass<kGateUp>(a, first, count, k, s_pairs, s_rows);
+        if constexpr (!kGateUp) {
+          wait_for_previous_grid();  // gate_up's intermediates and their largest magnitude
+          if (fp8) a_scale = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
+        }
+        look_up_pass<kGateUp>(a, routing, first, count, k, s_pairs, s_rows);
         __syncthreads();
         stage_rows<S>(staged, row_bytes, s_rows, count, k, a_scale);
         __syncthreads();
@@ -363,7 +307,7 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
         }
       }
       if constexpr (!kGateUp) {
-        sum_completed_tokens<kThreads>(a, s_pairs, s_complete, count, tile, tiles, tile * 8 * kGroups, 8 * kGroups, n,
+        sum_completed_tokens<kThreads>(a, routing, s_pairs, s_complete, count, tile, tiles, tile * 8 * kGroups, 8 * kGroups, n,
                                        [] { __syncthreads(); });
       }
     }
@@ -391,12 +335,18 @@ constexpr auto down_kernel() {
   return decode_expert_kernel<S, false, kDownGroups, kDownSplit, kFolded>;
 }
 
-int smem_bytes(int k, bool fp8) { return kChunkTokens * staged_row_bytes(k, fp8); }
+// The staged rows, then the block's routing tables.
+int smem_bytes(int k, bool fp8, int tokens, int experts, int top_k) {
+  return kChunkTokens * staged_row_bytes(k, fp8) + BlockRouting::bytes(tokens, experts, top_k);
+}
 
+// One grid for every batch size: shared memory sized for the largest.
 template <Scheme S, bool kFolded>
-void prepare_kernels(int hidden, int intermediate, int sm_count, int* gate_up_grid, int* down_grid) {
+void prepare_kernels(int hidden, int intermediate, int experts, int top_k, int sm_count, int* gate_up_grid,
+                     int* down_grid) {
   constexpr bool fp8 = Act<S>::fp8;
-  const int gate_up_smem = smem_bytes(hidden, fp8), down_smem = smem_bytes(intermediate, fp8);
+  const int gate_up_smem = smem_bytes(hidden, fp8, kDecodeMaxTokens, experts, top_k);
+  const int down_smem = smem_bytes(intermediate, fp8, kDecodeMaxTokens, experts, top_k);
   const auto gate_up = gate_up_kernel<S, kFolded>(), down = down_kernel<S, kFolded>();
   MXMOE_CUDA_CHECK(cudaFuncSetAttribute(gate_up, cudaFuncAttributeMaxDynamicSharedMemorySize, gate_up_smem));
   MXMOE_CUDA_CHECK(cudaFuncSetAttribute(down, cudaFuncAttributeMaxDynamicSharedMemorySize, down_smem));
@@ -415,8 +365,10 @@ void launch_dependent(void (*kernel)(DecodeLayerArgs), int grid, int smem, bool 
 template <Scheme S, bool kFolded>
 void launch_experts(const DecodeLayerArgs& a, cudaStream_t stream) {
   constexpr bool fp8 = Act<S>::fp8;
-  launch_dependent(gate_up_kernel<S, kFolded>(), a.gate_up_grid, smem_bytes(a.hidden, fp8), a.overlap_launches, a, stream);
-  launch_dependent(down_kernel<S, kFolded>(), a.down_grid, smem_bytes(a.intermediate, fp8), a.overlap_launches, a, stream);
+  launch_dependent(gate_up_kernel<S, kFolded>(), a.gate_up_grid, smem_bytes(a.hidden, fp8, a.tokens, a.experts, a.top_k),
+                   a.overlap_launches, a, stream);
+  launch_dependent(down_kernel<S, kFolded>(), a.down_grid, smem_bytes(a.intermediate, fp8, a.tokens, a.experts, a.top_k),
+                   a.overlap_launches, a, stream);
 }
 
 // The scheme and the scale fold as template arguments: FP8 weights take their scale in fp32 after
@@ -435,12 +387,13 @@ void dispatch(Scheme scheme, bool folded_scales, F&& f) {
   throw CudaError("the small-batch path does not run scheme " + std::string(scheme_name(scheme)));
 }
 
-DecodeGrids generic_grids(Scheme scheme, bool folded_scales, int hidden, int intermediate, int sm_count) {
+DecodeGrids generic_grids(Scheme scheme, bool folded_scales, int hidden, int intermediate, int experts, int top_k,
+                          int sm_count) {
   int gate_up = 0, down = 0;
   dispatch(scheme, folded_scales, [&]<Scheme S, bool kFolded>() {
-    prepare_kernels<S, kFolded>(hidden, intermediate, sm_count, &gate_up, &down);
+    prepare_kernels<S, kFolded>(hidden, intermediate, experts, top_k, sm_count, &gate_up, &down);
   });
-  DecodeGrids grids;  // the staged rows' shared memory is sized for a full chunk: one grid for all sizes
+  DecodeGrids grids;
   for (int i = 0; i < kDecodeGridTokens; ++i) {
     grids.gate_up[i] = gate_up;
     grids.down[i] = down;
@@ -463,10 +416,11 @@ const SmallBatchExperts& generic_small_batch_experts() {
 void launch_decode_layer(const DecodeLayerArgs& a, const SmallBatchExperts& experts, cudaStream_t stream) {
   if (a.tokens == 0) return;
   if (a.tokens > kDecodeMaxTokens) throw CudaError("small-batch path: more than kDecodeMaxTokens tokens");
-  const dim3 route_grid((a.experts + kLogitWarps - 1) / kLogitWarps, (a.tokens + kLogitTokens - 1) / kLogitTokens,
-                        small_router_slices(a.hidden));
-  decode_route_kernel<<<route_grid, kRouteThreads, 0, stream>>>(a);
-  MXMOE_CUDA_CHECK_LAUNCH("decode_route_kernel");
+  if (!a.given_ids || a.scheme == Scheme::w4a8) {
+    const dim3 route_grid(a.experts, (a.tokens + kLogitTokens - 1) / kLogitTokens);
+    decode_route_kernel<<<route_grid, kRouteThreads, 0, stream>>>(a);
+    MXMOE_CUDA_CHECK_LAUNCH("decode_route_kernel");
+  }
   experts.launch(a, stream);
 }
 

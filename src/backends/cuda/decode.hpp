@@ -1,14 +1,16 @@
 // The small-batch path of the CUDA backends: for a few tokens the layer is a stream of expert
 // weights, so it runs as three kernels and no scratch passes:
-//   1. route (shared by every GEMM family): router logits in many blocks; the last block to finish
-//      takes the top-k, the softmax and the list of active experts with their pairs, stable in
-//      token order (and the w4a8 scale);
+//   1. route (shared by every GEMM family): the router logits, a block per (expert, 8 tokens) (and
+//      the w4a8 hidden states' largest magnitude); none when the caller gives the routing;
 //   2. gate_up: a persistent grid over (active expert, row tile) items streaming the expert's MXFP4
 //      weights into tensor-core fragments, tokens gathered and quantized into shared memory; SwiGLU
-//      in the epilogue;
-//   3. down: the same over (active expert, 64 rows of H); the block that completes a token's k
-//      experts for a row tile sums them in slot order, so the top-k weighted sum needs no separate
-//      pass and is deterministic.
+//      in the epilogue. Each block first takes the top-k from the logits and lists the active
+//      experts and their pairs in its own shared memory (decode_device.cuh: every block builds the
+//      same tables, so none waits on a serial step);
+//   3. down: the same over (active expert, 64 rows of H); its blocks build the routing and start
+//      streaming weights while gate_up finishes (they wait for it only to read the intermediates);
+//      the block that completes a token's k experts for a row tile sums them in slot order, so the
+//      top-k weighted sum needs no separate pass and is deterministic.
 // Kernels 2 and 3 read their family's weight layout: each GEMM family brings its own
 // (SmallBatchExperts; the generic family's here in decode.cu, the Hopper one's in cuda_sm90/).
 // Every launch is capture-safe (no allocation, no host synchronization): a CUDA graph replays it.
@@ -25,9 +27,7 @@ namespace mxmoe::cuda {
 
 // Counters shared by the blocks of one run. Zero between runs: each is reset by its last user.
 struct DecodeControl {
-  uint32_t ticket;        // route blocks finished
   uint32_t amax_bits[2];  // w4a8: largest |x|, largest |intermediate| (float bits)
-  int32_t active;         // experts with at least one pair
 };
 
 constexpr int kDecodeDownRows = 64;  // rows of H per down item (and per combine counter)
@@ -39,6 +39,11 @@ struct DecodeLayerArgs {
   const float* x = nullptr;  // [T][H]
   const float* router_weight = nullptr;
   const float* router_bias = nullptr;
+  // The caller's routing [T][k], when it routes itself (as inference engines do): the blocks take it
+  // instead of the router's (no router logits are computed). An id outside [0, E) becomes expert 0
+  // with a NaN weight, as on the batched path: its token's output is NaN.
+  const int32_t* given_ids = nullptr;
+  const float* given_weights = nullptr;
   const uint32_t* gate_up_words = nullptr;  // layout.hpp, the scheme's layout
   const uint8_t* gate_up_scales = nullptr;
   const float* gate_up_bias = nullptr;
@@ -46,13 +51,10 @@ struct DecodeLayerArgs {
   const uint8_t* down_scales = nullptr;
   const float* down_bias = nullptr;
   // Workspace, sized for kDecodeMaxTokens when the backend prepares the layer (cuda_moe.cu).
-  float* logits = nullptr;           // [small_router_slices(H)][T][E] (routing.cuh)
-  int32_t* expert_ids = nullptr;     // [T][k]
+  float* logits = nullptr;           // [T][E]
+  int32_t* expert_ids = nullptr;     // [T][k], the routing (output)
   float* expert_weights = nullptr;   // [T][k]
   DecodeControl* control = nullptr;  // zeroed once when allocated
-  int32_t* active_experts = nullptr; // [min(E, T k)]
-  int32_t* pair_begin = nullptr;     // [min(E, T k) + 1]
-  int32_t* sorted_pairs = nullptr;   // [T k]: pair ids t k + j, grouped by active expert
   float* intermediate_out = nullptr; // [T k][I], SwiGLU outputs
   float* pair_out = nullptr;         // [T k][H]
   uint32_t* combine_counts = nullptr;  // [T][H / kDecodeDownRows], zeroed once when allocated
@@ -81,7 +83,8 @@ struct DecodeGrids {
 struct SmallBatchExperts {
   // Batches of up to this many tokens take the small-batch path (measured crossover, paths.hpp).
   int max_tokens = 0;
-  DecodeGrids (*grids)(Scheme scheme, bool folded_scales, int hidden, int intermediate, int sm_count) = nullptr;
+  DecodeGrids (*grids)(Scheme scheme, bool folded_scales, int hidden, int intermediate, int experts, int top_k,
+                       int sm_count) = nullptr;
   // Enqueues gate_up and down after the route kernel (programmatic dependent launch when set).
   void (*launch)(const DecodeLayerArgs& args, cudaStream_t stream) = nullptr;
 };
@@ -89,7 +92,8 @@ struct SmallBatchExperts {
 // The generic family's: mma.sync fragments loaded straight from the generic layout (layout.hpp).
 const SmallBatchExperts& generic_small_batch_experts();
 
-// The whole small-batch layer: the route kernel, then the family's expert kernels.
+// The whole small-batch layer: the route kernel (not for the caller's routing, unless w4a8 needs
+// the hidden states' largest magnitude), then the family's expert kernels.
 void launch_decode_layer(const DecodeLayerArgs& args, const SmallBatchExperts& experts, cudaStream_t stream);
 
 }  // namespace mxmoe::cuda

@@ -1,5 +1,6 @@
-// Device code shared by every GEMM family's small-batch expert kernels (decode.hpp): which rows a
-// pass of pairs reads, and the top-k sum that ends the down kernel.
+// Device code shared by every GEMM family's small-batch expert kernels (decode.hpp): the batch's
+// routing as each block builds it, which rows a pass of pairs reads, and the top-k sum that ends
+// the down kernel.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -7,17 +8,117 @@
 #include <cstdint>
 
 #include "backends/cuda/decode.hpp"
+#include "backends/cuda/routing.cuh"
 
 namespace mxmoe::cuda {
+
+// The batch's routing in a block's shared memory: every expert block builds the same tables from
+// the route kernel's final logits, so no serial step (one block taking the top-k while the GPU
+// waits) sits between the router and the expert kernels, and a block finds its experts and pairs
+// without a round trip to global memory.
+struct BlockRouting {
+  int32_t* base;
+  int slots, pairs;  // min(E, P) and P, the tables' lengths
+
+  __host__ __device__ static constexpr int bytes(int tokens, int experts, int top_k) {
+    const int pairs = tokens * top_k, slots = experts < pairs ? experts : pairs;
+    return (4 * (2 * slots + 2 + 3 * pairs + experts) + 15) / 16 * 16;
+  }
+  __device__ static BlockRouting at(unsigned char* tables, int tokens, int experts, int top_k) {
+    return {reinterpret_cast<int32_t*>(tables), min(experts, tokens * top_k), tokens * top_k};
+  }
+  // Experts with at least one pair.
+  __device__ int32_t& active() const { return base[0]; }
+  // [slots]: the active experts, ascending.
+  __device__ int32_t* experts() const { return base + 1; }
+  // [slots + 1]: where each active expert's pairs start in sorted_pairs.
+  __device__ int32_t* pair_begin() const { return base + 1 + slots; }
+  // [P]: pair ids t k + j grouped by active expert, in pair order.
+  __device__ int32_t* sorted_pairs() const { return base + 2 + 2 * slots; }
+  // [P]: the top-k experts of each token, and their softmax weights.
+  __device__ int32_t* ids() const { return sorted_pairs() + pairs; }
+  __device__ float* weights() const { return reinterpret_cast<float*>(ids() + pairs); }
+  // [E]: pairs per expert, then where each expert's pairs start.
+  __device__ int32_t* counts() const { return reinterpret_cast<int32_t*>(weights() + pairs); }
+};
+
+// Called by every thread of the block (kThreads of them) once the logits (or the caller's routing)
+// are final: the top-k and softmax per token (warp_top_k, as the batched path's router) or the
+// caller's pairs, then the active experts in expert order and each one's pairs in pair order (a
+// stable counting sort: the order does not depend on the order the counts' atomics ran in). With
+// `publish`, the block also writes the routing to a.expert_ids and a.expert_weights (the layer's
+// routing output).
+template <int kThreads>
+__device__ __forceinline__ void route_in_block(const DecodeLayerArgs& a, const BlockRouting& r, bool publish) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, pairs = a.tokens * a.top_k;
+  for (int e = threadIdx.x; e < a.experts; e += kThreads) r.counts()[e] = 0;
+  __syncthreads();
+  if (a.given_ids) {
+    for (int p = threadIdx.x; p < pairs; p += kThreads) {
+      int e = a.given_ids[p];
+      float w = a.given_weights[p];
+      if (e < 0 || e >= a.experts) {
+        e = 0;
+        w = __int_as_float(0x7FC00000);  // NaN
+      }
+      r.ids()[p] = e;
+      r.weights()[p] = w;
+      atomicAdd(&r.counts()[e], 1);
+    }
+  } else {
+    for (int t = warp; t < a.tokens; t += kThreads / 32) {
+      warp_top_k(a.logits, t, a.experts, a.top_k, r.ids(), r.weights(), r.counts());
+    }
+  }
+  __syncthreads();
+  if (warp == 0) {  // the active experts and where their pairs start
+    int pair_base = 0, active = 0;
+    for (int base = 0; base < a.experts; base += 32) {
+      const int e = base + lane;
+      const int c = e < a.experts ? r.counts()[e] : 0;
+      int inclusive = c;
+#pragma unroll
+      for (int offset = 1; offset < 32; offset *= 2) {
+        const int v = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
+        if (lane >= offset) inclusive += v;
+      }
+      const unsigned used = __ballot_sync(0xFFFFFFFFu, c > 0);
+      if (c > 0) {
+        const int slot = active + __popc(used & ((1u << lane) - 1u));
+        r.experts()[slot] = e;
+        r.pair_begin()[slot] = pair_base + inclusive - c;
+        r.counts()[e] = pair_base + inclusive - c;
+      }
+      pair_base += __shfl_sync(0xFFFFFFFFu, inclusive, 31);
+      active += __popc(used);
+    }
+    if (lane == 0) {
+      r.pair_begin()[active] = pair_base;
+      r.active() = active;
+    }
+  }
+  __syncthreads();
+  for (int p = threadIdx.x; p < pairs; p += kThreads) {
+    const int e = r.ids()[p];
+    int rank = 0;
+    for (int q = 0; q < p; ++q) rank += r.ids()[q] == e;
+    r.sorted_pairs()[r.counts()[e] + rank] = p;
+    if (publish) {
+      a.expert_ids[p] = e;
+      a.expert_weights[p] = r.weights()[p];
+    }
+  }
+  __syncthreads();
+}
 
 // Threads 0 .. count - 1 look up the pairs first .. first + count - 1 of the sorted pairs into
 // s_pairs, and into s_rows the fp32 row each one's GEMM reads (k values): its token's hidden state
 // for gate_up, its own intermediate for down.
 template <bool kGateUp>
-__device__ __forceinline__ void look_up_pass(const DecodeLayerArgs& a, int first, int count, int k, int32_t* s_pairs,
-                                             const float** s_rows) {
+__device__ __forceinline__ void look_up_pass(const DecodeLayerArgs& a, const BlockRouting& r, int first, int count,
+                                             int k, int32_t* s_pairs, const float** s_rows) {
   if (threadIdx.x >= count) return;
-  const int p = a.sorted_pairs[first + threadIdx.x];
+  const int p = r.sorted_pairs()[first + threadIdx.x];
   s_pairs[threadIdx.x] = p;
   s_rows[threadIdx.x] =
       kGateUp ? a.x + static_cast<int64_t>(p / a.top_k) * k : a.intermediate_out + static_cast<int64_t>(p) * k;
@@ -30,7 +131,8 @@ __device__ __forceinline__ void look_up_pass(const DecodeLayerArgs& a, int first
 // [row0, row0 + rows) of the `count` pairs in s_pairs; `sync` is their barrier. s_complete holds
 // `count` flags of scratch. The per-(token, tile) counters return to zero for the next run.
 template <int kThreads, class Sync>
-__device__ __forceinline__ void sum_completed_tokens(const DecodeLayerArgs& a, const int32_t* s_pairs, bool* s_complete,
+__device__ __forceinline__ void sum_completed_tokens(const DecodeLayerArgs& a, const BlockRouting& r,
+                                                     const int32_t* s_pairs, bool* s_complete,
                                                      int count, int tile, int tiles, int row0, int rows, int n,
                                                      Sync sync) {
   __threadfence();  // this thread's pair_out rows, before its block's counters count them
@@ -54,7 +156,7 @@ __device__ __forceinline__ void sum_completed_tokens(const DecodeLayerArgs& a, c
       float sum = 0.0f;
       for (int j = 0; j < a.top_k; ++j) {
         const int64_t q = static_cast<int64_t>(token) * a.top_k + j;
-        sum += a.expert_weights[q] * __ldcg(a.pair_out + q * n + h);  // other blocks wrote them
+        sum += r.weights()[q] * __ldcg(a.pair_out + q * n + h);  // other blocks wrote them
       }
       a.out[static_cast<int64_t>(token) * n + h] = sum;
     }

@@ -13,7 +13,7 @@ namespace mxmoe::cuda {
 
 namespace {
 
-// Partial logits of the 8 experts, 8 tokens and K slice of block (blockIdx.x, blockIdx.y, blockIdx.z).
+// Logits of expert blockIdx.x for the 8 tokens along blockIdx.y.
 __global__ void __launch_bounds__(kLogitWarps * 32)
 router_logits_kernel(const float* x, const float* weight, const float* bias, int tokens, int hidden, int experts,
                      float* logits) {
@@ -142,7 +142,24 @@ router_logits_tiled_kernel(const float* x, const float* weight, const float* bia
   }
 }
 
-// One warp per token; first the logits' K slices are added in order (into slice 0).
+// Logit `index` of a [T][E] matrix whose K slices lie `slice_stride` apart: the slices added in
+// slice order, eight loads in flight at a time.
+__device__ __forceinline__ float logit_sum(const float* logits, int64_t index, int64_t slice_stride, int slices) {
+  constexpr int kInFlight = 8;
+  float sum = 0.0f;
+  for (int s0 = 0; s0 < slices; s0 += kInFlight) {
+    float v[kInFlight];
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) v[u] = s0 + u < slices ? __ldcg(logits + (s0 + u) * slice_stride + index) : 0.0f;
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      if (s0 + u < slices) sum += v[u];
+    }
+  }
+  return sum;
+}
+
+// One warp per token; first the tiled router's K slices are added in order (into slice 0).
 __global__ void router_topk_kernel(float* logits, int tokens, int experts, int top_k, int slices, int32_t* expert_ids,
                                    float* expert_weights, int32_t* counts) {
   wait_for_previous_grid();  // the logits
@@ -246,7 +263,7 @@ bool uses_small_router(int tokens, bool small_batch_router) { return small_batch
 }  // namespace
 
 int router_logit_slices(int tokens, int experts, int hidden, bool small_batch_router) {
-  if (uses_small_router(tokens, small_batch_router)) return small_router_slices(hidden);
+  if (uses_small_router(tokens, small_batch_router)) return 1;  // each block adds its own slices
   // Enough blocks for every SM of a large GPU twice over, each slice at least 4 tiles deep.
   constexpr int kTargetBlocks = 264;
   const int blocks = ((tokens + kTiledTokens - 1) / kTiledTokens) * ((experts + kTiledExperts - 1) / kTiledExperts);
@@ -269,7 +286,7 @@ bool launch_router(const float* x, const float* router_weight, const float* rout
   const bool small = uses_small_router(tokens, small_batch_router);
   if (small) {
     // The small-batch path's router code, so that both paths route such batches bit for bit alike.
-    const dim3 grid((experts + kLogitWarps - 1) / kLogitWarps, (tokens + kLogitTokens - 1) / kLogitTokens, slices);
+    const dim3 grid(experts, (tokens + kLogitTokens - 1) / kLogitTokens);
     router_logits_kernel<<<grid, kLogitWarps * 32, 0, stream>>>(x, router_weight, router_bias, tokens, hidden, experts,
                                                                  logits);
     MXMOE_CUDA_CHECK_LAUNCH("router_logits_kernel");

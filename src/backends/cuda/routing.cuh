@@ -9,102 +9,102 @@
 
 namespace mxmoe::cuda {
 
-constexpr int kLogitWarps = 8;   // experts per block of the logits kernel
+constexpr int kLogitWarps = 8;   // warps per block of the small-batch router, each over K slices
 constexpr int kLogitTokens = 8;  // tokens per block: each router row is read once for them
 constexpr int kMaxTopK = 16;
 
-// The small-batch router: K is cut into slices of kLogitDepth, so that every warp has all of its
-// loads in flight at once (a warp walking a whole router row was a chain of dependent round trips:
-// on an H200 the route kernel took 79 us at 16 tokens of gpt-oss-120b, 23 us in slices).
+// The small-batch router: a block per (expert, 8 tokens), its warps over K in slices of
+// kLogitDepth, so that every warp has all of its loads in flight at once (a warp walking a whole
+// router row was a chain of dependent round trips: on an H200 the route kernel took 79 us at 16
+// tokens of gpt-oss-120b, 23 us in slices). The block adds its warps' sums itself: no other block
+// waits on them, and the logits are final when the kernel ends.
 constexpr int kLogitDepth = 384;
 constexpr int kLogitSteps = kLogitDepth / 128;  // float4 loads per lane and row
 
-__host__ __device__ constexpr int small_router_slices(int hidden) { return (hidden + kLogitDepth - 1) / kLogitDepth; }
-
-// partial[z][t][e] = x[t] . W[e] over K slice z (blockIdx.z), plus b[e] in slice 0, for the
-// kLogitWarps experts along blockIdx.x (a warp each) and the kLogitTokens tokens along blockIdx.y:
-// each lane sums its float4 steps in a fixed order and the warp adds the lanes as a fixed tree, so
-// results do not depend on scheduling; logit_sum adds the slices in slice order.
+// logits[t][e] = b[e] + x[t] . W[e] for expert e = blockIdx.x and the kLogitTokens tokens along
+// blockIdx.y. Warp w sums slices w, w + kLogitWarps, ... in order, each lane its float4 steps in a
+// fixed order and the warp its lanes as a fixed tree; the bias and the warps' sums are added in
+// warp order: results do not depend on scheduling.
 __device__ __forceinline__ void router_logits_block(const float* x, const float* weight, const float* bias, int tokens,
-                                                    int hidden, int experts, float* partial) {
+                                                    int hidden, int experts, float* logits) {
+  __shared__ float s_partial[kLogitWarps][kLogitTokens];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int e = blockIdx.x * kLogitWarps + warp;
-  if (e >= experts) return;
+  const int e = blockIdx.x;
   const int t0 = blockIdx.y * kLogitTokens;
   const int count = min(kLogitTokens, tokens - t0);
   const int row_quads = hidden / 4;  // hidden is a multiple of 32
-  const int q0 = blockIdx.z * (kLogitDepth / 4), quads = min(row_quads - q0, kLogitDepth / 4);
-  const float4* w = reinterpret_cast<const float4*>(weight + static_cast<int64_t>(e) * hidden) + q0;
-  const float4* xs = reinterpret_cast<const float4*>(x + static_cast<int64_t>(t0) * hidden) + q0;
+  const float4* w = reinterpret_cast<const float4*>(weight + static_cast<int64_t>(e) * hidden);
+  const float4* xs = reinterpret_cast<const float4*>(x + static_cast<int64_t>(t0) * hidden);
   const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  float4 wv[kLogitSteps], xv[kLogitTokens][kLogitSteps];
+  float sums[kLogitTokens] = {};
+  for (int q0 = warp * (kLogitDepth / 4); q0 < row_quads; q0 += kLogitWarps * (kLogitDepth / 4)) {
+    const int quads = min(row_quads - q0, kLogitDepth / 4);
+    float4 wv[kLogitSteps], xv[kLogitTokens][kLogitSteps];
 #pragma unroll
-  for (int s = 0; s < kLogitSteps; ++s) wv[s] = lane + 32 * s < quads ? w[lane + 32 * s] : zero;
+    for (int s = 0; s < kLogitSteps; ++s) wv[s] = lane + 32 * s < quads ? w[q0 + lane + 32 * s] : zero;
 #pragma unroll
-  for (int t = 0; t < kLogitTokens; ++t) {
+    for (int t = 0; t < kLogitTokens; ++t) {
 #pragma unroll
-    for (int s = 0; s < kLogitSteps; ++s) {
-      xv[t][s] = t < count && lane + 32 * s < quads ? xs[static_cast<int64_t>(t) * row_quads + lane + 32 * s] : zero;
+      for (int s = 0; s < kLogitSteps; ++s) {
+        xv[t][s] = t < count && lane + 32 * s < quads ? xs[static_cast<int64_t>(t) * row_quads + q0 + lane + 32 * s] : zero;
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < kLogitTokens; ++t) {
+      float sum = 0.0f;
+#pragma unroll
+      for (int s = 0; s < kLogitSteps; ++s) {
+        sum += xv[t][s].x * wv[s].x;
+        sum += xv[t][s].y * wv[s].y;
+        sum += xv[t][s].z * wv[s].z;
+        sum += xv[t][s].w * wv[s].w;
+      }
+#pragma unroll
+      for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
+      sums[t] += sum;
     }
   }
+  if (lane < kLogitTokens) {
+    float mine = 0.0f;  // lane t keeps token t's sum (indexing sums by lane would put it in local memory)
 #pragma unroll
-  for (int t = 0; t < kLogitTokens; ++t) {
-    float sum = 0.0f;
-#pragma unroll
-    for (int s = 0; s < kLogitSteps; ++s) {
-      sum += xv[t][s].x * wv[s].x;
-      sum += xv[t][s].y * wv[s].y;
-      sum += xv[t][s].z * wv[s].z;
-      sum += xv[t][s].w * wv[s].w;
-    }
-#pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
-    if (lane == 0 && t < count) {
-      partial[(static_cast<int64_t>(blockIdx.z) * tokens + t0 + t) * experts + e] = blockIdx.z == 0 ? sum + bias[e] : sum;
-    }
+    for (int t = 0; t < kLogitTokens; ++t) mine = lane == t ? sums[t] : mine;
+    s_partial[warp][lane] = mine;
   }
-}
-
-// Logit `index` of a [T][E] matrix whose K slices lie `slice_stride` apart: the slices added in
-// slice order, eight loads in flight at a time. Read through L2 (__ldcg): other blocks of the same
-// launch may have just written them.
-__device__ __forceinline__ float logit_sum(const float* logits, int64_t index, int64_t slice_stride, int slices) {
-  constexpr int kInFlight = 8;
-  float sum = 0.0f;
-  for (int s0 = 0; s0 < slices; s0 += kInFlight) {
-    float v[kInFlight];
+  __syncthreads();
+  if (threadIdx.x < count) {
+    float logit = bias[e];
 #pragma unroll
-    for (int u = 0; u < kInFlight; ++u) v[u] = s0 + u < slices ? __ldcg(logits + (s0 + u) * slice_stride + index) : 0.0f;
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      if (s0 + u < slices) sum += v[u];
-    }
+    for (int i = 0; i < kLogitWarps; ++i) logit += s_partial[i][threadIdx.x];
+    logits[static_cast<int64_t>(t0 + threadIdx.x) * experts + e] = logit;
   }
-  return sum;
 }
 
 // Called by a whole warp for token t: the k largest logits (equal logits: the lower expert first),
-// softmax over them; lane 0 writes the ids and weights and, when `counts` is set, counts the pairs
-// per expert. Logits are read through L2 (__ldcg): other blocks of the same launch may have just
-// written them.
+// softmax over them; lanes 0 .. k - 1 write the ids and weights and, when `counts` is set, count
+// the pairs per expert. Logits are read through L2 (__ldcg): other blocks may have just written
+// them. Round j takes the largest logit after round j - 1's in the order (logit descending, expert
+// ascending), so no list of taken experts is kept (a NaN logit counts as -inf).
 __device__ __forceinline__ void warp_top_k(const float* logits, int t, int experts, int top_k, int32_t* expert_ids,
                                            float* expert_weights, int32_t* counts) {
   const int lane = threadIdx.x % 32;
   const float* l = logits + static_cast<int64_t>(t) * experts;
+  auto read = [&](int e) {
+    const float v = __ldcg(l + e);
+    return v != v ? -INFINITY : v;
+  };
   // The lane's first logits stay in registers across the k rounds (all of them up to 256 experts).
   constexpr int kCached = 8;
   float cached[kCached];
 #pragma unroll
-  for (int i = 0; i < kCached; ++i) cached[i] = lane + 32 * i < experts ? __ldcg(l + lane + 32 * i) : 0.0f;
-  int chosen[kMaxTopK];
-  float top[kMaxTopK];
+  for (int i = 0; i < kCached; ++i) cached[i] = lane + 32 * i < experts ? read(lane + 32 * i) : 0.0f;
+  float previous = INFINITY, top0 = 0.0f, denominator = 0.0f, mine = 0.0f;
+  int previous_e = -1, mine_e = 0;
   for (int j = 0; j < top_k; ++j) {
     float best = -INFINITY;
     int best_e = experts;
     auto consider = [&](int e, float v) {
-      bool taken = false;
-      for (int i = 0; i < j; ++i) taken |= chosen[i] == e;
-      if (!taken && (v > best || best_e == experts)) {  // ascending e per lane: ties keep the lower
+      const bool after_previous = v < previous || (v == previous && e > previous_e);
+      if (after_previous && (best_e == experts || v > best)) {  // ascending e per lane: ties keep the lower
         best = v;
         best_e = e;
       }
@@ -113,7 +113,7 @@ __device__ __forceinline__ void warp_top_k(const float* logits, int t, int exper
     for (int i = 0; i < kCached; ++i) {
       if (lane + 32 * i < experts) consider(lane + 32 * i, cached[i]);
     }
-    for (int e = lane + 32 * kCached; e < experts; e += 32) consider(e, __ldcg(l + e));
+    for (int e = lane + 32 * kCached; e < experts; e += 32) consider(e, read(e));
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) {
       const float other = __shfl_xor_sync(0xFFFFFFFFu, best, offset);
@@ -123,18 +123,20 @@ __device__ __forceinline__ void warp_top_k(const float* logits, int t, int exper
         best_e = other_e;
       }
     }
-    chosen[j] = best_e;
-    top[j] = best;
+    if (j == 0) top0 = best;
+    denominator += expf(best - top0);  // in round order, as a sequential sum over the k
+    if (lane == j) {
+      mine = best;
+      mine_e = best_e;
+    }
+    previous = best;
+    previous_e = best_e;
   }
-  if (lane != 0) return;
-  float denominator = 0.0f;
-  for (int j = 0; j < top_k; ++j) denominator += expf(top[j] - top[0]);
-  const int64_t base = static_cast<int64_t>(t) * top_k;
-  for (int j = 0; j < top_k; ++j) {
-    expert_ids[base + j] = chosen[j];
-    expert_weights[base + j] = expf(top[j] - top[0]) / denominator;
-    if (counts) atomicAdd(&counts[chosen[j]], 1);
-  }
+  if (lane >= top_k) return;
+  const int64_t q = static_cast<int64_t>(t) * top_k + lane;
+  expert_ids[q] = mine_e;
+  expert_weights[q] = expf(mine - top0) / denominator;
+  if (counts) atomicAdd(&counts[mine_e], 1);
 }
 
 }  // namespace mxmoe::cuda

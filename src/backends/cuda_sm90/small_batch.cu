@@ -54,9 +54,10 @@ struct Ring {
 // Staged rows are 16 bytes longer than their values, so the eight rows a quarter-warp reads sit in
 // distinct banks.
 __host__ __device__ constexpr int staged_row_bytes(int k) { return 2 * k + 16; }
+// The rings and their barriers, the staged rows, then the block's routing tables.
 template <class R>
-__host__ __device__ constexpr int smem_bytes(int k, int rows) {
-  return R::staged_offset + rows * staged_row_bytes(k);
+__host__ __device__ constexpr int smem_bytes(int k, int rows, int tokens, int experts, int top_k) {
+  return R::staged_offset + rows * staged_row_bytes(k) + BlockRouting::bytes(tokens, experts, top_k);
 }
 
 // Named barrier 1: the consumer warps alone (the producer warp streams on).
@@ -139,6 +140,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + R::barriers_offset);
   uint64_t* empty = full + kSplit * kSlots;
   unsigned char* staged = smem + R::staged_offset;
+  const int n = kGateUp ? 2 * a.intermediate : a.hidden;
+  const int k = kGateUp ? a.hidden : a.intermediate;
+  const int row_bytes = staged_row_bytes(k);
+  const BlockRouting routing =
+      BlockRouting::at(staged + min(a.tokens, kTokensPerPass) * row_bytes, a.tokens, a.experts, a.top_k);
   __shared__ const float* s_rows[kTokensPerPass];
   __shared__ int32_t s_pairs[kTokensPerPass];
   __shared__ bool s_complete[kTokensPerPass];
@@ -151,23 +157,24 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
     }
     barrier_init_fence();
   }
-  wait_for_previous_grid();  // the route's expert lists; gate_up's intermediates
+  // gate_up reads the route's logits; down's routing reads them too (final before gate_up got past
+  // its own wait), and its consumers wait for gate_up only before they stage the intermediates:
+  // down's weights stream while gate_up finishes.
+  if constexpr (kGateUp) wait_for_previous_grid();
   allow_dependent_launch();
-  __syncthreads();  // the barriers are initialized
+  route_in_block<kThreads>(a, routing, kGateUp && blockIdx.x == 0);  // its __syncthreads publish the barriers too
 
-  const int n = kGateUp ? 2 * a.intermediate : a.hidden;
-  const int k = kGateUp ? a.hidden : a.intermediate;
   const int tiles = n / kTileRows, chunks = k / kChunkK;
-  const int items = a.control->active * tiles;
+  const int items = routing.active() * tiles;
   // Consecutive items mostly share an expert, whose staged tokens then stay.
   const int per_block = (items + gridDim.x - 1) / gridDim.x;
   const int item_begin = min(items, blockIdx.x * per_block), item_end = min(items, item_begin + per_block);
   const int per_slice = (chunks + kSplit - 1) / kSplit;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (!kGateUp && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[1] = 1.0f;  // bf16 activations: no scale
+  if (blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[kGateUp ? 0 : 1] = 1.0f;  // bf16 activations: no scale
   auto passes = [&](int item) {
     const int slot = item / tiles;
-    return (a.pair_begin[slot + 1] - a.pair_begin[slot] + kTokensPerPass - 1) / kTokensPerPass;
+    return (routing.pair_begin()[slot + 1] - routing.pair_begin()[slot] + kTokensPerPass - 1) / kTokensPerPass;
   };
 
   if (warp == kConsumers / 32) {
@@ -181,7 +188,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
     uint64_t* ring_empty = empty + lane * kSlots;
     int fill = 0;
     for (int item = item_begin; item < item_end; ++item) {
-      const int64_t first_block = (static_cast<int64_t>(a.active_experts[item / tiles]) * tiles + item % tiles) * chunks;
+      const int64_t first_block = (static_cast<int64_t>(routing.experts()[item / tiles]) * tiles + item % tiles) * chunks;
       for (int pass = passes(item); pass > 0; --pass) {
         for (int c = c0; c < c1; c += kPerSlot, ++fill) {
           const int n = min(kPerSlot, c1 - c), slot = fill % kSlots;
@@ -206,17 +213,17 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   const uint32_t ring = smem_address(smem) + slice * kSlots * R::slot_bytes;
   const uint32_t word_offset = (threadIdx.x % 128) * 16;
   const uint32_t scale_offset = kPerSlot * kWordBytesPerChunk + (slice_warp * 8 + g) * 4;
-  const int row_bytes = staged_row_bytes(k);
   int use = 0, staged_first = -1;
   for (int item = item_begin; item < item_end; ++item) {
     const int slot = item / tiles, tile = item % tiles;
-    const int expert = a.active_experts[slot];
-    const int last = a.pair_begin[slot + 1];
-    for (int first = a.pair_begin[slot]; first < last; first += kTokensPerPass) {
+    const int expert = routing.experts()[slot];
+    const int last = routing.pair_begin()[slot + 1];
+    for (int first = routing.pair_begin()[slot]; first < last; first += kTokensPerPass) {
       const int count = min(kTokensPerPass, last - first);
       if (first != staged_first) {
         consumers_sync();  // the previous tokens' readers are done
-        look_up_pass<kGateUp>(a, first, count, k, s_pairs, s_rows);
+        if constexpr (!kGateUp) wait_for_previous_grid();  // gate_up's intermediates
+        look_up_pass<kGateUp>(a, routing, first, count, k, s_pairs, s_rows);
         consumers_sync();
         stage_rows<S>(staged, s_rows, count, k);
         consumers_sync();
@@ -283,7 +290,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
       if constexpr (kGateUp) {
         consumers_sync();  // s_partial is read before the next item writes it
       } else {
-        sum_completed_tokens<kConsumers>(a, s_pairs, s_complete, count, tile, tiles, tile * kTileRows, kTileRows, n,
+        sum_completed_tokens<kConsumers>(a, routing, s_pairs, s_complete, count, tile, tiles, tile * kTileRows, kTileRows, n,
                                          [] { consumers_sync(); });
       }
     }
@@ -295,20 +302,24 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
 // byte, which paced the stream from 8 tokens on.
 using DefaultRing = Ring<3, 4>;
 
+// Grids by the staged rows of a batch (its tokens up to kTokensPerPass); shared memory allows the
+// routing tables of the largest batch.
 template <Scheme S, bool kFolded, class R = DefaultRing>
-DecodeGrids grids_for(int hidden, int intermediate, int sm_count) {
+DecodeGrids grids_for(int hidden, int intermediate, int experts, int top_k, int sm_count) {
   const auto gate_up = small_batch_kernel<S, true, kFolded, R>;
   const auto down = small_batch_kernel<S, false, kFolded, R>;
   MXMOE_CUDA_CHECK(cudaFuncSetAttribute(gate_up, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        smem_bytes<R>(hidden, kTokensPerPass)));
+                                        smem_bytes<R>(hidden, kTokensPerPass, kDecodeMaxTokens, experts, top_k)));
   MXMOE_CUDA_CHECK(cudaFuncSetAttribute(down, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        smem_bytes<R>(intermediate, kTokensPerPass)));
+                                        smem_bytes<R>(intermediate, kTokensPerPass, kDecodeMaxTokens, experts, top_k)));
   DecodeGrids grids;
   for (int tokens = 1; tokens <= kDecodeGridTokens; ++tokens) {
     int per_sm = 0;
-    MXMOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gate_up, kThreads, smem_bytes<R>(hidden, tokens)));
+    MXMOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gate_up, kThreads,
+                                                                   smem_bytes<R>(hidden, tokens, tokens, experts, top_k)));
     grids.gate_up[tokens - 1] = std::max(1, per_sm) * sm_count;
-    MXMOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, down, kThreads, smem_bytes<R>(intermediate, tokens)));
+    MXMOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, down, kThreads,
+                                                                   smem_bytes<R>(intermediate, tokens, tokens, experts, top_k)));
     grids.down[tokens - 1] = std::max(1, per_sm) * sm_count;
   }
   return grids;
@@ -318,9 +329,9 @@ template <Scheme S, bool kFolded, class R = DefaultRing>
 void launch_kernels(const DecodeLayerArgs& a, cudaStream_t stream) {
   const int rows = std::min(a.tokens, kTokensPerPass);  // staged token rows
   launch_after_previous(small_batch_kernel<S, true, kFolded, R>, dim3(a.gate_up_grid), dim3(kThreads),
-                        smem_bytes<R>(a.hidden, rows), a.overlap_launches, stream, a);
+                        smem_bytes<R>(a.hidden, rows, a.tokens, a.experts, a.top_k), a.overlap_launches, stream, a);
   launch_after_previous(small_batch_kernel<S, false, kFolded, R>, dim3(a.down_grid), dim3(kThreads),
-                        smem_bytes<R>(a.intermediate, rows), a.overlap_launches, stream, a);
+                        smem_bytes<R>(a.intermediate, rows, a.tokens, a.experts, a.top_k), a.overlap_launches, stream, a);
 }
 
 // The backend's schemes (bf16 activations) and the scale fold as template arguments.
@@ -336,12 +347,13 @@ auto dispatch(Scheme scheme, bool folded_scales, F&& f) {
   throw CudaError("the sm90 small-batch kernels do not run scheme " + std::string(scheme_name(scheme)));
 }
 
-DecodeGrids grids(Scheme scheme, bool folded_scales, int hidden, int intermediate, int sm_count) {
+DecodeGrids grids(Scheme scheme, bool folded_scales, int hidden, int intermediate, int experts, int top_k,
+                  int sm_count) {
   if (hidden % kChunkK != 0 || intermediate % kChunkK != 0) {
     throw CudaError("the sm90 small-batch kernels need H and I multiples of 64");
   }
   return dispatch(scheme, folded_scales, [&]<Scheme S, bool kFolded>() {
-    return grids_for<S, kFolded>(hidden, intermediate, sm_count);
+    return grids_for<S, kFolded>(hidden, intermediate, experts, top_k, sm_count);
   });
 }
 
