@@ -242,7 +242,7 @@ class CudaMoeImpl final : public CudaMoe {
     expert_weights_.reserve(P * sizeof(float));
     tensor_scales_.reserve(2 * sizeof(float));
     intermediate_.reserve(P * I * sizeof(float));
-    pair_out_.reserve(P * H * sizeof(float));
+    pair_out_.reserve(kDownMaxParts * P * H * sizeof(float));
     decode_control_.reserve(sizeof(DecodeControl));
     decode_counts_.reserve(T * ((H + kDecodeDownRows - 1) / kDecodeDownRows) * sizeof(uint32_t));
     MXMOE_CUDA_CHECK(cudaMemset(decode_control_.as<void>(), 0, decode_control_.bytes()));

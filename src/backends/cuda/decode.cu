@@ -307,8 +307,8 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
         }
       }
       if constexpr (!kGateUp) {
-        sum_completed_tokens<kThreads>(a, routing, s_pairs, s_complete, count, tile, tiles, tile * 8 * kGroups, 8 * kGroups, n,
-                                       [] { __syncthreads(); });
+        sum_completed_tokens<kThreads>(a, routing, s_pairs, s_complete, count, tile, tiles, tile * 8 * kGroups,
+                                       8 * kGroups, n, 1, [] { __syncthreads(); });
       }
     }
   }

@@ -31,6 +31,7 @@ struct DecodeControl {
 };
 
 constexpr int kDecodeDownRows = 64;  // rows of H per down item (and per combine counter)
+constexpr int kDownMaxParts = 2;     // K parts a down item may be cut in (pair_out holds each)
 
 struct DecodeLayerArgs {
   Scheme scheme = Scheme::w4a16;
@@ -56,7 +57,7 @@ struct DecodeLayerArgs {
   float* expert_weights = nullptr;   // [T][k]
   DecodeControl* control = nullptr;  // zeroed once when allocated
   float* intermediate_out = nullptr; // [T k][I], SwiGLU outputs
-  float* pair_out = nullptr;         // [T k][H]
+  float* pair_out = nullptr;         // [kDownMaxParts][T k][H]: each pair's down rows, by K part
   uint32_t* combine_counts = nullptr;  // [T][H / kDecodeDownRows], zeroed once when allocated
   float* tensor_scales = nullptr;    // [2]
   float* out = nullptr;              // [T][H]

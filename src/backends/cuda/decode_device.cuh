@@ -125,22 +125,22 @@ __device__ __forceinline__ void look_up_pass(const DecodeLayerArgs& a, const Blo
 }
 
 // The top-k sum: once a block has written its pairs' rows of one row tile of H, the block that
-// completes the last of a token's k pairs for that tile sums them in slot order, so the sum needs
-// no separate pass and is deterministic.
+// completes the last of a token's k pairs (each in `parts` K parts) for that tile sums them in slot
+// order, each pair's parts in part order, so the sum needs no separate pass and is deterministic.
 // Called by threads 0 .. kThreads - 1 of the block, all of them, after they wrote pair_out rows
-// [row0, row0 + rows) of the `count` pairs in s_pairs; `sync` is their barrier. s_complete holds
-// `count` flags of scratch. The per-(token, tile) counters return to zero for the next run.
+// [row0, row0 + rows) of the `count` pairs in s_pairs (one part of them); `sync` is their barrier.
+// s_complete holds `count` flags of scratch. The per-(token, tile) counters return to zero for the
+// next run.
 template <int kThreads, class Sync>
 __device__ __forceinline__ void sum_completed_tokens(const DecodeLayerArgs& a, const BlockRouting& r,
-                                                     const int32_t* s_pairs, bool* s_complete,
-                                                     int count, int tile, int tiles, int row0, int rows, int n,
-                                                     Sync sync) {
+                                                     const int32_t* s_pairs, bool* s_complete, int count, int tile,
+                                                     int tiles, int row0, int rows, int n, int parts, Sync sync) {
   __threadfence();  // this thread's pair_out rows, before its block's counters count them
   sync();
   if (threadIdx.x < count) {
     const int token = s_pairs[threadIdx.x] / a.top_k;
     const uint32_t done = atomicAdd(&a.combine_counts[token * tiles + tile], 1u);
-    s_complete[threadIdx.x] = done == static_cast<uint32_t>(a.top_k - 1);
+    s_complete[threadIdx.x] = done == static_cast<uint32_t>(a.top_k * parts - 1);
     if (s_complete[threadIdx.x]) {
       a.combine_counts[token * tiles + tile] = 0;  // ready for the next run
       __threadfence();
@@ -156,7 +156,9 @@ __device__ __forceinline__ void sum_completed_tokens(const DecodeLayerArgs& a, c
       float sum = 0.0f;
       for (int j = 0; j < a.top_k; ++j) {
         const int64_t q = static_cast<int64_t>(token) * a.top_k + j;
-        sum += r.weights()[q] * __ldcg(a.pair_out + q * n + h);  // other blocks wrote them
+        float y = __ldcg(a.pair_out + q * n + h);  // other blocks wrote them
+        for (int part = 1; part < parts; ++part) y += __ldcg(a.pair_out + (part * r.pairs + q) * n + h);
+        sum += r.weights()[q] * y;
       }
       a.out[static_cast<int64_t>(token) * n + h] = sum;
     }

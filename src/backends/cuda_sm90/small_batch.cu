@@ -1,7 +1,8 @@
 // The Hopper family's small-batch expert kernels (backends/cuda/decode.hpp) on the sm90 weight
 // layout (layout.hpp).
 //
-// A CTA takes a contiguous run of (active expert, 64-row tile) items; K is cut into kSplit slices,
+// A CTA takes a contiguous run of (active expert, 64-row tile) items (for a single token, down
+// items also cut K in two parts, so that every CTA streams); K is cut into kSplit slices,
 // each with four consumer warps (16 weight rows each) and a shared-memory ring of a few slots, each
 // a run of consecutive chunks (a tile's 64-deep chunks are 2 KB of codes and 128 bytes of scales
 // each, contiguous: one bulk copy brings a slot's codes, one its scales). A producer warp keeps
@@ -133,8 +134,12 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
   }
 }
 
-template <Scheme S, bool kGateUp, bool kFolded, class R>
+// kParts: the K parts each (expert, tile) item is cut in (down only; 2 when, even with every pair on
+// an expert of its own, there are at most half as many items as blocks: in practice a single token.
+// The stream then runs on every block; the top-k sum adds the parts).
+template <Scheme S, bool kGateUp, bool kFolded, class R, int kParts>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(DecodeLayerArgs a) {
+  static_assert(kParts == 1 || (!kGateUp && kParts <= kDownMaxParts));
   constexpr int kSlots = R::slots, kPerSlot = R::chunks_per_slot;
   extern __shared__ __align__(128) unsigned char smem[];
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + R::barriers_offset);
@@ -165,15 +170,22 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   route_in_block<kThreads>(a, routing, kGateUp && blockIdx.x == 0);  // its __syncthreads publish the barriers too
 
   const int tiles = n / kTileRows, chunks = k / kChunkK;
-  const int items = routing.active() * tiles;
+  const int items = routing.active() * tiles * kParts;
   // Consecutive items mostly share an expert, whose staged tokens then stay.
   const int per_block = (items + gridDim.x - 1) / gridDim.x;
   const int item_begin = min(items, blockIdx.x * per_block), item_end = min(items, item_begin + per_block);
-  const int per_slice = (chunks + kSplit - 1) / kSplit;
+  const int per_part = (chunks + kParts - 1) / kParts;
+  // The chunks [c0, c1) of K slice `slice` of an item's part.
+  auto slice_chunks = [&](int part, int slice, int& c0, int& c1) {
+    const int p0 = min(chunks, part * per_part), p1 = min(chunks, p0 + per_part);
+    const int per_slice = (p1 - p0 + kSplit - 1) / kSplit;
+    c0 = min(p1, p0 + slice * per_slice);
+    c1 = min(p1, c0 + per_slice);
+  };
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[kGateUp ? 0 : 1] = 1.0f;  // bf16 activations: no scale
   auto passes = [&](int item) {
-    const int slot = item / tiles;
+    const int slot = item / kParts / tiles;
     return (routing.pair_begin()[slot + 1] - routing.pair_begin()[slot] + kTokensPerPass - 1) / kTokensPerPass;
   };
 
@@ -182,13 +194,16 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
     if (lane >= kSplit) return;
     const uint32_t* words = kGateUp ? a.gate_up_words : a.down_words;
     const uint8_t* scales = kGateUp ? a.gate_up_scales : a.down_scales;
-    const int c0 = min(chunks, lane * per_slice), c1 = min(chunks, c0 + per_slice);
     unsigned char* ring = smem + lane * kSlots * R::slot_bytes;
     uint64_t* ring_full = full + lane * kSlots;
     uint64_t* ring_empty = empty + lane * kSlots;
     int fill = 0;
     for (int item = item_begin; item < item_end; ++item) {
-      const int64_t first_block = (static_cast<int64_t>(routing.experts()[item / tiles]) * tiles + item % tiles) * chunks;
+      const int tile_item = item / kParts;
+      const int64_t first_block =
+          (static_cast<int64_t>(routing.experts()[tile_item / tiles]) * tiles + tile_item % tiles) * chunks;
+      int c0, c1;
+      slice_chunks(item % kParts, lane, c0, c1);
       for (int pass = passes(item); pass > 0; --pass) {
         for (int c = c0; c < c1; c += kPerSlot, ++fill) {
           const int n = min(kPerSlot, c1 - c), slot = fill % kSlots;
@@ -207,7 +222,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
 
   // The consumers: warp w of slice w / 4 owns rows 16 (w % 4) .. + 15 of each tile.
   const int slice = warp / 4, slice_warp = warp % 4, g = lane / 4, t = lane % 4;
-  const int c0 = min(chunks, slice * per_slice), c1 = min(chunks, c0 + per_slice);
   uint64_t* ring_full = full + slice * kSlots;
   uint64_t* ring_empty = empty + slice * kSlots;
   const uint32_t ring = smem_address(smem) + slice * kSlots * R::slot_bytes;
@@ -215,8 +229,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   const uint32_t scale_offset = kPerSlot * kWordBytesPerChunk + (slice_warp * 8 + g) * 4;
   int use = 0, staged_first = -1;
   for (int item = item_begin; item < item_end; ++item) {
-    const int slot = item / tiles, tile = item % tiles;
+    const int slot = item / kParts / tiles, tile = item / kParts % tiles, part = item % kParts;
     const int expert = routing.experts()[slot];
+    int c0, c1;
+    slice_chunks(part, slice, c0, c1);
     const int last = routing.pair_begin()[slot + 1];
     for (int first = routing.pair_begin()[slot]; first < last; first += kTokensPerPass) {
       const int count = min(kTokensPerPass, last - first);
@@ -282,8 +298,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
           } else {
             const int h = tile * kTileRows + slice_warp * 16 + g;
             const float* bias = a.down_bias + static_cast<int64_t>(expert) * n + h;
-            a.pair_out[p * n + h] = acc[i] + bias[0];
-            a.pair_out[p * n + h + 8] = acc[2 + i] + bias[8];
+            float* out = a.pair_out + (static_cast<int64_t>(part) * routing.pairs + p) * n + h;
+            out[0] = part == 0 ? acc[i] + bias[0] : acc[i];  // the bias goes with the first part
+            out[8] = part == 0 ? acc[2 + i] + bias[8] : acc[2 + i];
           }
         }
       }
@@ -291,7 +308,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
         consumers_sync();  // s_partial is read before the next item writes it
       } else {
         sum_completed_tokens<kConsumers>(a, routing, s_pairs, s_complete, count, tile, tiles, tile * kTileRows, kTileRows, n,
-                                         [] { consumers_sync(); });
+                                         kParts, [] { consumers_sync(); });
       }
     }
   }
@@ -306,12 +323,14 @@ using DefaultRing = Ring<3, 4>;
 // routing tables of the largest batch.
 template <Scheme S, bool kFolded, class R = DefaultRing>
 DecodeGrids grids_for(int hidden, int intermediate, int experts, int top_k, int sm_count) {
-  const auto gate_up = small_batch_kernel<S, true, kFolded, R>;
-  const auto down = small_batch_kernel<S, false, kFolded, R>;
+  const auto gate_up = small_batch_kernel<S, true, kFolded, R, 1>;
+  const auto down = small_batch_kernel<S, false, kFolded, R, 1>;  // the two-part one uses the same resources
   MXMOE_CUDA_CHECK(cudaFuncSetAttribute(gate_up, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         smem_bytes<R>(hidden, kTokensPerPass, kDecodeMaxTokens, experts, top_k)));
-  MXMOE_CUDA_CHECK(cudaFuncSetAttribute(down, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        smem_bytes<R>(intermediate, kTokensPerPass, kDecodeMaxTokens, experts, top_k)));
+  const int down_smem = smem_bytes<R>(intermediate, kTokensPerPass, kDecodeMaxTokens, experts, top_k);
+  for (const auto kernel : {down, small_batch_kernel<S, false, kFolded, R, kDownMaxParts>}) {
+    MXMOE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, down_smem));
+  }
   DecodeGrids grids;
   for (int tokens = 1; tokens <= kDecodeGridTokens; ++tokens) {
     int per_sm = 0;
@@ -328,9 +347,13 @@ DecodeGrids grids_for(int hidden, int intermediate, int experts, int top_k, int 
 template <Scheme S, bool kFolded, class R = DefaultRing>
 void launch_kernels(const DecodeLayerArgs& a, cudaStream_t stream) {
   const int rows = std::min(a.tokens, kTokensPerPass);  // staged token rows
-  launch_after_previous(small_batch_kernel<S, true, kFolded, R>, dim3(a.gate_up_grid), dim3(kThreads),
+  launch_after_previous(small_batch_kernel<S, true, kFolded, R, 1>, dim3(a.gate_up_grid), dim3(kThreads),
                         smem_bytes<R>(a.hidden, rows, a.tokens, a.experts, a.top_k), a.overlap_launches, stream, a);
-  launch_after_previous(small_batch_kernel<S, false, kFolded, R>, dim3(a.down_grid), dim3(kThreads),
+  // The most items down can have: every pair on its own expert.
+  const int64_t most_items = std::min(a.experts, a.tokens * a.top_k) * static_cast<int64_t>(a.hidden / kTileRows);
+  const auto down = kDownMaxParts * most_items <= a.down_grid ? small_batch_kernel<S, false, kFolded, R, kDownMaxParts>
+                                                              : small_batch_kernel<S, false, kFolded, R, 1>;
+  launch_after_previous(down, dim3(a.down_grid), dim3(kThreads),
                         smem_bytes<R>(a.intermediate, rows, a.tokens, a.experts, a.top_k), a.overlap_launches, stream, a);
 }
 
