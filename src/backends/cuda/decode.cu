@@ -184,7 +184,8 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
     const int scale_lane = fp8 ? 2 * c : lane / 4;
     const uint8_t* sc[2] = {scales + base0 * 8 + scale_lane, scales + base1 * 8 + scale_lane};
 
-    for (int first = routing.pair_begin()[slot], last = routing.pair_begin()[slot + 1]; first < last; first += kChunkTokens) {
+    const int last = routing.pair_begin()[slot + 1];
+    for (int first = routing.pair_begin()[slot]; first < last; first += kChunkTokens) {
       const int count = min(kChunkTokens, last - first);
       // The first weights are on their way while the tokens are staged.
       uint32_t wq[2][kPrefetch], sq[2][kPrefetch];

@@ -14,7 +14,7 @@ constexpr int kDecodeMaxTokens = 64;     // the most tokens the small-batch path
 // Batches this small route with the small-batch router code in every GEMM family: for one token the
 // tiled router's K slices cost more than they save (measured on an H200: 8 us of a 74 us layer).
 constexpr int kSmallRouterTokens = 4;
-constexpr int kDecodeMaxExperts = 1024;  // its route block's shared-memory tables
+constexpr int kDecodeMaxExperts = 1024;  // every expert block holds routing tables that grow with E
 constexpr int kDecodeMaxTopK = 16;
 
 // Whether the small-batch path can take this shape: its tables, and eight staged bf16 token rows of
