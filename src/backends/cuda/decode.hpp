@@ -86,7 +86,8 @@ struct SmallBatchExperts {
   int max_tokens = 0;
   DecodeGrids (*grids)(Scheme scheme, bool folded_scales, int hidden, int intermediate, int experts, int top_k,
                        int sm_count) = nullptr;
-  // Enqueues gate_up and down after the route kernel (programmatic dependent launch when set).
+  // Enqueues gate_up and down after what precedes them on the stream: the route kernel, or the
+  // caller's last kernel when the caller routes (programmatic dependent launch when set).
   void (*launch)(const DecodeLayerArgs& args, cudaStream_t stream) = nullptr;
 };
 
