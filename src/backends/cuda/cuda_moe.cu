@@ -15,7 +15,6 @@
 #include "backends/cuda/kernels.hpp"
 #include "backends/cuda/layout.hpp"
 #include "backends/cuda/paths.hpp"
-#include "backends/cuda/routing.cuh"
 #include "moe/padded_view.hpp"
 #include "mxmoe/format.hpp"
 

@@ -57,10 +57,7 @@ __device__ __forceinline__ void route_in_block(const DecodeLayerArgs& a, const B
     for (int p = threadIdx.x; p < pairs; p += kThreads) {
       int e = a.given_ids[p];
       float w = a.given_weights[p];
-      if (e < 0 || e >= a.experts) {
-        e = 0;
-        w = __int_as_float(0x7FC00000);  // NaN
-      }
+      replace_out_of_range_pair(e, w, a.experts);
       r.ids()[p] = e;
       r.weights()[p] = w;
       atomicAdd(&r.counts()[e], 1);

@@ -312,9 +312,10 @@ __global__ void count_pairs_kernel(int32_t* expert_ids, float* expert_weights, i
   const int p = blockIdx.x * blockDim.x + threadIdx.x;
   if (p >= pairs) return;
   int e = expert_ids[p];
-  if (e < 0 || e >= experts) {
-    e = expert_ids[p] = 0;
-    expert_weights[p] = __int_as_float(0x7FC00000);  // NaN
+  float w = 0.0f;
+  if (replace_out_of_range_pair(e, w, experts)) {
+    expert_ids[p] = e;
+    expert_weights[p] = w;
   }
   atomicAdd(&counts[e], 1);
 }

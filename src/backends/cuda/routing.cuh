@@ -79,6 +79,16 @@ __device__ __forceinline__ void router_logits_block(const float* x, const float*
   }
 }
 
+// A pair of the caller's routing as the kernels take it: an expert id outside [0, experts) becomes
+// expert 0 with a NaN weight, so its token's output is NaN instead of memory out of bounds (a
+// device cannot throw). Returns whether the pair was replaced.
+__device__ __forceinline__ bool replace_out_of_range_pair(int& expert, float& weight, int experts) {
+  if (expert >= 0 && expert < experts) return false;
+  expert = 0;
+  weight = __int_as_float(0x7FC00000);  // NaN
+  return true;
+}
+
 // Called by a whole warp for token t: the k largest logits (equal logits: the lower expert first),
 // softmax over them; lanes 0 .. k - 1 write the ids and weights and, when `counts` is set, count
 // the pairs per expert. Logits are read through L2 (__ldcg): other blocks may have just written
