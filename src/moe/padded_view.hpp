@@ -1,8 +1,7 @@
 // A layer read at the padded dims of a plan without a padded copy: what pad_layer would hold (zero
 // codes at scale 1, as a new Mxfp4Tensor has, past the real rows and columns; zero biases and router
-// columns), read
-// in place. A backend's packer walks this view while it re-lays the weights, so the padding is
-// written into the packed weights and no padded host copy of the experts is ever made.
+// columns), read in place. A backend's packer walks this view while it re-lays the weights, so the
+// padding is written into the packed weights and no padded host copy of the experts is ever made.
 #pragma once
 
 #include <cstdint>
