@@ -49,13 +49,17 @@ struct Ring {
   static constexpr int slots = kSlots, chunks_per_slot = kChunksPerSlot;
   static constexpr int slot_bytes = kChunksPerSlot * kChunkBytes;
   static constexpr int barriers_offset = kSplit * kSlots * slot_bytes;
-  static constexpr int staged_offset = barriers_offset + 2 * kSplit * kSlots * 8;
+  static constexpr int partials_offset = barriers_offset + 2 * kSplit * kSlots * 8;  // [kSplit - 1][4 warps][32] float4
+  static constexpr int pass_offset = partials_offset + (kSplit - 1) * 4 * 32 * 16;   // a pass's rows, pairs, flags
+  static constexpr int staged_offset = pass_offset + 128;
+  static_assert(kTokensPerPass * (8 + 4 + 1) <= 128);
 };
 
 // Staged rows are 16 bytes longer than their values, so the eight rows a quarter-warp reads sit in
 // distinct banks.
 __host__ __device__ constexpr int staged_row_bytes(int k) { return 2 * k + 16; }
-// The rings and their barriers, the staged rows, then the block's routing tables.
+// The rings and their barriers, the slices' partial sums, a pass's tables, the staged rows, then the
+// block's routing tables.
 template <class R>
 __host__ __device__ constexpr int smem_bytes(int k, int rows, int tokens, int experts, int top_k) {
   return R::staged_offset + rows * staged_row_bytes(k) + BlockRouting::bytes(tokens, experts, top_k);
@@ -150,10 +154,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   const int row_bytes = staged_row_bytes(k);
   const BlockRouting routing =
       BlockRouting::at(staged + min(a.tokens, kTokensPerPass) * row_bytes, a.tokens, a.experts, a.top_k);
-  __shared__ const float* s_rows[kTokensPerPass];
-  __shared__ int32_t s_pairs[kTokensPerPass];
-  __shared__ bool s_complete[kTokensPerPass];
-  __shared__ float4 s_partial[kSplit - 1][4][32];
+  // All of the block's shared memory is dynamic (smem_bytes), so that the host can count it exactly.
+  const float** s_rows = reinterpret_cast<const float**>(smem + R::pass_offset);
+  int32_t* s_pairs = reinterpret_cast<int32_t*>(smem + R::pass_offset + 8 * kTokensPerPass);
+  bool* s_complete = reinterpret_cast<bool*>(smem + R::pass_offset + 12 * kTokensPerPass);
+  auto s_partial = reinterpret_cast<float4 (*)[4][32]>(smem + R::partials_offset);
 
   if (threadIdx.x == 0) {
     for (int i = 0; i < kSplit * kSlots; ++i) {
@@ -314,47 +319,82 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   }
 }
 
-// Three slots of four chunks per slice (26 KB in flight per slice), measured on an H200 against
-// 8 x 1, 4 x 2 and 4 x 4 (docs/PERFORMANCE.md): fewer, larger copies halve the producer's work per
-// byte, which paced the stream from 8 tokens on.
-using DefaultRing = Ring<3, 4>;
+// Two slots of six chunks per slice (26 KB in flight per slice, one bulk copy per 13 KB), or of
+// five where that fits a third block on an SM and six do not (four and five tokens at gpt-oss's
+// 2880).
+// Measured on an H200 against 3 x 4 (the previous default), 3 x 5, 4 x 4 and 2 x 7
+// (docs/PERFORMANCE.md): fewer, larger copies, and more bytes in flight per SM.
+using LargeRing = Ring<2, 6>;
+using SmallRing = Ring<2, 5>;
 
-// Grids by the staged rows of a batch (its tokens up to kTokensPerPass); shared memory allows the
-// routing tables of the largest batch.
-template <Scheme S, bool kFolded, class R = DefaultRing>
+// sm_90's shared memory per SM and what the hardware keeps per block; the registers allow kMinBlocks.
+constexpr int kSmemPerSm = 228 * 1024, kSmemReservedPerBlock = 1024;
+constexpr int blocks_per_sm(int smem) { return std::min(kMinBlocks, kSmemPerSm / (smem + kSmemReservedPerBlock)); }
+
+// The largest batch of a grid bucket (DecodeGrids: those above kDecodeGridTokens share the last).
+constexpr int bucket_tokens(int tokens) { return tokens < kDecodeGridTokens ? tokens : kDecodeMaxTokens; }
+
+// Whether a batch's kernel over depth k takes the small ring: the same answer for the grid and the launch.
+bool takes_small_ring(int k, int tokens, int experts, int top_k) {
+  const int rows = std::min(tokens, kTokensPerPass), routed = bucket_tokens(tokens);
+  return blocks_per_sm(smem_bytes<SmallRing>(k, rows, routed, experts, top_k)) >
+         blocks_per_sm(smem_bytes<LargeRing>(k, rows, routed, experts, top_k));
+}
+
+template <Scheme S, bool kGateUp, bool kFolded, int kParts>
+auto kernel_for(bool small_ring) {
+  return small_ring ? small_batch_kernel<S, kGateUp, kFolded, SmallRing, kParts>
+                    : small_batch_kernel<S, kGateUp, kFolded, LargeRing, kParts>;
+}
+int ring_smem_bytes(bool small_ring, int k, int rows, int tokens, int experts, int top_k) {
+  return small_ring ? smem_bytes<SmallRing>(k, rows, tokens, experts, top_k)
+                    : smem_bytes<LargeRing>(k, rows, tokens, experts, top_k);
+}
+
+// Grids by the staged rows of a batch (its tokens up to kTokensPerPass) and its ring.
+template <Scheme S, bool kFolded>
 DecodeGrids grids_for(int hidden, int intermediate, int experts, int top_k, int sm_count) {
-  const auto gate_up = small_batch_kernel<S, true, kFolded, R, 1>;
-  const auto down = small_batch_kernel<S, false, kFolded, R, 1>;  // the two-part one uses the same resources
-  MXMOE_CUDA_CHECK(cudaFuncSetAttribute(gate_up, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        smem_bytes<R>(hidden, kTokensPerPass, kDecodeMaxTokens, experts, top_k)));
-  const int down_smem = smem_bytes<R>(intermediate, kTokensPerPass, kDecodeMaxTokens, experts, top_k);
-  for (const auto kernel : {down, small_batch_kernel<S, false, kFolded, R, kDownMaxParts>}) {
-    MXMOE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, down_smem));
+  for (const bool small : {false, true}) {
+    const auto allow = [&](auto kernel, int k) {
+      const int most = ring_smem_bytes(small, k, kTokensPerPass, kDecodeMaxTokens, experts, top_k);
+      MXMOE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, most));
+    };
+    allow(kernel_for<S, true, kFolded, 1>(small), hidden);
+    allow(kernel_for<S, false, kFolded, 1>(small), intermediate);
+    allow(kernel_for<S, false, kFolded, kDownMaxParts>(small), intermediate);
   }
+  const auto grid = [&](auto kernel, bool small, int k, int tokens) {
+    const int smem = ring_smem_bytes(small, k, std::min(tokens, kTokensPerPass), bucket_tokens(tokens), experts, top_k);
+    int per_sm = 0;
+    MXMOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+    return std::max(1, per_sm) * sm_count;
+  };
   DecodeGrids grids;
   for (int tokens = 1; tokens <= kDecodeGridTokens; ++tokens) {
-    int per_sm = 0;
-    MXMOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gate_up, kThreads,
-                                                                   smem_bytes<R>(hidden, tokens, tokens, experts, top_k)));
-    grids.gate_up[tokens - 1] = std::max(1, per_sm) * sm_count;
-    MXMOE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, down, kThreads,
-                                                                   smem_bytes<R>(intermediate, tokens, tokens, experts, top_k)));
-    grids.down[tokens - 1] = std::max(1, per_sm) * sm_count;
+    const bool small_up = takes_small_ring(hidden, tokens, experts, top_k);
+    const bool small_down = takes_small_ring(intermediate, tokens, experts, top_k);
+    // The two-part down kernel uses the same resources as the one-part one.
+    grids.gate_up[tokens - 1] = grid(kernel_for<S, true, kFolded, 1>(small_up), small_up, hidden, tokens);
+    grids.down[tokens - 1] = grid(kernel_for<S, false, kFolded, 1>(small_down), small_down, intermediate, tokens);
   }
   return grids;
 }
 
-template <Scheme S, bool kFolded, class R = DefaultRing>
+template <Scheme S, bool kFolded>
 void launch_kernels(const DecodeLayerArgs& a, cudaStream_t stream) {
   const int rows = std::min(a.tokens, kTokensPerPass);  // staged token rows
-  launch_after_previous(small_batch_kernel<S, true, kFolded, R, 1>, dim3(a.gate_up_grid), dim3(kThreads),
-                        smem_bytes<R>(a.hidden, rows, a.tokens, a.experts, a.top_k), a.overlap_launches, stream, a);
+  const bool small_up = takes_small_ring(a.hidden, a.tokens, a.experts, a.top_k);
+  const bool small_down = takes_small_ring(a.intermediate, a.tokens, a.experts, a.top_k);
+  launch_after_previous(kernel_for<S, true, kFolded, 1>(small_up), dim3(a.gate_up_grid), dim3(kThreads),
+                        ring_smem_bytes(small_up, a.hidden, rows, a.tokens, a.experts, a.top_k), a.overlap_launches,
+                        stream, a);
   // The most items down can have: every pair on its own expert.
   const int64_t most_items = std::min(a.experts, a.tokens * a.top_k) * static_cast<int64_t>(a.hidden / kTileRows);
-  const auto down = kDownMaxParts * most_items <= a.down_grid ? small_batch_kernel<S, false, kFolded, R, kDownMaxParts>
-                                                              : small_batch_kernel<S, false, kFolded, R, 1>;
+  const auto down = kDownMaxParts * most_items <= a.down_grid ? kernel_for<S, false, kFolded, kDownMaxParts>(small_down)
+                                                              : kernel_for<S, false, kFolded, 1>(small_down);
   launch_after_previous(down, dim3(a.down_grid), dim3(kThreads),
-                        smem_bytes<R>(a.intermediate, rows, a.tokens, a.experts, a.top_k), a.overlap_launches, stream, a);
+                        ring_smem_bytes(small_down, a.intermediate, rows, a.tokens, a.experts, a.top_k),
+                        a.overlap_launches, stream, a);
 }
 
 // The backend's schemes (bf16 activations) and the scale fold as template arguments.
