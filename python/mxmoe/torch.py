@@ -13,14 +13,46 @@ import torch
 import mxmoe
 
 
+def _from_triton_kernels(experts, proj):
+    """One projection's blocks and scales in the checkpoint layout, from experts that transformers
+    handed to triton_kernels (on the GPUs it runs them on, it re-lays each projection's codes for the
+    GPU, keeps them as a triton_kernels tensor and drops *_blocks and *_scales): recovered through
+    each tensor's own layout, and checked by laying them out again."""
+    weight, config = getattr(experts, proj), getattr(experts, f"{proj}_precision_config", None)
+    if not hasattr(weight, "storage") or not hasattr(config, "weight_scale"):
+        raise TypeError(f"mxmoe: the experts' {proj} is neither a torch tensor nor a triton_kernels tensor with its "
+                        f"precision config: {type(weight).__name__}")
+
+    def plain(tensor, what):
+        layout = tensor.storage.layout
+        data = layout.unswizzle_data(tensor.storage.data)
+        relaid = layout.swizzle_data(data)
+        if relaid.shape != tensor.storage.data.shape or not torch.equal(relaid, tensor.storage.data):
+            raise ValueError(f"mxmoe: the {what} of {proj} in triton_kernels' {type(layout).__name__} do not lay out "
+                             "again as they were read back; this triton_kernels version is not supported")
+        return data
+
+    # transformers wrapped codes [E, N, K / 2] and scales [E, N, K / 32] transposed.
+    codes, scales = plain(weight, "codes"), plain(config.weight_scale, "scales")
+    experts_count, half_k, rows = codes.shape
+    if half_k % 16 or tuple(scales.shape) != (experts_count, half_k // 16, rows):
+        raise ValueError(f"mxmoe: {proj} read back from triton_kernels as codes {tuple(codes.shape)} and scales "
+                         f"{tuple(scales.shape)}: not the [E, K / 2, N] and [E, K / 32, N] transformers wrapped")
+    blocks = codes.transpose(1, 2).contiguous().reshape(experts_count, rows, half_k // 16, 16)
+    return blocks, scales.transpose(1, 2).contiguous()
+
+
 def _expert_tensors(experts):
-    """The layer's MXFP4 tensors in the checkpoint layout, from an MXFP4 or a dequantized module."""
+    """The layer's MXFP4 tensors in the checkpoint layout, from an MXFP4 module (as loaded, or as
+    transformers re-laid it for triton_kernels) or a dequantized one."""
     if hasattr(experts, "gate_up_proj_blocks"):
         return (experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.down_proj_blocks,
                 experts.down_proj_scales)
     if not hasattr(experts, "gate_up_proj"):
         raise TypeError("mxmoe: the experts module has neither MXFP4 blocks (gate_up_proj_blocks) nor dense weights "
                         f"(gate_up_proj): {type(experts).__name__}")
+    if not isinstance(experts.gate_up_proj, torch.Tensor):
+        return _from_triton_kernels(experts, "gate_up_proj") + _from_triton_kernels(experts, "down_proj")
     # Dense experts hold [E, in, out]; checkpoints quantize along `in`, one row per output.
     with torch.no_grad():
         gate_up_blocks, gate_up_scales = torch.ops.mxmoe.quantize(experts.gate_up_proj.transpose(1, 2).contiguous())

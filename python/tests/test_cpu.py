@@ -229,6 +229,44 @@ class GptOssMLP(torch.nn.Module):
         return out.reshape(hidden_states.shape), scores
 
 
+class FakeLayout:
+    """A stand-in for a triton_kernels layout with the interface transformers' re-laid experts carry:
+    an invertible re-lay of a tensor of a given shape (the last axis reversed, the last two flattened);
+    `broken` reads it back without undoing the reversal."""
+
+    def __init__(self, shape, broken=False):
+        self.shape, self.broken = shape, broken
+
+    def swizzle_data(self, data):
+        return data.flip(-1).reshape(*self.shape[:-2], -1)
+
+    def unswizzle_data(self, data):
+        data = data.reshape(self.shape)
+        return data if self.broken else data.flip(-1)
+
+
+def relaid_for_triton_kernels(mlp, broken=False):
+    """The experts as transformers leaves them after handing them to triton_kernels: each projection
+    a tensor over re-laid codes [E, K / 2, N] with a precision config holding the scales [E, K / 32, N];
+    no *_blocks, no *_scales."""
+    from types import SimpleNamespace
+
+    def wrapped(data, broken):
+        layout = FakeLayout(tuple(data.shape), broken)
+        return SimpleNamespace(storage=SimpleNamespace(data=layout.swizzle_data(data), layout=layout))
+
+    experts = torch.nn.Module()
+    for proj in ("gate_up_proj", "down_proj"):
+        blocks, scales = getattr(mlp.experts, proj + "_blocks"), getattr(mlp.experts, proj + "_scales")
+        codes = blocks.reshape(*blocks.shape[:2], -1).transpose(1, 2)
+        setattr(experts, proj, wrapped(codes, broken))
+        setattr(experts, proj + "_precision_config", SimpleNamespace(weight_scale=wrapped(scales.transpose(1, 2), False)))
+        setattr(experts, proj + "_bias", getattr(mlp.experts, proj + "_bias"))
+    relaid = torch.nn.Module()
+    relaid.router, relaid.experts = mlp.router, experts
+    return relaid
+
+
 class Model(torch.nn.Module):
     def __init__(self, mlps):
         super().__init__()
@@ -255,6 +293,20 @@ class DropIn(unittest.TestCase):
                     # Dense weights that came from MXFP4 quantize back to the same codes: exact.
                     self.assertLess(relative_l2(got, out), 1e-6)
                 self.assertEqual(mx.replace_moe(model), 0, "already replaced")
+
+    def test_reads_experts_relaid_for_triton_kernels(self):
+        import mxmoe.torch as mx
+        mlp = GptOssMLP(hf_tensors(seed=24), dense=False)
+        x = torch.randn(5, H)
+        expected, _ = mx.GptOssMLP.from_hf(mlp, scheme="w4a32", backend="reference")(x)
+        got, _ = mx.GptOssMLP.from_hf(relaid_for_triton_kernels(mlp), scheme="w4a32", backend="reference")(x)
+        self.assertTrue(torch.equal(got, expected))
+        with self.assertRaisesRegex(ValueError, "do not lay out again as they were read back"):
+            mx.GptOssMLP.from_hf(relaid_for_triton_kernels(mlp, broken=True))
+        unknown = relaid_for_triton_kernels(mlp)
+        unknown.experts.down_proj = object()
+        with self.assertRaisesRegex(TypeError, "down_proj is neither a torch tensor nor a triton_kernels tensor"):
+            mx.GptOssMLP.from_hf(unknown)
 
     def test_quantize_reproduces_checkpoint_codes(self):
         t = hf_tensors(seed=4)

@@ -139,6 +139,53 @@ class Capture(unittest.TestCase):
             self.layer.experts(self.x, self.ids.long(), self.weights)
 
 
+def triton_kernels_or_why():
+    """triton_kernels from TRITON_KERNELS_SRC (the folder holding the package, as scripts/peer-bench
+    takes it), or why it cannot be imported."""
+    import os
+    import sys
+    source = os.environ.get("TRITON_KERNELS_SRC")
+    if not source:
+        return None, "TRITON_KERNELS_SRC is not set (the folder holding the triton_kernels package)"
+    sys.path.insert(0, source)
+    try:
+        import triton_kernels
+        import triton_kernels.tensor
+        import triton_kernels.tensor_details.layout
+        return triton_kernels, None
+    except ImportError as error:
+        return None, f"triton_kernels does not import from {source}: {error}"
+
+
+@unittest.skipIf(NEEDS, NEEDS)
+class RelaidForTritonKernels(unittest.TestCase):
+    def test_reads_experts_transformers_relaid(self):
+        """transformers' own re-lay (swizzle_mxfp4, as its MXFP4 loader calls it on GPUs that run
+        triton_kernels) read back by from_hf: the same layer, bit for bit, as from the blocks."""
+        from types import SimpleNamespace
+        from transformers.integrations import mxfp4 as hf_mxfp4
+        from test_cpu import GptOssMLP as CheckpointMLP
+        triton_kernels, why = triton_kernels_or_why()
+        if triton_kernels is None:
+            self.skipTest(why)
+        mlp = CheckpointMLP({name: value.to(CUDA) for name, value in hf_tensors(seed=5).items()}, dense=False)
+        relaid = torch.nn.Module()
+        relaid.router, relaid.experts = mlp.router, torch.nn.Module()
+        for proj in ("gate_up_proj", "down_proj"):
+            blocks, scales = getattr(mlp.experts, proj + "_blocks"), getattr(mlp.experts, proj + "_scales")
+            codes = blocks.reshape(*blocks.shape[:2], -1).contiguous()
+            weight, weight_scale = hf_mxfp4.swizzle_mxfp4(codes.transpose(-2, -1), scales.transpose(-2, -1),
+                                                          triton_kernels)
+            setattr(relaid.experts, proj, weight)
+            setattr(relaid.experts, proj + "_precision_config", SimpleNamespace(weight_scale=weight_scale))
+            setattr(relaid.experts, proj + "_bias", getattr(mlp.experts, proj + "_bias"))
+        print(f"\n  codes re-laid as {type(relaid.experts.gate_up_proj.storage.layout).__name__}")
+        x = torch.randn(7, 128, device=CUDA)
+        expected, _ = mx.GptOssMLP.from_hf(mlp)(x)
+        got, _ = mx.GptOssMLP.from_hf(relaid)(x)
+        self.assertTrue(torch.equal(got, expected))
+
+
 @unittest.skipIf(NEEDS, NEEDS)
 class Generate(unittest.TestCase):
     def test_a_small_gpt_oss_generates_the_same_tokens(self):
