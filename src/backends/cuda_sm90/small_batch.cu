@@ -361,8 +361,11 @@ DecodeGrids grids_for(int hidden, int intermediate, int experts, int top_k, int 
     };
     allow(kernel_for<S, true, kFolded, 1>(small), hidden);
     allow(kernel_for<S, false, kFolded, 1>(small), intermediate);
-    allow(kernel_for<S, false, kFolded, kDownMaxParts>(small), intermediate);
   }
+  // The two-part down kernel exists with the large ring only (launch_kernels).
+  MXMOE_CUDA_CHECK(cudaFuncSetAttribute(small_batch_kernel<S, false, kFolded, LargeRing, kDownMaxParts>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        smem_bytes<LargeRing>(intermediate, kTokensPerPass, kDecodeMaxTokens, experts, top_k)));
   const auto grid = [&](auto kernel, bool small, int k, int tokens) {
     const int smem = ring_smem_bytes(small, k, std::min(tokens, kTokensPerPass), bucket_tokens(tokens), experts, top_k);
     int per_sm = 0;
@@ -388,10 +391,13 @@ void launch_kernels(const DecodeLayerArgs& a, cudaStream_t stream) {
   launch_after_previous(kernel_for<S, true, kFolded, 1>(small_up), dim3(a.gate_up_grid), dim3(kThreads),
                         ring_smem_bytes(small_up, a.hidden, rows, a.tokens, a.experts, a.top_k), a.overlap_launches,
                         stream, a);
-  // The most items down can have: every pair on its own expert.
+  // The most items down can have: every pair on its own expert. Two K parts only with the large
+  // ring: the small one serves four or five staged rows, too many items for two parts at gpt-oss
+  // shapes (so no small-ring two-part kernel is built).
   const int64_t most_items = std::min(a.experts, a.tokens * a.top_k) * static_cast<int64_t>(a.hidden / kTileRows);
-  const auto down = kDownMaxParts * most_items <= a.down_grid ? kernel_for<S, false, kFolded, kDownMaxParts>(small_down)
-                                                              : kernel_for<S, false, kFolded, 1>(small_down);
+  const bool two_parts = !small_down && kDownMaxParts * most_items <= a.down_grid;
+  const auto down = two_parts ? small_batch_kernel<S, false, kFolded, LargeRing, kDownMaxParts>
+                              : kernel_for<S, false, kFolded, 1>(small_down);
   launch_after_previous(down, dim3(a.down_grid), dim3(kThreads),
                         ring_smem_bytes(small_down, a.intermediate, rows, a.tokens, a.experts, a.top_k),
                         a.overlap_launches, stream, a);
