@@ -321,8 +321,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
 
 // Two slots of six chunks per slice (26 KB in flight per slice, one bulk copy per 13 KB), or of
 // five where that fits a third block on an SM and six do not (four and five tokens at gpt-oss's
-// 2880).
-// Measured on an H200 against 3 x 4 (the previous default), 3 x 5, 4 x 4 and 2 x 7
+// 2880). Measured on an H200 against 3 x 4 (the previous default), 3 x 5, 4 x 4 and 2 x 7
 // (docs/PERFORMANCE.md): fewer, larger copies, and more bytes in flight per SM.
 using LargeRing = Ring<2, 6>;
 using SmallRing = Ring<2, 5>;
