@@ -190,10 +190,13 @@ template <int kThreads, class Sync>
 __device__ __forceinline__ void sum_completed_tokens(const DecodeLayerArgs& a, const BlockRouting& r,
                                                      const int32_t* s_pairs, bool* s_complete, int count, int tile,
                                                      int tiles, int row0, int rows, int n, int parts, Sync sync) {
-  __threadfence();  // this thread's pair_out rows, before its block's counters count them
-  sync();
+  sync();  // every thread's pair_out rows are written...
   if (threadIdx.x < count) {
     const int token = s_pairs[threadIdx.x] / a.top_k;
+    // ...and a counting thread's fence orders them all (cumulative, after the barrier) before its
+    // count: one fence per pair instead of one per thread of the block (CUTLASS's semaphores
+    // release the same way).
+    __threadfence();
     const uint32_t done = atomicAdd(&a.combine_counts[token * tiles + tile], 1u);
     s_complete[threadIdx.x] = done == static_cast<uint32_t>(a.top_k * parts - 1);
     if (s_complete[threadIdx.x]) {
