@@ -41,6 +41,7 @@ struct ExecutionPlan {
   DeviceSpec device;
   PaddingPlan padding;  // the layer handed to the backend has the padded dims
   int threads = 0;      // CPU threads; 0: all
+  bool replay_graphs = false;  // RunnerOptions::replay_graphs
 };
 
 // A batch whose data already lives where a GPU backend computes (device pointers), for callers that

@@ -18,6 +18,11 @@ struct RunnerOptions {
   // Pad hidden and intermediate to multiples of these (0: only what the backend needs).
   int pad_hidden_to = 0;
   int pad_intermediate_to = 0;
+  // On a GPU backend, forward_on_device captures each batch (its token count, buffers and stream)
+  // in a CUDA graph the first time and replays the graph after: one launch instead of the layer's
+  // several, for callers that run the same batches again and again without graphs of their own.
+  // Not on the legacy default stream (CUDA cannot capture it), nor while the caller captures.
+  bool replay_graphs = false;
   const std::vector<BackendDeclaration>* registry = nullptr;  // the product registry unless set
 };
 

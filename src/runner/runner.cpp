@@ -31,7 +31,7 @@ MoeRunner::MoeRunner(std::shared_ptr<const MoeLayer> layer, Scheme scheme, const
   const auto& declaration = *std::find_if(registry.begin(), registry.end(),
                                           [&](const BackendDeclaration& b) { return b.name == decision_.chosen; });
   // The backend writes the plan's padding while it packs the weights: no padded copy is made here.
-  ExecutionPlan plan{decision_.chosen, scheme, device, decision_.padding, options.threads};
+  ExecutionPlan plan{decision_.chosen, scheme, device, decision_.padding, options.threads, options.replay_graphs};
   prepared_ = declaration.prepare(std::move(layer), plan);
 }
 

@@ -462,6 +462,70 @@ TEST(CudaBackend, DeviceBatchesAtAnOddOffsetGiveTheHostPathsBits) {
   }
 }
 
+// RunnerOptions::replay_graphs: the first call of a batch runs and captures it, later calls replay
+// the graph, on fresh data each time (poisoned outputs), with the bits of a runner that launches;
+// a larger batch that grows the workspace drops the graphs (they hold its old pointers), and a
+// call inside the caller's own capture goes into the caller's graph.
+TEST(CudaBackend, ReplayedGraphsGiveTheBitsOfLaunchedRuns) {
+  REQUIRE_GPU();
+  for (const char* backend : {"cuda", "cuda_sm90"}) {
+    if (!cannot_run_here(backend, Scheme::w4a16).empty()) continue;
+    SCOPED_TRACE(backend);
+    const MoeLayer& layer = test::shared_layer({256, 192, 16, 4});
+    MoeRunner launched(layer, Scheme::w4a16, DeviceSpec::detect(), {.backend = backend});
+    MoeRunner replayed(layer, Scheme::w4a16, DeviceSpec::detect(), {.backend = backend, .replay_graphs = true});
+    cudaStream_t stream;
+    ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+    const int H = 256, kMaxTokens = 2000;
+    cuda::DeviceBuffer d_x(kMaxTokens * H * 4), d_expected(kMaxTokens * H * 4), d_got(kMaxTokens * H * 4);
+    auto run_both = [&](int T, const char* what) {
+      const auto x = random_hidden(T, H, test::fresh_seed());
+      const size_t bytes = x.size() * 4;
+      ASSERT_EQ(cudaMemcpyAsync(d_x.as<void>(), x.data(), bytes, cudaMemcpyHostToDevice, stream), cudaSuccess);
+      ASSERT_EQ(cudaMemsetAsync(d_got.as<void>(), 0xFF, bytes, stream), cudaSuccess);
+      launched.forward_on_device({.tokens = T, .hidden = d_x.as<void>(), .output = d_expected.as<void>(), .stream = stream});
+      replayed.forward_on_device({.tokens = T, .hidden = d_x.as<void>(), .output = d_got.as<void>(), .stream = stream});
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      std::vector<float> expected(x.size()), got(x.size());
+      ASSERT_EQ(cudaMemcpy(expected.data(), d_expected.as<void>(), bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(got.data(), d_got.as<void>(), bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_TRUE(test::all_finite(expected));
+      EXPECT_EQ(0, std::memcmp(got.data(), expected.data(), bytes)) << "T=" << T << ", " << what;
+    };
+    for (int T : {1, 5, 64, 300}) {
+      run_both(T, "captured");
+      run_both(T, "replayed");
+      run_both(T, "replayed again");
+    }
+    run_both(kMaxTokens, "a batch that grows the workspace");
+    run_both(300, "captured again after the growth");
+    run_both(300, "replayed after the growth");
+
+    // Inside the caller's capture the launches go into the caller's graph.
+    const int T = 5;
+    const auto x = random_hidden(T, H, test::fresh_seed());
+    const size_t bytes = x.size() * 4;
+    ASSERT_EQ(cudaMemcpyAsync(d_x.as<void>(), x.data(), bytes, cudaMemcpyHostToDevice, stream), cudaSuccess);
+    launched.forward_on_device({.tokens = T, .hidden = d_x.as<void>(), .output = d_expected.as<void>(), .stream = stream});
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    replayed.forward_on_device({.tokens = T, .hidden = d_x.as<void>(), .output = d_got.as<void>(), .stream = stream});
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    ASSERT_EQ(cudaMemsetAsync(d_got.as<void>(), 0xFF, bytes, stream), cudaSuccess);
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    std::vector<float> expected(x.size()), got(x.size());
+    ASSERT_EQ(cudaMemcpy(expected.data(), d_expected.as<void>(), bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(got.data(), d_got.as<void>(), bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(0, std::memcmp(got.data(), expected.data(), bytes)) << "inside the caller's capture";
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
+  }
+}
+
 TEST(CudaBackend, DeviceBatchesMatchTheHostPath) {
   REQUIRE_GPU();
   for (const char* backend : {"cuda", "cuda_sm90"}) {

@@ -11,6 +11,7 @@
 
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/decode.hpp"
+#include "backends/cuda/graph_cache.hpp"
 #include "backends/cuda/device_buffer.hpp"
 #include "backends/cuda/kernels.hpp"
 #include "backends/cuda/layout.hpp"
@@ -56,7 +57,8 @@ class CudaMoeImpl final : public CudaMoe {
         swiglu_(layer->swiglu),
         scheme_(plan.scheme),
         device_(plan.device.ordinal),
-        unpadded_hidden_(plan.padding.hidden) {
+        unpadded_hidden_(plan.padding.hidden),
+        replay_graphs_(plan.replay_graphs) {
     plan.padding.check_layer(layer->shape, plan.backend);  // the layer itself was validated where it was made
     const int needed = scheme_traits(scheme_).min_tensor_core_sm;
     if (needed == 0) {
@@ -152,14 +154,20 @@ class CudaMoeImpl final : public CudaMoe {
     return result;
   }
 
-  void poison_buffers_for_test(bool on) override { poison_ = on; }
+  void poison_buffers_for_test(bool on) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    poison_ = on;
+    graphs_.clear();  // they hold the launches of the other setting
+  }
 
   void set_small_batch_tokens(int tokens) override {
     if (tokens < 0 || tokens > kDecodeMaxTokens) {
       throw std::invalid_argument("small-batch path: up to " + std::to_string(kDecodeMaxTokens) + " tokens");
     }
     if (tokens > 0 && decode_grids_.gate_up[0] == 0) throw std::invalid_argument("small-batch path: not available for this shape");
+    std::lock_guard<std::mutex> lock(mutex_);
     small_batch_tokens_ = tokens;
+    graphs_.clear();  // they hold the other path's launches
   }
   int small_batch_tokens() const override { return small_batch_tokens_; }
 
@@ -167,6 +175,16 @@ class CudaMoeImpl final : public CudaMoe {
     std::lock_guard<std::mutex> lock(mutex_);
     DeviceScope scope(device_);
     const auto stream = static_cast<cudaStream_t>(b.stream);
+    if (!replay_graphs_ || !GraphCache::can_capture(stream)) return enqueue_on_device(b, stream);
+    const GraphKey key{b.tokens, static_cast<int>(b.type),
+                       {b.hidden, b.output, b.expert_ids, b.expert_weights, b.routing_ids, b.routing_weights}, stream};
+    if (graphs_.replay(key)) return;
+    enqueue_on_device(b, stream);  // runs this batch, and gives every buffer its size for the capture
+    graphs_.capture(key, [&] { enqueue_on_device(b, stream); });
+  }
+
+  // forward_on_device's launches (under the lock, on the layer's GPU).
+  void enqueue_on_device(const DeviceBatch& b, cudaStream_t stream) {
     const int64_t T = b.tokens, H = shape_.hidden, k = shape_.top_k;
     const bool bf16 = b.type == ElementType::bf16;
     const GivenRouting given{b.expert_ids, b.expert_weights};
@@ -427,6 +445,8 @@ class CudaMoeImpl final : public CudaMoe {
   Scheme scheme_;
   int device_;
   int unpadded_hidden_;  // the caller's hidden size (device batches arrive unpadded)
+  bool replay_graphs_;   // forward_on_device replays one CUDA graph per batch (ExecutionPlan)
+  GraphCache graphs_;
   int sm_count_ = 1;
   bool overlap_launches_ = false;  // programmatic dependent launch (launch.cuh): sm_90 and newer
   cudaStream_t stream_ = nullptr;

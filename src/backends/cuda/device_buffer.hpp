@@ -1,7 +1,9 @@
 // Owned device memory that only grows, so repeated batches reuse their allocations.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <utility>
 
 #include "backends/cuda/cuda_check.hpp"
@@ -27,6 +29,7 @@ class DeviceBuffer {
   // At least `bytes` bytes; the old contents are lost when it grows.
   void reserve(size_t bytes) {
     if (bytes <= bytes_) return;
+    reallocations_.fetch_add(1, std::memory_order_relaxed);
     if (ptr_) MXMOE_CUDA_CHECK(cudaFree(ptr_));
     ptr_ = nullptr;
     bytes_ = 0;
@@ -39,8 +42,12 @@ class DeviceBuffer {
     return static_cast<T*>(ptr_);
   }
   size_t bytes() const { return bytes_; }
+  // How many times any buffer has grown in this process: a CUDA graph captured before the count
+  // changed may hold a freed pointer (GraphCache).
+  static uint64_t reallocations() { return reallocations_.load(std::memory_order_relaxed); }
 
  private:
+  static inline std::atomic<uint64_t> reallocations_{0};
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
 };
