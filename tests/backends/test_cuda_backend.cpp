@@ -58,8 +58,8 @@ const BackendDeclaration& declaration(const std::string& name) {
   return *it;
 }
 
-// Every GPU from sm_80 gets a CUDA backend; Hopper gets the sm_90a one for the bf16-activation
-// schemes, every other GPU the generic one (the vLLM failure: arch-specific code chosen where it
+// Every GPU from sm_80 gets a CUDA backend; Hopper gets the sm_90a one for every scheme it runs
+// (w4a16, w4a8, w4a4), every other GPU the generic one (the vLLM failure: arch-specific code chosen where it
 // cannot run).
 TEST(CudaBackend, IsPlannedForEveryGpuFromSm80) {
   const bool built = declaration("cuda").built;
@@ -74,7 +74,7 @@ TEST(CudaBackend, IsPlannedForEveryGpuFromSm80) {
         continue;
       }
       const Decision d = select_backend(DeviceSpec::parse(device), {scheme, 32, 4, 2880, 2880, 0, true});
-      EXPECT_EQ(d.chosen, hopper && scheme != Scheme::w4a8 ? "cuda_sm90" : "cuda") << device << " " << scheme_name(scheme);
+      EXPECT_EQ(d.chosen, hopper ? "cuda_sm90" : "cuda") << device << " " << scheme_name(scheme);
       EXPECT_TRUE(d.padding.is_identity()) << "2880 runs unpadded";
       if (!hopper) {
         EXPECT_NE(d.verdict("cuda_sm90")->reason.find("architecture-specific code for sm_90a only"), std::string::npos)
@@ -228,7 +228,7 @@ std::vector<SmallBatchCase> small_batch_cases() {
   }
   // The Hopper kernels' shapes are multiples of 64 (others reach them padded: test_conformance.cpp).
   for (const test::BackendCase& c : test::backend_cases({{128, 192, 8, 2}, {2880, 2880, 32, 4}, {2880, 2880, 128, 4}}, tokens)) {
-    if (c.scheme != Scheme::w4a8) all.push_back({"cuda_sm90", c});
+    all.push_back({"cuda_sm90", c});
   }
   return all;
 }

@@ -58,6 +58,19 @@ __global__ void quantize_fp8_kernel(const float* x, int64_t n, const uint32_t* a
   }
 }
 
+// The same codes' values as bf16 (exact: an E4M3 value fits bf16's exponent and mantissa), for
+// GEMMs that run FP8 schemes on bf16 tensor cores; the scale still goes after the MMA.
+__global__ void quantize_fp8_values_bf16_kernel(const float* x, int64_t n, const uint32_t* amax_bits, uint16_t* out,
+                                                float* tensor_scale) {
+  wait_for_previous_grid();
+  const float scale = fp8_scale_from(amax_bits);
+  if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = scale;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = codec::bf16_bits(codec::fp8_e4m3_value(codec::fp8_e4m3_code(x[i] / scale)));
+  }
+}
+
 // One warp per 32-value block along rows: the OCP MX rule, then the dequantized values as bf16
 // (exact: an E2M1 value times a power of two).
 __global__ void quantize_mxfp4_kernel(const float* x, int64_t blocks, uint16_t* out, float* tensor_scale) {
@@ -162,7 +175,7 @@ void launch_abs_max(const float* x, int64_t n, uint32_t* amax_bits, cudaStream_t
 }
 
 void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, const uint32_t* amax_bits, void* out,
-                     float* tensor_scale, bool overlap, cudaStream_t stream) {
+                     float* tensor_scale, bool fp8_as_bf16, bool overlap, cudaStream_t stream) {
   const int64_t n = rows * cols;
   switch (scheme) {
     case Scheme::w4a16:
@@ -171,6 +184,12 @@ void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, 
       MXMOE_CUDA_CHECK_LAUNCH("quantize_bf16_kernel");
       return;
     case Scheme::w4a8:
+      if (fp8_as_bf16) {
+        launch_after_previous(quantize_fp8_values_bf16_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, overlap, stream, x,
+                              n, amax_bits, static_cast<uint16_t*>(out), tensor_scale);
+        MXMOE_CUDA_CHECK_LAUNCH("quantize_fp8_values_bf16_kernel");
+        return;
+      }
       launch_after_previous(quantize_fp8_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, overlap, stream, x, n, amax_bits,
                             static_cast<uint8_t*>(out), tensor_scale);
       MXMOE_CUDA_CHECK_LAUNCH("quantize_fp8_kernel");

@@ -320,7 +320,8 @@ class CudaMoeImpl final : public CudaMoe {
     const int64_t P = T * k;
     const SchemeTraits& traits = scheme_traits(scheme_);
     const bool fp8 = traits.activation == ActivationFormat::fp8_e4m3;
-    const int64_t activation_bytes = traits.gemm_input_bytes;
+    const bool fp8_as_bf16 = fp8 && !gemms_.fp8_inputs;
+    const int64_t activation_bytes = fp8_as_bf16 ? 2 : traits.gemm_input_bytes;
     const int64_t active_bound = std::min(E, P);
     const GemmBatchPlan gemm_plan = gemms_.plan(scheme_, P, active_bound, shape_, sm_count_);
     const int tile_rows = gemm_plan.tile_rows;
@@ -382,7 +383,7 @@ class CudaMoeImpl final : public CudaMoe {
                       source_rows_.as<int32_t>(), position_.as<int32_t>(), overlap, stream);
     if (!x_quantized) {
       if (fp8) launch_abs_max(x, T * H, amax, stream);
-      launch_quantize(scheme_, x, T, H, amax, x_quantized_.as<void>(), scales, overlap, stream);
+      launch_quantize(scheme_, x, T, H, amax, x_quantized_.as<void>(), scales, fp8_as_bf16, overlap, stream);
     }
 
     GemmProblem gate_up;
@@ -405,7 +406,7 @@ class CudaMoeImpl final : public CudaMoe {
     }
     gate_up.folded_scales = folded_scales_;
     gate_up.gate_up = true;
-    gate_up.fp8 = fp8;
+    gate_up.fp8 = fp8 && !fp8_as_bf16;
     gate_up.alpha = swiglu_.alpha;
     gate_up.limit = swiglu_.limit;
     gate_up.splits = gemm_plan.gate_up_splits;
@@ -415,8 +416,8 @@ class CudaMoeImpl final : public CudaMoe {
 
     if (!fused_intermediate) {
       if (fp8) launch_abs_max(intermediate_.as<float>(), P * I, amax + 1, stream);
-      launch_quantize(scheme_, intermediate_.as<float>(), P, I, amax + 1, y_quantized_.as<void>(), scales + 1, overlap,
-                      stream);
+      launch_quantize(scheme_, intermediate_.as<float>(), P, I, amax + 1, y_quantized_.as<void>(), scales + 1, fp8_as_bf16,
+                      overlap, stream);
     }
 
     GemmProblem down = gate_up;

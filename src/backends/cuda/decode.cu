@@ -26,10 +26,6 @@ constexpr int kRouteThreads = kLogitWarps * 32;
 // rows an MMA fragment reads sit in distinct banks.
 __host__ __device__ constexpr int staged_row_bytes(int k, bool fp8) { return k * (fp8 ? 1 : 2) + 16; }
 
-__device__ __forceinline__ float fp8_scale_from_bits(uint32_t amax_bits) {
-  return codec::fp8_dynamic_scale(__uint_as_float(amax_bits));
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. Route.
 

@@ -34,6 +34,9 @@ struct GemmFamily {
                         int sm_count) = nullptr;
   // Runs the gate_up (problem.gate_up) or the down GEMM of a batch.
   void (*launch)(const GemmProblem& problem, const GemmBatchPlan& plan, cudaStream_t stream) = nullptr;
+  // Whether the GEMMs of FP8-activation schemes read FP8 codes (FP8 tensor cores); if not, the
+  // pipeline hands them the codes' values in bf16 (exact) and they run on bf16 tensor cores.
+  bool fp8_inputs = true;
   // Whether gate_up writes the down GEMM's input (bf16) itself under this scheme, so the batch needs
   // no fp32 intermediate and no quantization pass.
   bool (*writes_down_input)(Scheme scheme) = nullptr;

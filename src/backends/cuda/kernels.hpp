@@ -53,8 +53,9 @@ void launch_abs_max(const float* x, int64_t n, uint32_t* amax_bits, cudaStream_t
 // The scheme's activation quantization of a [rows, cols] fp32 tensor into the GEMM input format:
 // bf16 for w4a16 and w4a4 (MXFP4 values are exact in bf16), FP8 E4M3 codes for w4a8 with the scale
 // amax / 448 from *amax_bits, which is also written to *tensor_scale (1 for the other schemes).
+// With fp8_as_bf16, w4a8's codes are written as their values in bf16 (exact) for bf16 GEMMs.
 void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, const uint32_t* amax_bits, void* out,
-                     float* tensor_scale, bool overlap, cudaStream_t stream);
+                     float* tensor_scale, bool fp8_as_bf16, bool overlap, cudaStream_t stream);
 
 struct GemmProblem {
   const uint32_t* weights = nullptr;  // packed by the GEMM family (gemm_family.hpp)

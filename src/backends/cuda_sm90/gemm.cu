@@ -338,7 +338,7 @@ GemmBatchPlan plan(Scheme, int64_t pairs, int64_t active_experts, const MoeShape
 }
 
 void launch(const GemmProblem& p, const GemmBatchPlan& plan, cudaStream_t stream) {
-  if (p.fp8) throw CudaError("the sm90 wgmma kernels take bf16 activations only");
+  if (p.fp8) throw CudaError("the sm90 wgmma kernels take bf16 activations only (FP8 schemes' values in bf16)");
   if (p.n % kTileRows != 0 || p.k % kChunkK != 0) throw CudaError("the sm90 wgmma kernels need N and K multiples of 64");
   if (p.splits != 1) throw CudaError("the sm90 wgmma kernels do not split K");
   if (p.max_tiles == 0) return;
@@ -369,6 +369,7 @@ const GemmFamily& gemm_family() {
                                  .pack = pack,
                                  .plan = plan,
                                  .launch = launch,
+                                 .fp8_inputs = false,
                                  .writes_down_input = writes_down_input,
                                  .small_batch = &small_batch_experts()};
   return family;

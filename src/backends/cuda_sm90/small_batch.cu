@@ -80,14 +80,20 @@ __device__ __forceinline__ uint32_t bf16_pair(float lo, float hi) {
   return codec::bf16_bits(lo) | static_cast<uint32_t>(codec::bf16_bits(hi)) << 16;
 }
 
-// `count` rows of `k` fp32 values as the scheme's GEMM input: w4a16 rounds them to bf16; w4a4
+// The FP8 E4M3 value of v / scale (w4a8's activations; exact in bf16, the scale goes after the MMA).
+__device__ __forceinline__ float fp8_value(float v, float scale) {
+  return codec::fp8_e4m3_value(codec::fp8_e4m3_code(v / scale));
+}
+
+// `count` rows of `k` fp32 values as the scheme's GEMM input: w4a16 rounds them to bf16; w4a8 takes
+// their FP8 values under the tensor's `scale`; w4a4
 // quantizes each 32-value block by the OCP MX rule first (one warp per block), its values exact in
 // bf16. Each thread has kStageLoads loads in flight before it converts: the rows come from L2 or
 // memory, and one round trip per value would put the whole staging on the critical path.
 constexpr int kStageLoads = 4;
 
 template <Scheme S>
-__device__ void stage_rows(unsigned char* staged, const float* const* rows, int count, int k) {
+__device__ void stage_rows(unsigned char* staged, const float* const* rows, int count, int k, float scale) {
   const int row_bytes = staged_row_bytes(k);
   if constexpr (S == Scheme::w4a4) {
     constexpr int kWarps = kConsumers / 32;
@@ -131,6 +137,10 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
         if (i >= total) break;
         unsigned char* row = staged + i / quads * row_bytes;
         const int k4 = i % quads * 4;
+        if constexpr (S == Scheme::w4a8) {
+          v[u] = make_float4(fp8_value(v[u].x, scale), fp8_value(v[u].y, scale), fp8_value(v[u].z, scale),
+                             fp8_value(v[u].w, scale));
+        }
         *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4)) = bf16_pair(v[u].x, v[u].y);
         *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4 + 2)) = bf16_pair(v[u].z, v[u].w);
       }
@@ -188,7 +198,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
     c1 = min(p1, c0 + per_slice);
   };
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[kGateUp ? 0 : 1] = 1.0f;  // bf16 activations: no scale
+  constexpr bool fp8 = S == Scheme::w4a8;
+  // w4a8: tokens enter gate_up under the hidden states' scale (the route kernel's largest |x|), down
+  // under the intermediate's (the largest value gate_up wrote, read once gate_up is done).
+  float a_scale = fp8 && kGateUp ? fp8_scale_from_bits(__ldcg(&a.control->amax_bits[0])) : 1.0f;
+  if (kGateUp && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[0] = a_scale;  // for the caller
+  if (!kGateUp && !fp8 && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[1] = 1.0f;
+  float intermediate_max = 0.0f;
   auto passes = [&](int item) {
     const int slot = item / kParts / tiles;
     return (routing.pair_begin()[slot + 1] - routing.pair_begin()[slot] + kTokensPerPass - 1) / kTokensPerPass;
@@ -196,6 +212,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
 
   if (warp == kConsumers / 32) {
     // The producer: lane r fills slice r's ring with the chunks its consumers take, in their order.
+    if constexpr (fp8 && !kGateUp) {
+      if (blockIdx.x == 0 && lane == kSplit) {  // a lane the rings do not need waits for gate_up
+        wait_for_previous_grid();
+        a.tensor_scales[1] = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
+        a.control->amax_bits[0] = 0;  // every gate_up block has read it: zero for the next run
+      }
+    }
     if (lane >= kSplit) return;
     const uint32_t* words = kGateUp ? a.gate_up_words : a.down_words;
     const uint8_t* scales = kGateUp ? a.gate_up_scales : a.down_scales;
@@ -243,10 +266,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
       const int count = min(kTokensPerPass, last - first);
       if (first != staged_first) {
         consumers_sync();  // the previous tokens' readers are done
-        if constexpr (!kGateUp) wait_for_previous_grid();  // gate_up's intermediates
+        if constexpr (!kGateUp) {
+          wait_for_previous_grid();  // gate_up's intermediates, and their largest value
+          if constexpr (fp8) a_scale = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
+        }
         look_up_pass<kGateUp>(a, routing, first, count, k, s_pairs, s_rows);
         consumers_sync();
-        stage_rows<S>(staged, s_rows, count, k);
+        stage_rows<S>(staged, s_rows, count, k, a_scale);
         consumers_sync();
         staged_first = first;
       }
@@ -299,13 +325,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
           if constexpr (kGateUp) {  // rows g and g + 8 are the gate and linear rows of one unit
             const int unit = tile * (kTileRows / 2) + slice_warp * 8 + g;
             const float* bias = a.gate_up_bias + static_cast<int64_t>(expert) * n + 2 * unit;
-            a.intermediate_out[p * (n / 2) + unit] = swiglu(acc[i] + bias[0], acc[2 + i] + bias[1], a.alpha, a.limit);
+            const float y = swiglu(acc[i] * a_scale + bias[0], acc[2 + i] * a_scale + bias[1], a.alpha, a.limit);
+            a.intermediate_out[p * (n / 2) + unit] = y;
+            intermediate_max = fmaxf(intermediate_max, fabsf(y));
           } else {
             const int h = tile * kTileRows + slice_warp * 16 + g;
             const float* bias = a.down_bias + static_cast<int64_t>(expert) * n + h;
             float* out = a.pair_out + (static_cast<int64_t>(part) * routing.pairs + p) * n + h;
-            out[0] = part == 0 ? acc[i] + bias[0] : acc[i];  // the bias goes with the first part
-            out[8] = part == 0 ? acc[2 + i] + bias[8] : acc[2 + i];
+            out[0] = part == 0 ? acc[i] * a_scale + bias[0] : acc[i] * a_scale;  // the bias goes with the first part
+            out[8] = part == 0 ? acc[2 + i] * a_scale + bias[8] : acc[2 + i] * a_scale;
           }
         }
       }
@@ -316,6 +344,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
                                          kParts, [] { consumers_sync(); });
       }
     }
+  }
+  if constexpr (kGateUp && fp8) {  // the intermediate's largest magnitude, for down's scale
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+      intermediate_max = fmaxf(intermediate_max, __shfl_xor_sync(0xFFFFFFFFu, intermediate_max, offset));
+    }
+    if (lane == 0) atomicMax(&a.control->amax_bits[1], __float_as_uint(intermediate_max));
   }
 }
 
@@ -408,6 +443,8 @@ auto dispatch(Scheme scheme, bool folded_scales, F&& f) {
   switch (scheme) {
     case Scheme::w4a16:
       return folded_scales ? f.template operator()<Scheme::w4a16, true>() : f.template operator()<Scheme::w4a16, false>();
+    case Scheme::w4a8:
+      return folded_scales ? f.template operator()<Scheme::w4a8, true>() : f.template operator()<Scheme::w4a8, false>();
     case Scheme::w4a4:
       return folded_scales ? f.template operator()<Scheme::w4a4, true>() : f.template operator()<Scheme::w4a4, false>();
     default: break;
