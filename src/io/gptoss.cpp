@@ -123,10 +123,15 @@ GptOssConfig io::gptoss_config_from_json(const nlohmann::json& j, const std::fil
     c.shape.top_k = read_int(j, file, {"experts_per_token"}, limits::kMaxExperts);
   }
   c.layers = read_int(j, file, {"num_hidden_layers"}, limits::kMaxLayers);
-  if (!j.contains("swiglu_limit") || !j["swiglu_limit"].is_number() || !(j["swiglu_limit"].get<double>() > 0)) {
+  // transformers' save_pretrained may leave out a key at its GptOssConfig default, and its loader
+  // then takes the default (7.0 for swiglu_limit); OpenAI's original config always names it.
+  if (layout == GptOssLayout::huggingface && !j.contains("swiglu_limit")) {
+    c.swiglu.limit = SwigluParams{}.limit;
+  } else if (!j.contains("swiglu_limit") || !j["swiglu_limit"].is_number() || !(j["swiglu_limit"].get<double>() > 0)) {
     throw FormatError(file.string() + ": key 'swiglu_limit' must be a positive number");
+  } else {
+    c.swiglu.limit = j["swiglu_limit"].get<float>();
   }
-  c.swiglu.limit = j["swiglu_limit"].get<float>();
   if (c.shape.hidden % 32 || c.shape.intermediate % 32) {
     throw FormatError(file.string() + ": hidden_size and intermediate_size must be multiples of the MXFP4 block 32 (" +
                       c.shape.to_string() + ")");

@@ -107,8 +107,10 @@ QuantizeSummary write_quantized(const TensorStore& store, const nlohmann::json& 
 QuantizeSummary quantize_checkpoint(const std::filesystem::path& input, const std::filesystem::path& output, bool replace,
                                     const QuantizeProgress& progress) {
   const TensorStore store = TensorStore::open(input);
-  if (std::filesystem::equivalent(store.root(), std::filesystem::absolute(output).lexically_normal()) ||
-      (std::filesystem::exists(output) && std::filesystem::equivalent(store.root(), output))) {
+  // An output that does not exist yet is not the input; libstdc++ 13 on reports an error for it
+  // (LWG 2937) where 12 returned false: the error_code form returns false on both.
+  std::error_code output_not_there;
+  if (std::filesystem::equivalent(store.root(), output, output_not_there)) {
     throw std::invalid_argument("the output must differ from the input directory");
   }
   const auto config_path = store.root() / "config.json";

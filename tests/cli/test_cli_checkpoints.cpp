@@ -182,6 +182,18 @@ TEST_F(CliCheckpoints, QuantizeConvertsBf16ExpertsToMxfp4) {
   EXPECT_EQ(steps.back(), "writing model.safetensors");
   EXPECT_EQ(GptOssCheckpoint::open(dir_ / "mx-lib").load_layer(0).down.blocks, layer.down.blocks);
 
+  // The output is never the input, named alike or not (an output that does not exist yet is fine:
+  // every call above wrote a new folder).
+  r = test::run_cli("quantize --checkpoint " + path("bf16") + " --output " + path("bf16"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("the output must differ from the input directory"), std::string::npos) << r.err;
+  r = test::run_cli("quantize --checkpoint " + path("bf16") + " --output " + path("bf16") + "/../bf16/.");
+  EXPECT_NE(r.err.find("the output must differ from the input directory"), std::string::npos) << r.err;
+  fs::create_directory_symlink(dir_ / "bf16", dir_ / "bf16-link");
+  r = test::run_cli("quantize --checkpoint " + path("bf16") + " --output " + path("bf16-link"));
+  EXPECT_NE(r.err.find("the output must differ from the input directory"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(dir_ / "bf16" / "config.json"));
+
   // Not a bf16 checkpoint: a clear error.
   r = test::run_cli("quantize --checkpoint " + path("mx") + " --output " + path("mx2"));
   EXPECT_EQ(r.exit_code, 1);

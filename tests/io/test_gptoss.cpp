@@ -198,8 +198,13 @@ TEST_F(GptOssTest, ConfigProblemsNameTheKey) {
   write_json("config.json", R"({"hidden_size": "64", "intermediate_size": 64, "num_local_experts": 4, "num_experts_per_tok": 2, "num_hidden_layers": 1, "swiglu_limit": 7})");
   EXPECT_NE(load_error(dir_, 0).find("'hidden_size' must be an integer from 1 to 65536"), std::string::npos)
       << load_error(dir_, 0);
+  // transformers' save_pretrained may leave swiglu_limit out at its default; its loader takes 7.0, and so does this one.
   write_json("config.json", R"({"hidden_size": 64, "intermediate_size": 64, "num_local_experts": 4, "num_experts_per_tok": 2, "num_hidden_layers": 1})");
-  EXPECT_NE(load_error(dir_, 0).find("swiglu_limit"), std::string::npos);
+  EXPECT_EQ(GptOssCheckpoint::open(dir_).config().swiglu.limit, 7.0f);
+  write_json("config.json", R"({"hidden_size": 64, "intermediate_size": 64, "num_local_experts": 4, "num_experts_per_tok": 2, "num_hidden_layers": 1, "swiglu_limit": -1})");
+  EXPECT_NE(load_error(dir_, 0).find("'swiglu_limit' must be a positive number"), std::string::npos) << load_error(dir_, 0);
+  write_json("config.json", R"({"hidden_size": 64, "intermediate_size": 64, "num_local_experts": 4, "num_experts_per_tok": 2, "num_hidden_layers": 1, "swiglu_limit": "7"})");
+  EXPECT_NE(load_error(dir_, 0).find("'swiglu_limit' must be a positive number"), std::string::npos) << load_error(dir_, 0);
   write_json("config.json", "{oops");
   EXPECT_NE(load_error(dir_, 0).find("not valid JSON"), std::string::npos);
 }
