@@ -53,7 +53,7 @@ struct BlockRouting {
 // sort: lane p ranks its pair by (expert, pair), and the first pair of each expert (its group's
 // head) places the expert. The same tables with two barriers instead of four, for the decode sizes
 // where the routing sits on the critical path. Measured on an H200 (2026-12-01): 1.5 us off
-// gpt-oss-120b's T=1 and T=2 layers, none at T=4, and at 32 pairs (T=8) gpt-oss-20b 1.5% slower,
+// gpt-oss-120b's T=1 and T=2 layers, 0.7 at T=4, and at 32 pairs (T=8) gpt-oss-20b 1.5% slower,
 // so it stops at 16 (any value up to a warp's 32 is correct).
 constexpr int kFewPairs = 16;
 static_assert(kFewPairs <= 32, "route_few_pairs ranks with one warp");
