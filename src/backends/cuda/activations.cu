@@ -47,27 +47,23 @@ __global__ void quantize_bf16_kernel(const float* x, int64_t n, uint16_t* out, f
   for (int64_t i = 4 * quads + first; i < n; i += stride) out[i] = codec::bf16_bits(x[i]);
 }
 
-__global__ void quantize_fp8_kernel(const float* x, int64_t n, const uint32_t* amax_bits, uint8_t* out,
+// FP8 E4M3 codes of x under the tensor's dynamic scale, or (kValuesAsBf16) the codes' values as
+// bf16, exact (an E4M3 value fits bf16's exponent and mantissa), for GEMMs that run FP8 schemes on
+// bf16 tensor cores; the scale goes after the MMA either way.
+template <bool kValuesAsBf16>
+__global__ void quantize_fp8_kernel(const float* x, int64_t n, const uint32_t* amax_bits, void* out,
                                     float* tensor_scale) {
   wait_for_previous_grid();
   const float scale = fp8_scale_from(amax_bits);
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = scale;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = codec::fp8_e4m3_code(x[i] / scale);
-  }
-}
-
-// The same codes' values as bf16 (exact: an E4M3 value fits bf16's exponent and mantissa), for
-// GEMMs that run FP8 schemes on bf16 tensor cores; the scale still goes after the MMA.
-__global__ void quantize_fp8_values_bf16_kernel(const float* x, int64_t n, const uint32_t* amax_bits, uint16_t* out,
-                                                float* tensor_scale) {
-  wait_for_previous_grid();
-  const float scale = fp8_scale_from(amax_bits);
-  if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = scale;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = codec::bf16_bits(codec::fp8_e4m3_value(codec::fp8_e4m3_code(x[i] / scale)));
+    const uint8_t code = codec::fp8_e4m3_code(x[i] / scale);
+    if constexpr (kValuesAsBf16) {
+      static_cast<uint16_t*>(out)[i] = codec::bf16_bits(codec::fp8_e4m3_value(code));
+    } else {
+      static_cast<uint8_t*>(out)[i] = code;
+    }
   }
 }
 
@@ -184,14 +180,8 @@ void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, 
       MXMOE_CUDA_CHECK_LAUNCH("quantize_bf16_kernel");
       return;
     case Scheme::w4a8:
-      if (fp8_as_bf16) {
-        launch_after_previous(quantize_fp8_values_bf16_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, overlap, stream, x,
-                              n, amax_bits, static_cast<uint16_t*>(out), tensor_scale);
-        MXMOE_CUDA_CHECK_LAUNCH("quantize_fp8_values_bf16_kernel");
-        return;
-      }
-      launch_after_previous(quantize_fp8_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, overlap, stream, x, n, amax_bits,
-                            static_cast<uint8_t*>(out), tensor_scale);
+      launch_after_previous(fp8_as_bf16 ? quantize_fp8_kernel<true> : quantize_fp8_kernel<false>, dim3(blocks_for(n, 256)),
+                            dim3(256), 0, overlap, stream, x, n, amax_bits, out, tensor_scale);
       MXMOE_CUDA_CHECK_LAUNCH("quantize_fp8_kernel");
       return;
     case Scheme::w4a4:
