@@ -478,6 +478,16 @@ TEST(CudaBackend, ReplayedGraphsGiveTheBitsOfLaunchedRuns) {
     ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
     const int H = 256, kMaxTokens = 2000;
     cuda::DeviceBuffer d_x(kMaxTokens * H * 4), d_expected(kMaxTokens * H * 4), d_got(kMaxTokens * H * 4);
+    // Once the stream is done: both outputs of T tokens, finite and bit-equal.
+    auto expect_same_outputs = [&](int T, const std::string& what) {
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      const size_t count = static_cast<size_t>(T) * H;
+      std::vector<float> expected(count), got(count);
+      ASSERT_EQ(cudaMemcpy(expected.data(), d_expected.as<void>(), count * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(got.data(), d_got.as<void>(), count * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_TRUE(test::all_finite(expected));
+      EXPECT_EQ(0, std::memcmp(got.data(), expected.data(), count * 4)) << "T=" << T << ", " << what;
+    };
     auto run_both = [&](int T, const char* what) {
       const auto x = random_hidden(T, H, test::fresh_seed());
       const size_t bytes = x.size() * 4;
@@ -485,12 +495,7 @@ TEST(CudaBackend, ReplayedGraphsGiveTheBitsOfLaunchedRuns) {
       ASSERT_EQ(cudaMemsetAsync(d_got.as<void>(), 0xFF, bytes, stream), cudaSuccess);
       launched.forward_on_device({.tokens = T, .hidden = d_x.as<void>(), .output = d_expected.as<void>(), .stream = stream});
       replayed.forward_on_device({.tokens = T, .hidden = d_x.as<void>(), .output = d_got.as<void>(), .stream = stream});
-      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-      std::vector<float> expected(x.size()), got(x.size());
-      ASSERT_EQ(cudaMemcpy(expected.data(), d_expected.as<void>(), bytes, cudaMemcpyDeviceToHost), cudaSuccess);
-      ASSERT_EQ(cudaMemcpy(got.data(), d_got.as<void>(), bytes, cudaMemcpyDeviceToHost), cudaSuccess);
-      ASSERT_TRUE(test::all_finite(expected));
-      EXPECT_EQ(0, std::memcmp(got.data(), expected.data(), bytes)) << "T=" << T << ", " << what;
+      expect_same_outputs(T, what);
     };
     for (int T : {1, 5, 64, 300}) {
       run_both(T, "captured");
@@ -515,11 +520,7 @@ TEST(CudaBackend, ReplayedGraphsGiveTheBitsOfLaunchedRuns) {
     ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
     ASSERT_EQ(cudaMemsetAsync(d_got.as<void>(), 0xFF, bytes, stream), cudaSuccess);
     ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
-    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-    std::vector<float> expected(x.size()), got(x.size());
-    ASSERT_EQ(cudaMemcpy(expected.data(), d_expected.as<void>(), bytes, cudaMemcpyDeviceToHost), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(got.data(), d_got.as<void>(), bytes, cudaMemcpyDeviceToHost), cudaSuccess);
-    EXPECT_EQ(0, std::memcmp(got.data(), expected.data(), bytes)) << "inside the caller's capture";
+    expect_same_outputs(T, "inside the caller's capture");
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
     cudaStreamDestroy(stream);

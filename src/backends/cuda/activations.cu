@@ -31,10 +31,6 @@ __global__ void abs_max_kernel(const float* x, int64_t n, uint32_t* amax_bits) {
   if (threadIdx.x % 32 == 0) atomicMax(amax_bits, __float_as_uint(m));
 }
 
-__device__ __forceinline__ float fp8_scale_from(const uint32_t* amax_bits) {
-  return codec::fp8_dynamic_scale(__uint_as_float(*amax_bits));
-}
-
 // Four values per step (16-byte loads, 8-byte stores), the last n % 4 one at a time.
 __global__ void quantize_bf16_kernel(const float* x, int64_t n, uint16_t* out, float* tensor_scale) {
   wait_for_previous_grid();  // launched to overlap the previous kernel's tail (launch.cuh)
@@ -54,7 +50,7 @@ template <bool kValuesAsBf16>
 __global__ void quantize_fp8_kernel(const float* x, int64_t n, const uint32_t* amax_bits, void* out,
                                     float* tensor_scale) {
   wait_for_previous_grid();
-  const float scale = fp8_scale_from(amax_bits);
+  const float scale = fp8_scale_from_bits(*amax_bits);
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = scale;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {

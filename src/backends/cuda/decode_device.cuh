@@ -10,14 +10,8 @@
 
 #include "backends/cuda/decode.hpp"
 #include "backends/cuda/routing.cuh"
-#include "mxmoe/codecs.hpp"
 
 namespace mxmoe::cuda {
-
-// w4a8's tensor scale from a largest magnitude gathered as float bits (DecodeControl::amax_bits).
-__device__ __forceinline__ float fp8_scale_from_bits(uint32_t amax_bits) {
-  return codec::fp8_dynamic_scale(__uint_as_float(amax_bits));
-}
 
 // The batch's routing in a block's shared memory: every expert block builds the same tables from
 // the route kernel's final logits, so no serial step (one block taking the top-k while the GPU

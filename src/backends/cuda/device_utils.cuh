@@ -131,6 +131,12 @@ __device__ __forceinline__ float swiglu(float gate, float linear, float alpha, f
   return codec::swiglu(gate, linear, alpha, limit);
 }
 
+// The FP8 tensor scale from a largest magnitude gathered as float bits by atomicMax (non-negative
+// floats order like their bits): the quantization passes' and the small-batch kernels' amax.
+__device__ __forceinline__ float fp8_scale_from_bits(uint32_t amax_bits) {
+  return codec::fp8_dynamic_scale(__uint_as_float(amax_bits));
+}
+
 // Programmatic dependent launch (sm_90+): a kernel's blocks start while its predecessor finishes,
 // and wait here until the predecessor's results are visible. No-ops without it.
 __device__ __forceinline__ void wait_for_previous_grid() {
