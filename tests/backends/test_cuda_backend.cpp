@@ -12,6 +12,9 @@
 
 #ifdef MXMOE_WITH_CUDA
 #include <cstring>
+#include <limits>
+
+#include <cuda_fp8.h>
 
 #include "backends/cuda/cuda_moe.hpp"
 #include "backends/cuda/decode.hpp"
@@ -153,6 +156,60 @@ TEST(CudaKernels, FoldedScaleDecodeIsExactUpToCode128) {
         EXPECT_EQ(decoded[s * 1024 + 2 * byte + half], expected) << "two-step, scale " << int(scales[s]) << " byte " << byte;
         EXPECT_EQ(decoded[s * 1024 + 512 + 2 * byte + half], expected) << "folded, scale " << int(scales[s]) << " byte " << byte;
       }
+    }
+  }
+}
+
+// FP8 E4M3 rounding on the device is the conversion instruction (codecs.hpp): the same codes as the
+// codec's arithmetic at every rounding tie (each pair of neighbouring codes' midpoint and the floats
+// either side), the saturation at 448 and for infinities, subnormals, and a sweep of float bits.
+std::vector<float> fp8_rounding_cases() {
+  std::vector<float> v;
+  for (int c = 0; c < 0x7E; ++c) {
+    const float lo = codec::fp8_e4m3_value(static_cast<uint8_t>(c)), hi = codec::fp8_e4m3_value(static_cast<uint8_t>(c + 1));
+    const float mid = (lo + hi) / 2;  // exact: neighbouring E4M3 values differ in few bits
+    for (float x : {lo, mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e9f), hi}) {
+      v.push_back(x);
+      v.push_back(-x);
+    }
+  }
+  for (float x : {448.0f, 463.99f, 464.0f, 479.0f, 480.0f, 1e30f, std::numeric_limits<float>::infinity(),
+                  std::numeric_limits<float>::denorm_min(), 0x1p-10f, 0x1p-11f, 0.0f}) {
+    v.push_back(x);
+    v.push_back(-x);
+  }
+  for (uint64_t b = 0; b < (uint64_t{1} << 32); b += 4099) {
+    float x;
+    const uint32_t bits = static_cast<uint32_t>(b);
+    std::memcpy(&x, &bits, 4);
+    if (!std::isnan(x)) v.push_back(x);
+  }
+  return v;
+}
+
+TEST(CudaFp8, CudasHostEmulationRoundsAsTheCodec) {
+  for (float x : fp8_rounding_cases()) {
+    ASSERT_EQ(static_cast<int>(__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3)),
+              static_cast<int>(codec::fp8_e4m3_code(x)))
+        << x;
+  }
+}
+
+TEST(CudaFp8, DeviceConversionsMatchTheCodec) {
+  REQUIRE_GPU();
+  const std::vector<float> cases = fp8_rounding_cases();
+  std::vector<uint8_t> codes(cases.size());
+  std::vector<float> values(cases.size());
+  cuda::fp8_codes_for_test(cases.data(), static_cast<int>(cases.size()), codes.data(), values.data());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ASSERT_EQ(static_cast<int>(codes[i]), static_cast<int>(codec::fp8_e4m3_code(cases[i]))) << cases[i];
+  }
+  for (int code = 0; code < 256; ++code) {
+    const float expected = codec::fp8_e4m3_value(static_cast<uint8_t>(code));
+    if (std::isnan(expected)) {
+      EXPECT_TRUE(std::isnan(values[code])) << code;
+    } else {
+      EXPECT_EQ(values[code], expected) << code;
     }
   }
 }

@@ -158,6 +158,13 @@ __global__ void decode_codes_kernel(float* out) {
   out[512 + 2 * byte + 1] = codec::fp8_e4m3_value(static_cast<uint8_t>((f8 >> 8) & 0xFF)) * 64.0f;
 }
 
+__global__ void fp8_codes_kernel(const float* in, int n, uint8_t* codes, float* values) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    codes[i] = codec::fp8_e4m3_code(in[i]);
+    values[i] = codec::fp8_e4m3_value(static_cast<uint8_t>(i & 0xFF));
+  }
+}
+
 }  // namespace
 
 void launch_abs_max(const float* x, int64_t n, uint32_t* amax_bits, cudaStream_t stream) {
@@ -247,6 +254,26 @@ void decode_scaled_codes_for_test(const uint8_t* host_scales, int count, float* 
   cudaFree(scales);
   cudaFree(d);
   check(status, "decode_scaled_codes_kernel", __FILE__, __LINE__);
+}
+
+void fp8_codes_for_test(const float* host_in, int n, uint8_t* host_codes, float* host_values) {
+  float* in = nullptr;
+  float* values = nullptr;
+  uint8_t* codes = nullptr;
+  MXMOE_CUDA_CHECK(cudaMalloc(&in, n * sizeof(float)));
+  MXMOE_CUDA_CHECK(cudaMalloc(&values, n * sizeof(float)));
+  MXMOE_CUDA_CHECK(cudaMalloc(&codes, n));
+  cudaError_t status = cudaMemcpy(in, host_in, n * sizeof(float), cudaMemcpyHostToDevice);
+  if (status == cudaSuccess) {
+    fp8_codes_kernel<<<blocks_for(n, 256, 4096), 256>>>(in, n, codes, values);
+    status = cudaGetLastError();
+  }
+  if (status == cudaSuccess) status = cudaMemcpy(host_codes, codes, n, cudaMemcpyDeviceToHost);
+  if (status == cudaSuccess) status = cudaMemcpy(host_values, values, n * sizeof(float), cudaMemcpyDeviceToHost);
+  cudaFree(in);
+  cudaFree(values);
+  cudaFree(codes);
+  check(status, "fp8_codes_kernel", __FILE__, __LINE__);
 }
 
 }  // namespace mxmoe::cuda
