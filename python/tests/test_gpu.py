@@ -186,6 +186,39 @@ class RelaidForTritonKernels(unittest.TestCase):
         self.assertTrue(torch.equal(got, expected))
 
 
+def assert_generates_like_transformers(test, model, prompt):
+    """Generates 32 greedy tokens with the model's own MoE, replaces its MoE layers with mxmoe's
+    (w4a16) and generates again: logits within LOGITS_BOUND at every position of transformers'
+    sequence, and the same tokens up to a near tie of transformers' own top two logits."""
+    kwargs = dict(max_new_tokens=32, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    with torch.no_grad():
+        theirs = model.generate(prompt, **kwargs)
+        their_logits = model(theirs.sequences).logits[0].double().cpu()
+        test.assertEqual(mx.replace_moe(model, scheme="w4a16"), len(model.model.layers))
+        ours = model.generate(prompt, **kwargs)
+        # Both MoEs on the same tokens (transformers' sequence): every position's logits.
+        our_logits = model(theirs.sequences).logits[0].double().cpu()
+    errors = [relative_l2(our_logits[p], their_logits[p]) for p in range(their_logits.shape[0])]
+    print(f"\n  logits against transformers' float32 MoE: relative L2 at most {max(errors):.3g} over "
+          f"{len(errors)} positions")
+    # Two layers of bf16-rounded activations compound what one layer's 1e-2 allows.
+    test.assertLess(max(errors), LOGITS_BOUND)
+    generated = theirs.sequences.shape[1] - prompt.shape[1]
+    differing = [step for step in range(generated)
+                 if theirs.sequences[0, prompt.shape[1] + step] != ours.sequences[0, prompt.shape[1] + step]]
+    if differing:
+        # Greedy decoding may part at a near tie: allowed only where transformers' own top two
+        # logits are closer than the two MoEs' logits differ there.
+        step = differing[0]
+        position = prompt.shape[1] + step - 1
+        top2 = their_logits[position].topk(2).values
+        margin = float(top2[0] - top2[1])
+        gap = float((our_logits[position] - their_logits[position]).abs().max())
+        print(f"\n  generation parts at step {step} of {generated}: transformers' top-two margin {margin:.3g}, "
+              f"largest logit difference there {gap:.3g}")
+        test.assertLess(margin, 2 * gap, f"tokens differ from step {step} without a near tie")
+
+
 @unittest.skipIf(NEEDS, NEEDS)
 class Generate(unittest.TestCase):
     def test_a_small_gpt_oss_generates_the_same_tokens(self):
@@ -195,34 +228,38 @@ class Generate(unittest.TestCase):
         for i, layer in enumerate(model.model.layers):
             set_mxfp4_experts(layer.mlp, seed=10 + i)
         model.to(CUDA)
-        prompt = torch.randint(0, cfg.vocab_size, (1, 8), device=CUDA)
-        kwargs = dict(max_new_tokens=32, do_sample=False, output_logits=True, return_dict_in_generate=True)
-        with torch.no_grad():
-            theirs = model.generate(prompt, **kwargs)
-            their_logits = model(theirs.sequences).logits[0].double().cpu()
-            self.assertEqual(mx.replace_moe(model, scheme="w4a16"), 2)
-            ours = model.generate(prompt, **kwargs)
-            # Both MoEs on the same 40 tokens (transformers' sequence): every position's logits.
-            our_logits = model(theirs.sequences).logits[0].double().cpu()
-        errors = [relative_l2(our_logits[p], their_logits[p]) for p in range(their_logits.shape[0])]
-        print(f"\n  logits against transformers' float32 MoE: relative L2 at most {max(errors):.3g} over "
-              f"{len(errors)} positions")
-        # Two layers of bf16-rounded activations compound what one layer's 1e-2 allows.
-        self.assertLess(max(errors), LOGITS_BOUND)
-        generated = theirs.sequences.shape[1] - prompt.shape[1]
-        differing = [step for step in range(generated)
-                     if theirs.sequences[0, prompt.shape[1] + step] != ours.sequences[0, prompt.shape[1] + step]]
-        if differing:
-            # Greedy decoding may part at a near tie: allowed only where transformers' own top two
-            # logits are closer than the two MoEs' logits differ there.
-            step = differing[0]
-            position = prompt.shape[1] + step - 1
-            top2 = their_logits[position].topk(2).values
-            margin = float(top2[0] - top2[1])
-            gap = float((our_logits[position] - their_logits[position]).abs().max())
-            print(f"\n  generation parts at step {step} of {generated}: transformers' top-two margin {margin:.3g}, "
-                  f"largest logit difference there {gap:.3g}")
-            self.assertLess(margin, 2 * gap, f"tokens differ from step {step} without a near tie")
+        assert_generates_like_transformers(self, model, torch.randint(0, cfg.vocab_size, (1, 8), device=CUDA))
+
+    def test_an_mxfp4_checkpoint_from_mxmoe_quantize_loads_and_generates(self):
+        """A small gpt-oss saved by transformers, converted to the Hugging Face MXFP4 layout by
+        `mxmoe quantize`, loaded back by transformers (dequantized) and handed to mxmoe: transformers
+        reads back the experts that were written, and mxmoe's MoE generates what transformers' does."""
+        import os
+        import subprocess
+        import tempfile
+        from transformers import Mxfp4Config
+        cli = os.environ.get("MXMOE_CLI") or os.path.join(os.path.dirname(mxmoe.__file__), os.pardir, os.pardir, "mxmoe")
+        if not os.path.isfile(cli):
+            self.skipTest(f"no mxmoe command at {cli} (MXMOE_CLI names it)")
+        torch.manual_seed(1)
+        cfg = config(layers=2)
+        model = hf.GptOssForCausalLM(cfg).float().eval()
+        for i, layer in enumerate(model.model.layers):
+            set_mxfp4_experts(layer.mlp, seed=30 + i)
+        with tempfile.TemporaryDirectory() as root:
+            dense, quantized = os.path.join(root, "dense"), os.path.join(root, "mxfp4")
+            model.save_pretrained(dense)
+            subprocess.run([cli, "quantize", "--checkpoint", dense, "--output", quantized], check=True)
+            loaded = hf.GptOssForCausalLM.from_pretrained(quantized, quantization_config=Mxfp4Config(dequantize=True),
+                                                          dtype=torch.float32).eval()
+        for written, read in zip(model.model.layers, loaded.model.layers):
+            for proj in ("gate_up_proj", "down_proj"):
+                self.assertTrue(torch.equal(getattr(read.mlp.experts, proj).float().cpu(),
+                                            getattr(written.mlp.experts, proj).float()), proj)
+        # Mxfp4Config(dequantize=True) leaves the experts in bf16 beside float32 layers, which
+        # transformers' own MoE refuses to multiply: float32 throughout, as the other model runs.
+        loaded.float().to(CUDA)
+        assert_generates_like_transformers(self, loaded, torch.randint(0, cfg.vocab_size, (1, 8), device=CUDA))
 
 
 if __name__ == "__main__":
