@@ -55,4 +55,25 @@ __device__ __forceinline__ void bulk_copy(void* destination, const void* source,
                : "memory");
 }
 
+// An L2 policy for data read once (expert weights): evicted first, so that the rows read many
+// times (activations) stay in L2 while the weights stream through it.
+__device__ __forceinline__ uint64_t evict_first_policy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+__device__ __forceinline__ uint64_t evict_normal_policy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+__device__ __forceinline__ void bulk_copy(void* destination, const void* source, uint32_t bytes, uint64_t* barrier,
+                                          uint64_t policy) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::"r"(
+          smem_address(destination)),
+      "l"(source), "r"(bytes), "r"(smem_address(barrier)), "l"(policy)
+      : "memory");
+}
+
 }  // namespace mxmoe::cuda::sm90
