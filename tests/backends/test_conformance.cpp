@@ -28,7 +28,7 @@ constexpr DeviceKind kKind = kGpu ? DeviceKind::cuda : DeviceKind::cpu;
 
 // The matrix per device kind: shapes and the batch sizes each runs. The GPU's reaches
 // gpt-oss-120b's 128 experts and prefill batches; the host's keeps CI's two cores within budget
-// (each case is a process that first makes its random layer: seconds at gpt-oss-20b size). The tiny
+// (its gpt-oss-20b-shape cases share one process and one random layer: tests/CMakeLists.txt). The tiny
 // shapes are not multiples of 64: backends that need that (cuda_sm90) run them padded by the oracle.
 struct ShapeRow {
   MoeShape shape;
