@@ -11,6 +11,8 @@ script. The same run measures the ceilings: device-to-device copy bandwidth and 
 The peer's source is never part of mxmoe: pass the folder that holds the `triton_kernels` package
 (python/triton_kernels of the triton repository at the version matching the installed triton) with
 --triton-kernels or TRITON_KERNELS_SRC. Without it, mxmoe is still timed and the peer column is empty.
+With --rounds N both are timed N times, alternating, and the smallest ratio per point is reported:
+where the two are within a percent, one round does not say which is faster.
 """
 import argparse
 import datetime
@@ -182,7 +184,10 @@ def main():
     p.add_argument("--tokens", default="1,16,128,1024,8192")
     p.add_argument("--reps", type=int, default=100)
     p.add_argument("--results-dir", default="docs/results")
+    p.add_argument("--rounds", type=int, default=1, help="time both this many times, alternating (default 1)")
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     models = args.models.split(",")
     schemes = args.schemes.split(",")
     tokens_list = [int(t) for t in args.tokens.split(",")]
@@ -191,43 +196,57 @@ def main():
     copy_gbs, cublas = copy_bandwidth_gbs(), cublas_bf16_tflops()
     print(f"GPU: {gpu}; copy {copy_gbs:.0f} GB/s (read + write); cuBLAS bf16 8192^3 {cublas:.0f} TFLOP/s", flush=True)
 
-    peer = {}
-    peer_note = ""
-    if args.triton_kernels and os.path.isdir(os.path.join(args.triton_kernels, "triton_kernels")):
+    have_peer = bool(args.triton_kernels and os.path.isdir(os.path.join(args.triton_kernels, "triton_kernels")))
+    if have_peer:
         sys.path.insert(0, args.triton_kernels)
         import triton
         peer_note = f"triton_kernels from {args.triton_kernels}, triton {triton.__version__}"
-        for model in models:
-            peer[model] = time_peer(model, tokens_list, args.reps)
-            torch.cuda.empty_cache()
     else:
         peer_note = "peer not timed: no triton_kernels source given (--triton-kernels or TRITON_KERNELS_SRC)"
     print(peer_note, flush=True)
 
-    mx, raw = time_mxmoe(args.mxmoe_bench, models, schemes, tokens_list, args.reps)
-    rows = []
-    print(f"\n{'model':<13} {'scheme':<6} {'backend':<9} {'T':>5} {'mxmoe us':>9} {'peer us':>9} {'peer/mxmoe':>10} "
-          f"{'mxmoe TB/s':>10} {'of copy':>7} {'TFLOP/s':>8}")
-    for model in models:
-        for scheme in schemes:
-            for tokens in tokens_list:
-                r = mx[(model, scheme, tokens)]
-                mx_us = r["ms"] * 1e3
-                peer_us = peer[model][tokens] * 1e3 if model in peer else None
-                rows.append({"model": model, "scheme": scheme, "tokens": tokens, "mxmoe_us": round(mx_us, 2),
-                             "peer_us": round(peer_us, 2) if peer_us else None,
-                             "mxmoe_weight_gbs": round(r["weight_gbs"], 1), "mxmoe_tflops": round(r["tflops"], 1),
-                             "backend": r.get("backend"), "small_batch_path": r.get("small_batch_path")})
-                ratio = f"{peer_us / mx_us:10.2f}" if peer_us else f"{'-':>10}"
-                peer_col = f"{peer_us:9.1f}" if peer_us else f"{'-':>9}"
-                print(f"{model:<13} {scheme:<6} {r.get('backend', ''):<9} {tokens:>5} {mx_us:9.1f} {peer_col} {ratio} "
-                      f"{r['weight_gbs'] / 1e3:10.2f} {r['weight_gbs'] / copy_gbs:7.2f} {r['tflops']:8.1f}")
+    # Rounds alternate the two in one process, so that a ratio near 1 can be told from the spread.
+    rows, raws = [], []
+    for rnd in range(1, args.rounds + 1):
+        peer = {}
+        if have_peer:
+            for model in models:
+                peer[model] = time_peer(model, tokens_list, args.reps)
+                torch.cuda.empty_cache()
+        mx, raw = time_mxmoe(args.mxmoe_bench, models, schemes, tokens_list, args.reps)
+        raws.append(raw)
+        print(f"\n{'model':<13} {'scheme':<6} {'backend':<9} {'T':>5} {'mxmoe us':>9} {'peer us':>9} {'peer/mxmoe':>10} "
+              f"{'mxmoe TB/s':>10} {'of copy':>7} {'TFLOP/s':>8}" + (f"   round {rnd} of {args.rounds}" if args.rounds > 1 else ""))
+        for model in models:
+            for scheme in schemes:
+                for tokens in tokens_list:
+                    r = mx[(model, scheme, tokens)]
+                    mx_us = r["ms"] * 1e3
+                    peer_us = peer[model][tokens] * 1e3 if model in peer else None
+                    rows.append({"model": model, "scheme": scheme, "tokens": tokens, "mxmoe_us": round(mx_us, 2),
+                                 "peer_us": round(peer_us, 2) if peer_us else None, "round": rnd,
+                                 "mxmoe_weight_gbs": round(r["weight_gbs"], 1), "mxmoe_tflops": round(r["tflops"], 1),
+                                 "backend": r.get("backend"), "small_batch_path": r.get("small_batch_path")})
+                    ratio = f"{peer_us / mx_us:10.2f}" if peer_us else f"{'-':>10}"
+                    peer_col = f"{peer_us:9.1f}" if peer_us else f"{'-':>9}"
+                    print(f"{model:<13} {scheme:<6} {r.get('backend', ''):<9} {tokens:>5} {mx_us:9.1f} {peer_col} {ratio} "
+                          f"{r['weight_gbs'] / 1e3:10.2f} {r['weight_gbs'] / copy_gbs:7.2f} {r['tflops']:8.1f}")
+    if have_peer and args.rounds > 1:
+        print(f"\nover {args.rounds} rounds: the smallest peer/mxmoe per point")
+        for model in models:
+            for scheme in schemes:
+                for tokens in tokens_list:
+                    ratios = [r["peer_us"] / r["mxmoe_us"] for r in rows
+                              if (r["model"], r["scheme"], r["tokens"]) == (model, scheme, tokens)]
+                    print(f"{model:<13} {scheme:<6} {tokens:>5} {min(ratios):8.3f}  "
+                          f"{'ahead in every round' if min(ratios) >= 1 else 'behind in a round'}")
     slug = gpu.lower().replace("nvidia ", "").split()[0]
     os.makedirs(args.results_dir, exist_ok=True)
     path = os.path.join(args.results_dir, f"{datetime.date.today()}-{slug}-vs-triton_kernels.json")
     json.dump({"gpu": gpu, "copy_bandwidth_gbs": round(copy_gbs, 1), "cublas_bf16_tflops": round(cublas, 1),
                "peer": peer_note, "method": "CUDA-graph replays, events, median, 4 rotating input batches",
-               "rows": rows, "mxmoe_raw": raw}, open(path, "w"), indent=1)
+               "rounds": args.rounds, "rows": rows, "mxmoe_raw": raws[0] if len(raws) == 1 else raws},
+              open(path, "w"), indent=1)
     print(f"\nwrote {path}")
 
 
