@@ -63,6 +63,40 @@ __global__ void quantize_fp8_kernel(const float* x, int64_t n, const uint32_t* a
   }
 }
 
+// Per-token FP8 (w4a8_token): each row under its own dynamic scale, its amax / 448 (written to
+// row_scales), as quantize_fp8_kernel does for the whole tensor. One block per row at a time.
+template <bool kValuesAsBf16>
+__global__ void quantize_fp8_rows_kernel(const float* x, int64_t rows, int cols, void* out, float* row_scales,
+                                         float* tensor_scale) {
+  __shared__ float warp_max[32];
+  wait_for_previous_grid();
+  if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = 1.0f;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const float* row = x + r * cols;
+    float m = 0.0f;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) m = fmaxf(m, fabsf(row[c]));
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, offset));
+    if (lane == 0) warp_max[warp] = m;
+    __syncthreads();
+    m = 0.0f;
+    for (int w = 0; w < warps; ++w) m = fmaxf(m, warp_max[w]);
+    const float scale = codec::fp8_dynamic_scale(m);
+    if (threadIdx.x == 0) row_scales[r] = scale;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+      const uint8_t code = codec::fp8_e4m3_code(row[c] / scale);
+      const int64_t i = r * cols + c;
+      if constexpr (kValuesAsBf16) {
+        static_cast<uint16_t*>(out)[i] = codec::bf16_bits(codec::fp8_e4m3_value(code));
+      } else {
+        static_cast<uint8_t*>(out)[i] = code;
+      }
+    }
+    __syncthreads();  // warp_max is read by every thread before the next row writes it
+  }
+}
+
 // One warp per 32-value block along rows: the OCP MX rule, then the dequantized values as bf16
 // (exact: an E2M1 value times a power of two).
 __global__ void quantize_mxfp4_kernel(const float* x, int64_t blocks, uint16_t* out, float* tensor_scale) {
@@ -194,10 +228,19 @@ void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, 
       MXMOE_CUDA_CHECK_LAUNCH("quantize_mxfp4_kernel");
       return;
     case Scheme::w4a32:
-    case Scheme::w4a8_token:  // no CUDA backend declares it yet
+    case Scheme::w4a8_token:  // a scale per row: launch_quantize_rows
       break;
   }
   throw CudaError("the CUDA backend does not run scheme " + std::string(scheme_name(scheme)));
+}
+
+void launch_quantize_rows(const float* x, int64_t rows, int64_t cols, void* out, float* row_scales, float* tensor_scale,
+                          bool fp8_as_bf16, bool overlap, cudaStream_t stream) {
+  if (rows == 0) return;
+  launch_after_previous(fp8_as_bf16 ? quantize_fp8_rows_kernel<true> : quantize_fp8_rows_kernel<false>,
+                        dim3(blocks_for(rows, 1, 8192)), dim3(256), 0, overlap, stream, x, rows, static_cast<int>(cols),
+                        out, row_scales, tensor_scale);
+  MXMOE_CUDA_CHECK_LAUNCH("quantize_fp8_rows_kernel");
 }
 
 void launch_combine(const float* pair_out, const int32_t* position, const float* weights, int tokens, int hidden,

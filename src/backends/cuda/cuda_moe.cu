@@ -105,7 +105,8 @@ class CudaMoeImpl final : public CudaMoe {
     router_weight_ = upload(padded.router_weight());
     router_bias_ = upload(layer->router_bias);
     MXMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    if (gemms_.small_batch && small_batch_supports(shape_.hidden, shape_.intermediate, shape_.experts, shape_.top_k)) {
+    if (gemms_.small_batch && small_batch_takes(scheme_) &&
+        small_batch_supports(shape_.hidden, shape_.intermediate, shape_.experts, shape_.top_k)) {
       allocate_small_batch_path();
       small_batch_tokens_ = gemms_.small_batch->max_tokens;
     }
@@ -149,8 +150,30 @@ class CudaMoeImpl final : public CudaMoe {
                                      cudaMemcpyDeviceToHost, stream_));
     float scales[2];
     MXMOE_CUDA_CHECK(cudaMemcpyAsync(scales, tensor_scales_.as<void>(), sizeof scales, cudaMemcpyDeviceToHost, stream_));
+    // Per-token schemes: the tokens' scales, and the pairs' in (token, slot) order as the reference
+    // gives them (the GPU holds them in sorted pair order: position maps one to the other).
+    const bool per_token = scheme_traits(scheme_).scale == ScaleGranularity::per_token;
+    std::vector<float> sorted_pair_scales;
+    std::vector<int32_t> position;
+    if (per_token) {
+      result.scales.hidden_rows.resize(T);
+      sorted_pair_scales.resize(T * k);
+      position.resize(T * k);
+      const float* row_scales = row_scales_.as<float>();
+      MXMOE_CUDA_CHECK(cudaMemcpyAsync(result.scales.hidden_rows.data(), row_scales, T * sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_));
+      MXMOE_CUDA_CHECK(cudaMemcpyAsync(sorted_pair_scales.data(), row_scales + T, T * k * sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_));
+      MXMOE_CUDA_CHECK(cudaMemcpyAsync(position.data(), position_.as<void>(), T * k * sizeof(int32_t),
+                                       cudaMemcpyDeviceToHost, stream_));
+    }
     MXMOE_CUDA_CHECK(cudaStreamSynchronize(stream_));  // also surfaces errors raised while kernels ran
-    result.scales = {scales[0], scales[1]};
+    result.scales.hidden = scales[0];
+    result.scales.intermediate = scales[1];
+    if (per_token) {
+      result.scales.intermediate_rows.resize(T * k);
+      for (int64_t p = 0; p < T * k; ++p) result.scales.intermediate_rows[p] = sorted_pair_scales[position[p]];
+    }
     return result;
   }
 
@@ -321,6 +344,7 @@ class CudaMoeImpl final : public CudaMoe {
     const SchemeTraits& traits = scheme_traits(scheme_);
     const bool fp8 = traits.activation == ActivationFormat::fp8_e4m3;
     const bool fp8_as_bf16 = fp8 && !gemms_.fp8_inputs;
+    const bool per_token = traits.scale == ScaleGranularity::per_token;
     const int64_t activation_bytes = fp8_as_bf16 ? 2 : traits.gemm_input_bytes;
     const int64_t active_bound = std::min(E, P);
     const GemmBatchPlan gemm_plan = gemms_.plan(scheme_, P, active_bound, shape_, sm_count_);
@@ -345,6 +369,7 @@ class CudaMoeImpl final : public CudaMoe {
     if (!fused_intermediate) intermediate_.reserve(P * I * sizeof(float));
     y_quantized_.reserve(P * I * activation_bytes);
     pair_out_.reserve(P * H * sizeof(float));
+    if (per_token) row_scales_.reserve((T + P) * sizeof(float));  // the tokens', then the sorted pairs'
     if (gemm_plan.gate_up_splits > 1 || gemm_plan.down_splits > 1) {
       partial_.reserve(static_cast<size_t>(std::max(gemm_plan.gate_up_splits * 2 * I, gemm_plan.down_splits * H) * P) *
                        sizeof(float));
@@ -352,7 +377,8 @@ class CudaMoeImpl final : public CudaMoe {
 
     if (poison_) {
       for (DeviceBuffer* b : {&logits_, &expert_ids_, &expert_weights_, &pair_offsets_, &tile_offsets_, &source_rows_, &position_,
-                              &tensor_scales_, &x_quantized_, &intermediate_, &y_quantized_, &pair_out_, &partial_}) {
+                              &tensor_scales_, &x_quantized_, &intermediate_, &y_quantized_, &pair_out_, &partial_,
+                              &row_scales_}) {
         MXMOE_CUDA_CHECK(cudaMemsetAsync(b->as<void>(), 0xFF, b->bytes(), stream));
       }
       MXMOE_CUDA_CHECK(cudaMemsetAsync(out, 0xFF, T * H * sizeof(float), stream));
@@ -361,6 +387,8 @@ class CudaMoeImpl final : public CudaMoe {
     MXMOE_CUDA_CHECK(cudaMemsetAsync(amax_.as<void>(), 0, 2 * sizeof(uint32_t), stream));
     uint32_t* amax = amax_.as<uint32_t>();
     float* scales = tensor_scales_.as<float>();
+    float* x_row_scales = per_token ? row_scales_.as<float>() : nullptr;
+    float* y_row_scales = per_token ? x_row_scales + T : nullptr;
     const bool overlap = overlap_launches_;
     // w4a16's GEMM input is x rounded to bf16: the tiled router writes it as it reads x.
     uint16_t* x_bf16 = traits.activation == ActivationFormat::bf16 ? x_quantized_.as<uint16_t>() : nullptr;
@@ -381,7 +409,9 @@ class CudaMoeImpl final : public CudaMoe {
     launch_sort_pairs(expert_ids_.as<int32_t>(), counts_.as<int32_t>(), static_cast<int>(P), static_cast<int>(E),
                       static_cast<int>(k), tile_rows, pair_offsets_.as<int32_t>(), tile_offsets_.as<int32_t>(),
                       source_rows_.as<int32_t>(), position_.as<int32_t>(), overlap, stream);
-    if (!x_quantized) {
+    if (per_token) {
+      launch_quantize_rows(x, T, H, x_quantized_.as<void>(), x_row_scales, scales, fp8_as_bf16, overlap, stream);
+    } else if (!x_quantized) {
       if (fp8) launch_abs_max(x, T * H, amax, stream);
       launch_quantize(scheme_, x, T, H, amax, x_quantized_.as<void>(), scales, fp8_as_bf16, overlap, stream);
     }
@@ -399,6 +429,7 @@ class CudaMoeImpl final : public CudaMoe {
     gate_up.max_tiles = max_tiles;
     gate_up.bias = gate_up_bias_.as<float>();
     gate_up.a_scale = scales;
+    gate_up.a_row_scales = x_row_scales;  // by token: the pairs' source rows
     gate_up.out = intermediate_.as<float>();
     if (fused_intermediate) {
       gate_up.out_activations = y_quantized_.as<uint16_t>();
@@ -414,7 +445,10 @@ class CudaMoeImpl final : public CudaMoe {
     gate_up.pairs = static_cast<int>(P);
     gemms_.launch(gate_up, gemm_plan, stream);
 
-    if (!fused_intermediate) {
+    if (per_token) {
+      launch_quantize_rows(intermediate_.as<float>(), P, I, y_quantized_.as<void>(), y_row_scales, scales + 1, fp8_as_bf16,
+                           overlap, stream);
+    } else if (!fused_intermediate) {
       if (fp8) launch_abs_max(intermediate_.as<float>(), P * I, amax + 1, stream);
       launch_quantize(scheme_, intermediate_.as<float>(), P, I, amax + 1, y_quantized_.as<void>(), scales + 1, fp8_as_bf16,
                       overlap, stream);
@@ -429,6 +463,7 @@ class CudaMoeImpl final : public CudaMoe {
     down.k = static_cast<int>(I);
     down.bias = down_bias_.as<float>();
     down.a_scale = scales + 1;
+    down.a_row_scales = y_row_scales;  // by sorted pair
     down.out = pair_out_.as<float>();
     down.out_activations = nullptr;
     down.out_scale = nullptr;
@@ -459,7 +494,7 @@ class CudaMoeImpl final : public CudaMoe {
   DeviceBuffer gate_up_words_, gate_up_scales_, down_words_, down_scales_;
   DeviceBuffer gate_up_bias_, down_bias_, router_weight_, router_bias_;
   DeviceBuffer input_, output_, logits_, expert_ids_, expert_weights_, counts_, pair_offsets_, tile_offsets_, source_rows_,
-      position_, amax_, tensor_scales_, x_quantized_, intermediate_, y_quantized_, pair_out_, partial_;
+      position_, amax_, tensor_scales_, x_quantized_, intermediate_, y_quantized_, pair_out_, partial_, row_scales_;
   DeviceBuffer decode_control_, decode_counts_;
   DeviceBuffer given_routing_;
 };

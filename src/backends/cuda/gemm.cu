@@ -52,7 +52,7 @@ __device__ __forceinline__ int a_chunk_offset(int row, int chunk) {
 // Columns n and n + 1 of pair q from their sums: the activation scale and the bias, then SwiGLU of
 // the (gate, linear) pair for gate_up, or a plain store for down.
 __device__ __forceinline__ void store_output(const GemmProblem& p, int expert, int64_t q, int n, float sum0, float sum1) {
-  const float a_scale = *p.a_scale;
+  const float a_scale = activation_scale(p, q);
   const float* bias = p.bias + static_cast<int64_t>(expert) * p.n;
   const float v0 = sum0 * a_scale + bias[n], v1 = sum1 * a_scale + bias[n + 1];
   if (p.gate_up) {

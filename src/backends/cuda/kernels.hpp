@@ -57,6 +57,11 @@ void launch_abs_max(const float* x, int64_t n, uint32_t* amax_bits, cudaStream_t
 void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, const uint32_t* amax_bits, void* out,
                      float* tensor_scale, bool fp8_as_bf16, bool overlap, cudaStream_t stream);
 
+// Per-token FP8 (w4a8_token): row r of [rows, cols] under its own scale, its amax / 448, written to
+// row_scales[r]; *tensor_scale = 1. fp8_as_bf16 as for launch_quantize.
+void launch_quantize_rows(const float* x, int64_t rows, int64_t cols, void* out, float* row_scales, float* tensor_scale,
+                          bool fp8_as_bf16, bool overlap, cudaStream_t stream);
+
 struct GemmProblem {
   const uint32_t* weights = nullptr;  // packed by the GEMM family (gemm_family.hpp)
   const uint8_t* scales = nullptr;
@@ -68,6 +73,9 @@ struct GemmProblem {
   int max_tiles = 0;                  // launch bound on the tiles of all experts
   const float* bias = nullptr;        // [E][N]
   const float* a_scale = nullptr;     // device scalar multiplying the products
+  // Per-token schemes: each source row's own scale (indexed as the rows are: through a_rows when
+  // set), in place of *a_scale.
+  const float* a_row_scales = nullptr;
   float* out = nullptr;               // gate_up: [pairs][N/2] SwiGLU units; down: [pairs][N]
   // gate_up of a family that writes the down GEMM's input itself (gemm_family.hpp): bf16 SwiGLU
   // units [pairs][N/2] here instead of `out`, and 1 (their tensor scale) stored at *out_scale.
@@ -84,6 +92,14 @@ struct GemmProblem {
   float* partial = nullptr;
   int pairs = 0;
 };
+
+#ifdef __CUDACC__
+// The scale multiplying pair q's products: its source row's (per-token schemes) or the tensor's.
+__device__ __forceinline__ float activation_scale(const GemmProblem& p, int64_t q) {
+  if (p.a_row_scales == nullptr) return *p.a_scale;
+  return p.a_row_scales[p.a_rows ? p.a_rows[q] : q];
+}
+#endif
 
 // out[t] = sum_j weights[t*k + j] * pair_out[position[t*k + j]], j in order.
 void launch_combine(const float* pair_out, const int32_t* position, const float* weights, int tokens, int hidden,

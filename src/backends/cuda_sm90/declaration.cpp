@@ -18,14 +18,14 @@ BackendDeclaration cuda_sm90_backend() {
   b.exact_sm = {90};  // wgmma is sm_90a code: it runs on compute capability 9.0 and nothing else
   // All on bf16 tensor cores: w4a4's MXFP4 activations and w4a8's FP8 ones are exact in bf16 (w4a8
   // scales after the MMA). FP8 tensor cores for w4a8 are issue 12's next step.
-  b.schemes = {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4};
+  b.schemes = {Scheme::w4a16, Scheme::w4a8, Scheme::w4a8_token, Scheme::w4a4};
   b.scheme_tensor_cores = true;
   // 64-row warpgroup tiles over N and 64-deep k steps: H, I (and so 2I) multiples of 64.
   b.hidden_alignment = 64;
   b.intermediate_alignment = 64;
   b.rank = 30;  // preferred over the generic cuda backend where both can run
   b.kernel_path = [](const Problem& p) {
-    return cuda::kernel_path(p.tokens, p.hidden, p.intermediate, p.experts, p.top_k, cuda::sm90::kSmallBatchTokens,
+    return cuda::kernel_path(p.scheme, p.tokens, p.hidden, p.intermediate, p.experts, p.top_k, cuda::sm90::kSmallBatchTokens,
                              "batched kernels (router, sort, quantize, wgmma gate_up + SwiGLU, wgmma down, combine)");
   };
 #ifdef MXMOE_WITH_CUDA

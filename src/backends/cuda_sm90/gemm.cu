@@ -254,7 +254,8 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
 
   // Accumulator 4j + i: row g (i < 2) or g + 8 of the warp's 16, pair column 8j + 2t + (i & 1).
   const int g = lane / 4, t = lane % 4;
-  const float a_scale = *p.a_scale;
+  const float tensor_scale = p.a_row_scales == nullptr ? *p.a_scale : 0.0f;
+  const auto scale_of = [&](int64_t q) { return p.a_row_scales == nullptr ? tensor_scale : activation_scale(p, q); };
 #pragma unroll
   for (int m = 0; m < C::m_tiles; ++m) {
     if (!stores[m]) continue;
@@ -270,6 +271,7 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
           const int column = 8 * j + 2 * t + i;
           if (column >= rows) continue;
           const int64_t q = row0 + column;
+          const float a_scale = scale_of(q);
           const float v = swiglu(acc[m][4 * j + i] * a_scale + gate_bias, acc[m][4 * j + 2 + i] * a_scale + linear_bias,
                                  p.alpha, p.limit);
           if (p.out_activations != nullptr) {
@@ -290,6 +292,7 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
           const int column = 8 * j + 2 * t + i;
           if (column >= rows) continue;
           float* out = p.out + static_cast<int64_t>(row0 + column) * p.n + n;
+          const float a_scale = scale_of(row0 + column);
           out[0] = acc[m][4 * j + i] * a_scale + bias0;
           out[8] = acc[m][4 * j + 2 + i] * a_scale + bias8;
         }
