@@ -83,16 +83,26 @@ struct CheckResult {
 // independent batches of the same size, until they hold kPooledIntermediates elements.
 inline constexpr int64_t kPooledIntermediates = 4096;
 
+// Independent batches of `tokens` that one comparison pools.
+inline int64_t pooled_batches(const MoeShape& shape, int tokens) {
+  const int64_t per_batch = int64_t{tokens} * shape.top_k * shape.intermediate;
+  return per_batch == 0 ? 1 : (kPooledIntermediates + per_batch - 1) / per_batch;
+}
+// Batch b's input of a pooled comparison from `seed`.
+inline std::vector<float> pooled_input(int tokens, int hidden, uint64_t seed, int64_t b,
+                                       HiddenDistribution distribution = HiddenDistribution::heavy) {
+  return random_hidden(tokens, hidden, seed + static_cast<uint64_t>(b) * 7919, distribution);
+}
+
 inline CheckResult check_against_reference(const MoeLayer& layer, Scheme scheme, int tokens, const std::string& backend,
                                            const DeviceSpec& device, uint64_t input_seed) {
   MoeRunner runner(layer, scheme, device, {.backend = backend});
   EXPECT_EQ(runner.decision().chosen, backend);
-  const int64_t per_batch = int64_t{tokens} * layer.shape.top_k * layer.shape.intermediate;
-  const int64_t batches = per_batch == 0 ? 1 : (kPooledIntermediates + per_batch - 1) / per_batch;
+  const int64_t batches = pooled_batches(layer.shape, tokens);
   CheckResult r;
   std::vector<float> got, expected;
   for (int64_t b = 0; b < batches; ++b) {
-    const auto x = random_hidden(tokens, layer.shape.hidden, input_seed + b * 7919, HiddenDistribution::heavy);
+    const auto x = pooled_input(tokens, layer.shape.hidden, input_seed, b);
     MoeOutput out = runner.forward(x, tokens);
     EXPECT_EQ(out.output.size(), x.size());
     EXPECT_TRUE(all_finite(out.output));

@@ -147,12 +147,11 @@ TEST_P(BackendConformance, MatchesTheReferenceWithinTheSchemeBound) {
 
   // Small batches are measured together with further independent batches of the same size until
   // they hold kPooledIntermediates elements (backend_check.hpp says why).
-  const int64_t per_batch = int64_t{c.tokens} * k * c.shape.intermediate;
-  const int64_t batches = (test::kPooledIntermediates + per_batch - 1) / per_batch;
+  const int64_t batches = test::pooled_batches(c.shape, c.tokens);
   std::vector<float> got_rows, want_rows;
   int same_sets = 0, compared = 0;
   for (int64_t b = 0; b < batches; ++b) {
-    const auto x = random_hidden(c.tokens, H, seed + b * 7919, HiddenDistribution::heavy);
+    const auto x = test::pooled_input(c.tokens, H, seed, b);
     const MoeOutput got = runner.forward(x, c.tokens);
     ASSERT_EQ(got.output.size(), x.size());
     ASSERT_TRUE(test::all_finite(got.output));

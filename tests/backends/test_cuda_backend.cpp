@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <set>
 
 #include "backends/backend_check.hpp"
@@ -241,11 +242,17 @@ TEST(CudaBackend, WritesEveryOutputWithPoisonedBuffers) {
       const MoeLayer padded = pad_layer(layer, p.decision.padding);  // the rows the CUDA layer takes
       const int hidden = padded.shape.hidden;
       for (int tokens : {1, 5, 37, 300}) {
-        const auto x = random_hidden(tokens, hidden, static_cast<uint64_t>(tokens));
-        const MoeOutput out = p.moe->forward(x, tokens);
-        EXPECT_TRUE(test::all_finite(out.output)) << backend << " " << scheme_name(scheme) << " T=" << tokens;
-        const MoeOutput expected = reference_forward(padded, x, tokens, scheme, {.routing = &out.routing});
-        EXPECT_LE(test::relative_l2(out.output, expected.output), test::error_bound(scheme)) << backend;
+        SCOPED_TRACE(backend + " " + std::string(scheme_name(scheme)) + " T=" + std::to_string(tokens));
+        std::vector<float> got, want;
+        for (int64_t b = 0; b < test::pooled_batches(padded.shape, tokens); ++b) {
+          const auto x = test::pooled_input(tokens, hidden, tokens, b, HiddenDistribution::normal);
+          const MoeOutput out = p.moe->forward(x, tokens);
+          EXPECT_TRUE(test::all_finite(out.output));
+          const MoeOutput expected = reference_forward(padded, x, tokens, scheme, {.routing = &out.routing});
+          got.insert(got.end(), out.output.begin(), out.output.end());
+          want.insert(want.end(), expected.output.begin(), expected.output.end());
+        }
+        EXPECT_LE(test::relative_l2(got, want), test::error_bound(scheme));
       }
     }
   }
@@ -261,10 +268,16 @@ TEST(CudaSanitizer, SmallShapeEveryBackendAndScheme) {
       if (!cannot_run_here(backend, scheme).empty()) continue;
       MoeRunner runner(layer, scheme, gpu, {.backend = backend});
       for (int tokens : {2, 40, 130, 600}) {  // every tile width of both GEMM families
-        const auto x = random_hidden(tokens, 128, 11);
-        const MoeOutput out = runner.forward(x, tokens);
-        const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &out.routing});
-        EXPECT_LE(test::relative_l2(out.output, expected.output), test::error_bound(scheme)) << backend;
+        std::vector<float> got, want;
+        for (int64_t b = 0; b < test::pooled_batches(layer.shape, tokens); ++b) {
+          const auto x = test::pooled_input(tokens, 128, 11, b, HiddenDistribution::normal);
+          const MoeOutput out = runner.forward(x, tokens);
+          const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &out.routing});
+          got.insert(got.end(), out.output.begin(), out.output.end());
+          want.insert(want.end(), expected.output.begin(), expected.output.end());
+        }
+        EXPECT_LE(test::relative_l2(got, want), test::error_bound(scheme))
+            << backend << " " << scheme_name(scheme) << " T=" << tokens;
       }
     }
   }
@@ -299,22 +312,33 @@ std::unique_ptr<cuda::CudaMoe> prepare_small_batch(const std::string& backend, c
   return moe;
 }
 
-void expect_matches_reference(const MoeLayer& layer, Scheme scheme, const std::vector<float>& x, int tokens,
-                              const MoeOutput& got) {
-  ASSERT_TRUE(test::all_finite(got.output)) << "T=" << tokens;
-  const Routing expected_routing = route(layer, x, tokens);
+// Batches of `tokens` (inputs from `seed`) through `moe`, each against the reference on its own
+// routing: the routing and the scales per batch, the outputs' error pooled over
+// test::pooled_batches (backend_check.hpp says why). `each` sees every batch's output too.
+void expect_matches_reference(cuda::CudaMoe& moe, const MoeLayer& layer, Scheme scheme, int tokens, uint64_t seed,
+                              HiddenDistribution distribution, const std::function<void(const MoeOutput&)>& each = {}) {
   const int k = layer.shape.top_k;
-  int same_sets = 0;
-  for (int t = 0; t < tokens; ++t) {
-    const std::set<int> a(got.routing.expert_ids.begin() + t * k, got.routing.expert_ids.begin() + (t + 1) * k);
-    const std::set<int> b(expected_routing.expert_ids.begin() + t * k, expected_routing.expert_ids.begin() + (t + 1) * k);
-    same_sets += a == b;
+  std::vector<float> got_rows, want_rows;
+  for (int64_t b = 0; b < test::pooled_batches(layer.shape, tokens); ++b) {
+    const auto x = test::pooled_input(tokens, layer.shape.hidden, seed, b, distribution);
+    const MoeOutput got = moe.forward(x, tokens);
+    ASSERT_TRUE(test::all_finite(got.output)) << "T=" << tokens;
+    if (each) each(got);
+    const Routing expected_routing = route(layer, x, tokens);
+    int same_sets = 0;
+    for (int t = 0; t < tokens; ++t) {
+      const std::set<int> a(got.routing.expert_ids.begin() + t * k, got.routing.expert_ids.begin() + (t + 1) * k);
+      const std::set<int> e(expected_routing.expert_ids.begin() + t * k, expected_routing.expert_ids.begin() + (t + 1) * k);
+      same_sets += a == e;
+    }
+    EXPECT_GE(same_sets, tokens - std::max(1, tokens / 200)) << "routing agrees on " << same_sets << " of " << tokens;
+    const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &got.routing});
+    EXPECT_FLOAT_EQ(got.scales.hidden, expected.scales.hidden);
+    EXPECT_NEAR(got.scales.intermediate, expected.scales.intermediate, 1e-5 * expected.scales.intermediate);
+    got_rows.insert(got_rows.end(), got.output.begin(), got.output.end());
+    want_rows.insert(want_rows.end(), expected.output.begin(), expected.output.end());
   }
-  EXPECT_GE(same_sets, tokens - std::max(1, tokens / 200)) << "routing agrees on " << same_sets << " of " << tokens;
-  const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &got.routing});
-  EXPECT_FLOAT_EQ(got.scales.hidden, expected.scales.hidden);
-  EXPECT_NEAR(got.scales.intermediate, expected.scales.intermediate, 1e-5 * expected.scales.intermediate);
-  EXPECT_LE(test::relative_l2(got.output, expected.output), test::error_bound(scheme))
+  EXPECT_LE(test::relative_l2(got_rows, want_rows), test::error_bound(scheme))
       << layer.shape.to_string() << " T=" << tokens << " " << scheme_name(scheme);
 }
 
@@ -327,8 +351,7 @@ TEST_P(CudaSmallBatch, MatchesReferenceWithPoisonedBuffers) {
   const MoeLayer& layer = test::shared_layer(c.shape);
   auto moe = prepare_small_batch(backend, layer, c.scheme);
   moe->poison_buffers_for_test(true);
-  const auto x = random_hidden(c.tokens, c.shape.hidden, seed, HiddenDistribution::heavy);
-  expect_matches_reference(layer, c.scheme, x, c.tokens, moe->forward(x, c.tokens));
+  expect_matches_reference(*moe, layer, c.scheme, c.tokens, seed, HiddenDistribution::heavy);
 }
 
 INSTANTIATE_TEST_SUITE_P(Sizes, CudaSmallBatch, ::testing::ValuesIn(small_batch_cases()),
@@ -353,8 +376,7 @@ TEST(CudaBackend, LargeBlockScalesTakeTheUnfoldedDecode) {
       auto moe = prepare_cuda(backend, layer, scheme).moe;
       moe->poison_buffers_for_test(true);
       for (int tokens : {1, 5, 200}) {  // the small-batch path, then the batched one
-        const auto x = random_hidden(tokens, 256, test::fresh_seed(), HiddenDistribution::heavy);
-        expect_matches_reference(layer, scheme, x, tokens, moe->forward(x, tokens));
+        expect_matches_reference(*moe, layer, scheme, tokens, test::fresh_seed(), HiddenDistribution::heavy);
       }
     }
   }
@@ -372,13 +394,14 @@ TEST(CudaSmallBatchEdges, EveryTokenOnTheSameExperts) {
       auto moe = prepare_small_batch(backend, layer, scheme);
       moe->poison_buffers_for_test(true);
       for (int tokens : {9, 64}) {
-        const auto x = random_hidden(tokens, 256, test::fresh_seed());
-        const MoeOutput got = moe->forward(x, tokens);
-        for (int t = 0; t < tokens; ++t) {
-          EXPECT_EQ(std::set<int>(got.routing.expert_ids.begin() + 4 * t, got.routing.expert_ids.begin() + 4 * t + 4),
-                    (std::set<int>{0, 1, 2, 3}));
-        }
-        expect_matches_reference(layer, scheme, x, tokens, got);
+        expect_matches_reference(*moe, layer, scheme, tokens, test::fresh_seed(), HiddenDistribution::normal,
+                                 [&](const MoeOutput& got) {
+                                   for (int t = 0; t < tokens; ++t) {
+                                     EXPECT_EQ(std::set<int>(got.routing.expert_ids.begin() + 4 * t,
+                                                             got.routing.expert_ids.begin() + 4 * t + 4),
+                                               (std::set<int>{0, 1, 2, 3}));
+                                   }
+                                 });
       }
     }
   }
