@@ -88,6 +88,15 @@ inline int64_t pooled_batches(const MoeShape& shape, int tokens) {
   const int64_t per_batch = int64_t{tokens} * shape.top_k * shape.intermediate;
   return per_batch == 0 ? 1 : (kPooledIntermediates + per_batch - 1) / per_batch;
 }
+// The outputs of pooled batches and the reference's, compared as one.
+struct PooledOutputs {
+  std::vector<float> got, want;
+  void add(const std::vector<float>& batch_got, const std::vector<float>& batch_want) {
+    got.insert(got.end(), batch_got.begin(), batch_got.end());
+    want.insert(want.end(), batch_want.begin(), batch_want.end());
+  }
+  double relative_error() const { return relative_l2(got, want); }
+};
 // Batch b's input of a pooled comparison from `seed`.
 inline std::vector<float> pooled_input(int tokens, int hidden, uint64_t seed, int64_t b,
                                        HiddenDistribution distribution = HiddenDistribution::heavy) {
@@ -100,18 +109,17 @@ inline CheckResult check_against_reference(const MoeLayer& layer, Scheme scheme,
   EXPECT_EQ(runner.decision().chosen, backend);
   const int64_t batches = pooled_batches(layer.shape, tokens);
   CheckResult r;
-  std::vector<float> got, expected;
+  PooledOutputs pooled;
   for (int64_t b = 0; b < batches; ++b) {
     const auto x = pooled_input(tokens, layer.shape.hidden, input_seed, b);
     MoeOutput out = runner.forward(x, tokens);
     EXPECT_EQ(out.output.size(), x.size());
     EXPECT_TRUE(all_finite(out.output));
     const MoeOutput want = reference_forward(layer, x, tokens, scheme, {.routing = &out.routing});
-    got.insert(got.end(), out.output.begin(), out.output.end());
-    expected.insert(expected.end(), want.output.begin(), want.output.end());
+    pooled.add(out.output, want.output);
     if (b == 0) r.output = std::move(out);
   }
-  r.relative_error = relative_l2(got, expected);
+  r.relative_error = pooled.relative_error();
   return r;
 }
 

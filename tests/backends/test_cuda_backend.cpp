@@ -243,16 +243,14 @@ TEST(CudaBackend, WritesEveryOutputWithPoisonedBuffers) {
       const int hidden = padded.shape.hidden;
       for (int tokens : {1, 5, 37, 300}) {
         SCOPED_TRACE(backend + " " + std::string(scheme_name(scheme)) + " T=" + std::to_string(tokens));
-        std::vector<float> got, want;
+        test::PooledOutputs pooled;
         for (int64_t b = 0; b < test::pooled_batches(padded.shape, tokens); ++b) {
           const auto x = test::pooled_input(tokens, hidden, tokens, b, HiddenDistribution::normal);
           const MoeOutput out = p.moe->forward(x, tokens);
           EXPECT_TRUE(test::all_finite(out.output));
-          const MoeOutput expected = reference_forward(padded, x, tokens, scheme, {.routing = &out.routing});
-          got.insert(got.end(), out.output.begin(), out.output.end());
-          want.insert(want.end(), expected.output.begin(), expected.output.end());
+          pooled.add(out.output, reference_forward(padded, x, tokens, scheme, {.routing = &out.routing}).output);
         }
-        EXPECT_LE(test::relative_l2(got, want), test::error_bound(scheme));
+        EXPECT_LE(pooled.relative_error(), test::error_bound(scheme));
       }
     }
   }
@@ -268,15 +266,13 @@ TEST(CudaSanitizer, SmallShapeEveryBackendAndScheme) {
       if (!cannot_run_here(backend, scheme).empty()) continue;
       MoeRunner runner(layer, scheme, gpu, {.backend = backend});
       for (int tokens : {2, 40, 130, 600}) {  // every tile width of both GEMM families
-        std::vector<float> got, want;
+        test::PooledOutputs pooled;
         for (int64_t b = 0; b < test::pooled_batches(layer.shape, tokens); ++b) {
           const auto x = test::pooled_input(tokens, 128, 11, b, HiddenDistribution::normal);
           const MoeOutput out = runner.forward(x, tokens);
-          const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &out.routing});
-          got.insert(got.end(), out.output.begin(), out.output.end());
-          want.insert(want.end(), expected.output.begin(), expected.output.end());
+          pooled.add(out.output, reference_forward(layer, x, tokens, scheme, {.routing = &out.routing}).output);
         }
-        EXPECT_LE(test::relative_l2(got, want), test::error_bound(scheme))
+        EXPECT_LE(pooled.relative_error(), test::error_bound(scheme))
             << backend << " " << scheme_name(scheme) << " T=" << tokens;
       }
     }
@@ -318,7 +314,7 @@ std::unique_ptr<cuda::CudaMoe> prepare_small_batch(const std::string& backend, c
 void expect_matches_reference(cuda::CudaMoe& moe, const MoeLayer& layer, Scheme scheme, int tokens, uint64_t seed,
                               HiddenDistribution distribution, const std::function<void(const MoeOutput&)>& each = {}) {
   const int k = layer.shape.top_k;
-  std::vector<float> got_rows, want_rows;
+  test::PooledOutputs pooled;
   for (int64_t b = 0; b < test::pooled_batches(layer.shape, tokens); ++b) {
     const auto x = test::pooled_input(tokens, layer.shape.hidden, seed, b, distribution);
     const MoeOutput got = moe.forward(x, tokens);
@@ -335,10 +331,9 @@ void expect_matches_reference(cuda::CudaMoe& moe, const MoeLayer& layer, Scheme 
     const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &got.routing});
     EXPECT_FLOAT_EQ(got.scales.hidden, expected.scales.hidden);
     EXPECT_NEAR(got.scales.intermediate, expected.scales.intermediate, 1e-5 * expected.scales.intermediate);
-    got_rows.insert(got_rows.end(), got.output.begin(), got.output.end());
-    want_rows.insert(want_rows.end(), expected.output.begin(), expected.output.end());
+    pooled.add(got.output, expected.output);
   }
-  EXPECT_LE(test::relative_l2(got_rows, want_rows), test::error_bound(scheme))
+  EXPECT_LE(pooled.relative_error(), test::error_bound(scheme))
       << layer.shape.to_string() << " T=" << tokens << " " << scheme_name(scheme);
 }
 
