@@ -29,16 +29,6 @@ double dot(const double* w, const double* x, int64_t n) {
 
 std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
-// [begin, end) in blocks of rows of `row_doubles` each that stay in a core's cache while every pair
-// of the expert reads them (row by row, each pair would stream the whole expert from memory again).
-// Every dot product is the same whatever the order they are taken in.
-template <class F>
-void for_row_blocks(int64_t begin, int64_t end, int64_t row_doubles, F&& f) {
-  constexpr int64_t kBlockBytes = 256 * 1024;
-  const int64_t rows = std::max<int64_t>(1, kBlockBytes / (row_doubles * static_cast<int64_t>(sizeof(double))));
-  for (int64_t r0 = begin; r0 < end; r0 += rows) f(r0, std::min(end, r0 + rows));
-}
-
 // Expert e's matrix of `t`, dequantized exactly into [rows, cols] doubles.
 void dequantize_expert(const Mxfp4Tensor& t, int64_t e, int threads, std::vector<double>& out) {
   out.resize(static_cast<size_t>(t.rows * t.cols));
@@ -102,17 +92,15 @@ MoeOutput detail::reference_forward_valid(const MoeLayer& layer, std::span<const
     dequantize_expert(layer.gate_up, e, options.threads, w);
     const double* bias = gate_up_bias.data() + e * 2 * I;
     detail::parallel_for(I, options.threads, 32, [&](int64_t begin, int64_t end) {
-      for_row_blocks(begin, end, 2 * H, [&](int64_t r0, int64_t r1) {
-        for (int64_t p : pairs) {
-          const double* xt = x.data() + (p / k) * H;
-          for (int64_t r = r0; r < r1; ++r) {
-            const double scale = x_scales[p / k];
-            const double gate = dot(w.data() + (2 * r) * H, xt, H) * scale + bias[2 * r];
-            const double linear = dot(w.data() + (2 * r + 1) * H, xt, H) * scale + bias[2 * r + 1];
-            intermediate[p * I + r] = static_cast<float>(swiglu(gate, linear, layer.swiglu));
-          }
+      for (int64_t p : pairs) {
+        const double* xt = x.data() + (p / k) * H;
+        for (int64_t r = begin; r < end; ++r) {
+          const double scale = x_scales[p / k];
+          const double gate = dot(w.data() + (2 * r) * H, xt, H) * scale + bias[2 * r];
+          const double linear = dot(w.data() + (2 * r + 1) * H, xt, H) * scale + bias[2 * r + 1];
+          intermediate[p * I + r] = static_cast<float>(swiglu(gate, linear, layer.swiglu));
         }
-      });
+      }
     });
   }
 
@@ -140,16 +128,14 @@ MoeOutput detail::reference_forward_valid(const MoeLayer& layer, std::span<const
     dequantize_expert(layer.down, e, options.threads, w);
     const double* bias = down_bias.data() + e * H;
     detail::parallel_for(H, options.threads, 32, [&](int64_t begin, int64_t end) {
-      for_row_blocks(begin, end, I, [&](int64_t h0, int64_t h1) {
-        for (int64_t p : pairs) {
-          const double* yp = y.data() + p * I;
-          const double weight = routing.weights[p];
-          double* o = out.data() + (p / k) * H;
-          for (int64_t h = h0; h < h1; ++h) {
-            o[h] += weight * (dot(w.data() + h * I, yp, I) * y_scales[p] + bias[h]);
-          }
+      for (int64_t p : pairs) {
+        const double* yp = y.data() + p * I;
+        const double weight = routing.weights[p];
+        double* o = out.data() + (p / k) * H;
+        for (int64_t h = begin; h < end; ++h) {
+          o[h] += weight * (dot(w.data() + h * I, yp, I) * y_scales[p] + bias[h]);
         }
-      });
+      }
     });
   }
 
