@@ -43,24 +43,46 @@ __global__ void quantize_bf16_kernel(const float* x, int64_t n, uint16_t* out, f
   for (int64_t i = 4 * quads + first; i < n; i += stride) out[i] = codec::bf16_bits(x[i]);
 }
 
-// FP8 E4M3 codes of x under the tensor's dynamic scale, or (kValuesAsBf16) the codes' values as
-// bf16, exact (an E4M3 value fits bf16's exponent and mantissa), for GEMMs that run FP8 schemes on
-// bf16 tensor cores; the scale goes after the MMA either way.
+// The FP8 E4M3 code of v under `scale`, or (kValuesAsBf16) the code's value as bf16, exact (an E4M3
+// value fits bf16's exponent and mantissa), for GEMMs that run FP8 schemes on bf16 tensor cores; the
+// scale goes after the MMA either way.
+template <bool kValuesAsBf16>
+__device__ __forceinline__ uint32_t fp8_unit(float v, float scale) {
+  const uint8_t code = codec::fp8_e4m3_code(v / scale);
+  if constexpr (kValuesAsBf16) return codec::bf16_bits(codec::fp8_e4m3_value(code));
+  return code;
+}
+
+template <bool kValuesAsBf16>
+__device__ __forceinline__ void store_fp8(void* out, int64_t i, float v, float scale) {
+  if constexpr (kValuesAsBf16) {
+    static_cast<uint16_t*>(out)[i] = static_cast<uint16_t>(fp8_unit<true>(v, scale));
+  } else {
+    static_cast<uint8_t*>(out)[i] = static_cast<uint8_t>(fp8_unit<false>(v, scale));
+  }
+}
+
+// x under the tensor's dynamic scale (fp8_unit), four values per step (16-byte loads; 8-byte or
+// 4-byte stores), the last n % 4 one at a time.
 template <bool kValuesAsBf16>
 __global__ void quantize_fp8_kernel(const float* x, int64_t n, const uint32_t* amax_bits, void* out,
                                     float* tensor_scale) {
   wait_for_previous_grid();
   const float scale = fp8_scale_from_bits(*amax_bits);
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = scale;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint8_t code = codec::fp8_e4m3_code(x[i] / scale);
+  const int64_t quads = n / 4, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  for (int64_t i = first; i < quads; i += stride) {
+    const float4 v = reinterpret_cast<const float4*>(x)[i];
+    const uint32_t c0 = fp8_unit<kValuesAsBf16>(v.x, scale), c1 = fp8_unit<kValuesAsBf16>(v.y, scale),
+                   c2 = fp8_unit<kValuesAsBf16>(v.z, scale), c3 = fp8_unit<kValuesAsBf16>(v.w, scale);
     if constexpr (kValuesAsBf16) {
-      static_cast<uint16_t*>(out)[i] = codec::bf16_bits(codec::fp8_e4m3_value(code));
+      reinterpret_cast<uint2*>(out)[i] = make_uint2(c0 | c1 << 16, c2 | c3 << 16);
     } else {
-      static_cast<uint8_t*>(out)[i] = code;
+      reinterpret_cast<uint32_t*>(out)[i] = c0 | c1 << 8 | c2 << 16 | c3 << 24;
     }
   }
+  for (int64_t i = 4 * quads + first; i < n; i += stride) store_fp8<kValuesAsBf16>(out, i, x[i], scale);
 }
 
 // Per-token FP8 (w4a8_token): each row under its own dynamic scale, its amax / 448 (written to
@@ -85,13 +107,7 @@ __global__ void quantize_fp8_rows_kernel(const float* x, int64_t rows, int cols,
     const float scale = codec::fp8_dynamic_scale(m);
     if (threadIdx.x == 0) row_scales[r] = scale;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-      const uint8_t code = codec::fp8_e4m3_code(row[c] / scale);
-      const int64_t i = r * cols + c;
-      if constexpr (kValuesAsBf16) {
-        static_cast<uint16_t*>(out)[i] = codec::bf16_bits(codec::fp8_e4m3_value(code));
-      } else {
-        static_cast<uint8_t*>(out)[i] = code;
-      }
+      store_fp8<kValuesAsBf16>(out, r * cols + c, row[c], scale);
     }
     __syncthreads();  // warp_max is read by every thread before the next row writes it
   }

@@ -392,7 +392,11 @@ class CudaMoeImpl final : public CudaMoe {
     const bool overlap = overlap_launches_;
     // w4a16's GEMM input is x rounded to bf16: the tiled router writes it as it reads x.
     uint16_t* x_bf16 = traits.activation == ActivationFormat::bf16 ? x_quantized_.as<uint16_t>() : nullptr;
-    bool x_quantized = false;
+    bool x_quantized = false, x_amax_found = false;
+    // Per-tensor FP8: the tiled router finds the largest |x| as it reads x, gate_up the
+    // intermediate's as it writes it (where its family can), so no pass reads either again for it.
+    const bool per_tensor_fp8 = fp8 && !per_token;
+    const bool amax_in_gate_up = per_tensor_fp8 && !fused_intermediate && gemms_.writes_out_amax;
     if (given.expert_ids) {
       MXMOE_CUDA_CHECK(cudaMemcpyAsync(expert_ids_.as<void>(), given.expert_ids, P * sizeof(int32_t),
                                        cudaMemcpyDeviceToDevice, stream));
@@ -401,10 +405,13 @@ class CudaMoeImpl final : public CudaMoe {
       launch_count_pairs(expert_ids_.as<int32_t>(), expert_weights_.as<float>(), static_cast<int>(P), static_cast<int>(E),
                          counts_.as<int32_t>(), stream);
     } else {
-      x_quantized = launch_router(x, router_weight_.as<float>(), router_bias_.as<float>(), tokens, static_cast<int>(H),
-                                  static_cast<int>(E), static_cast<int>(k), small_batch_router, logits_.as<float>(),
-                                  expert_ids_.as<int32_t>(), expert_weights_.as<float>(), counts_.as<int32_t>(), x_bf16,
-                                  scales, overlap, stream);
+      const bool router_read_x =
+          launch_router(x, router_weight_.as<float>(), router_bias_.as<float>(), tokens, static_cast<int>(H),
+                        static_cast<int>(E), static_cast<int>(k), small_batch_router, logits_.as<float>(),
+                        expert_ids_.as<int32_t>(), expert_weights_.as<float>(), counts_.as<int32_t>(), x_bf16, scales,
+                        per_tensor_fp8 ? amax : nullptr, overlap, stream);
+      x_quantized = router_read_x && x_bf16 != nullptr;
+      x_amax_found = router_read_x && per_tensor_fp8;
     }
     launch_sort_pairs(expert_ids_.as<int32_t>(), counts_.as<int32_t>(), static_cast<int>(P), static_cast<int>(E),
                       static_cast<int>(k), tile_rows, pair_offsets_.as<int32_t>(), tile_offsets_.as<int32_t>(),
@@ -412,7 +419,7 @@ class CudaMoeImpl final : public CudaMoe {
     if (per_token) {
       launch_quantize_rows(x, T, H, x_quantized_.as<void>(), x_row_scales, scales, fp8_as_bf16, overlap, stream);
     } else if (!x_quantized) {
-      if (fp8) launch_abs_max(x, T * H, amax, stream);
+      if (fp8 && !x_amax_found) launch_abs_max(x, T * H, amax, stream);
       launch_quantize(scheme_, x, T, H, amax, x_quantized_.as<void>(), scales, fp8_as_bf16, overlap, stream);
     }
 
@@ -435,6 +442,7 @@ class CudaMoeImpl final : public CudaMoe {
       gate_up.out_activations = y_quantized_.as<uint16_t>();
       gate_up.out_scale = scales + 1;
     }
+    gate_up.out_amax = amax_in_gate_up ? amax + 1 : nullptr;
     gate_up.folded_scales = folded_scales_;
     gate_up.gate_up = true;
     gate_up.fp8 = fp8 && !fp8_as_bf16;
@@ -449,7 +457,7 @@ class CudaMoeImpl final : public CudaMoe {
       launch_quantize_rows(intermediate_.as<float>(), P, I, y_quantized_.as<void>(), y_row_scales, scales + 1, fp8_as_bf16,
                            overlap, stream);
     } else if (!fused_intermediate) {
-      if (fp8) launch_abs_max(intermediate_.as<float>(), P * I, amax + 1, stream);
+      if (fp8 && !amax_in_gate_up) launch_abs_max(intermediate_.as<float>(), P * I, amax + 1, stream);
       launch_quantize(scheme_, intermediate_.as<float>(), P, I, amax + 1, y_quantized_.as<void>(), scales + 1, fp8_as_bf16,
                       overlap, stream);
     }
@@ -467,6 +475,7 @@ class CudaMoeImpl final : public CudaMoe {
     down.out = pair_out_.as<float>();
     down.out_activations = nullptr;
     down.out_scale = nullptr;
+    down.out_amax = nullptr;
     down.gate_up = false;
     down.splits = gemm_plan.down_splits;
     gemms_.launch(down, gemm_plan, stream);

@@ -40,6 +40,9 @@ struct GemmFamily {
   // Whether gate_up writes the down GEMM's input (bf16) itself under this scheme, so the batch needs
   // no fp32 intermediate and no quantization pass.
   bool (*writes_down_input)(Scheme scheme) = nullptr;
+  // Whether gate_up honours GemmProblem::out_amax, so the pipeline needs no pass over the fp32
+  // intermediate for its per-tensor FP8 scale.
+  bool writes_out_amax = false;
   // The small-batch path's expert kernels for this layout (decode.hpp); null: the family has none.
   const SmallBatchExperts* small_batch = nullptr;
   // Whether batches above kSmallRouterTokens route with the tiled router (routing.cu), which also

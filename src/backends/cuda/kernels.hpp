@@ -22,11 +22,12 @@ int router_logit_slices(int tokens, int experts, int hidden, bool small_batch_ro
 // largest (equal logits: lower expert first), softmax over them. Also counts the (token, slot) pairs
 // per expert into `counts` (zeroed by the caller). Given x_bf16, the tiled router also writes x
 // rounded to bf16 there and 1 to *x_scale (launch_quantize's w4a16 output, bit for bit) while it
-// reads x; returns whether it did (the small-batch router does not).
+// reads x; given x_amax (zeroed by the caller), the largest |x| as float bits there (launch_abs_max's
+// result). Returns whether it did either (the small-batch router does not).
 bool launch_router(const float* x, const float* router_weight, const float* router_bias, int tokens, int hidden,
                    int experts, int top_k, bool small_batch_router, float* logits, int32_t* expert_ids,
-                   float* expert_weights, int32_t* counts, uint16_t* x_bf16, float* x_scale, bool overlap,
-                   cudaStream_t stream);
+                   float* expert_weights, int32_t* counts, uint16_t* x_bf16, float* x_scale, uint32_t* x_amax,
+                   bool overlap, cudaStream_t stream);
 
 // The (token, slot) pairs per expert of a routing the caller gave, into `counts` (zeroed by the
 // caller), as launch_router counts its own. An id outside [0, experts) is replaced by expert 0 with
@@ -81,6 +82,9 @@ struct GemmProblem {
   // units [pairs][N/2] here instead of `out`, and 1 (their tensor scale) stored at *out_scale.
   uint16_t* out_activations = nullptr;
   float* out_scale = nullptr;
+  // gate_up writing fp32 `out` for a per-tensor FP8 quantization pass, in a family that fuses it
+  // (GemmFamily::writes_out_amax): the largest |value| written, as float bits, atomicMax'ed here.
+  uint32_t* out_amax = nullptr;
   bool folded_scales = false;         // every weight scale code <= 128 (device_utils.cuh)
   bool gate_up = false;
   bool fp8 = false;                   // A holds FP8 E4M3 codes (w4a8), else bf16

@@ -27,7 +27,8 @@ router_logits_kernel(const float* x, const float* weight, const float* bias, int
 // 16 tokens x 32 experts. Every router row and token row is read once per block. Slices write
 // partial sums [slice][T][E] (the bias in slice 0), which the top-k kernel adds in slice order.
 // Given x_bf16, the blocks of the first expert tile (which together read x once) also write x
-// rounded to bf16, the w4a16 GEMM input, so that no separate pass reads x again.
+// rounded to bf16, the w4a16 GEMM input, so that no separate pass reads x again; given x_amax, they
+// take the largest |x| for the FP8 schemes' tensor scale, so that no separate pass finds it.
 constexpr int kTiledTokens = 64, kTiledExperts = 32, kTiledDepth = 32, kTiledThreads = 128;
 constexpr int kTiledPitch = kTiledDepth + 4;  // floats per staged row: fragment reads hit 32 distinct banks
 
@@ -51,6 +52,13 @@ struct TileLoad {
       const int index = threadIdx.x + i * kTiledThreads, row = index / 8, quad = index % 8;
       *reinterpret_cast<float4*>(&tile[row][4 * quad]) = v[i];
     }
+  }
+  // The largest magnitude loaded (rows past the last are zeros).
+  __device__ __forceinline__ float abs_max() const {
+    float m = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kSteps; ++i) m = fmaxf(m, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
+    return m;
   }
   // The loaded rows rounded to bf16 into a [count][hidden] matrix (8-byte stores).
   __device__ __forceinline__ void store_bf16(uint16_t* m, int row0, int count, int hidden, int k0) const {
@@ -78,7 +86,7 @@ __device__ __forceinline__ void split_tf32(float v, uint32_t& big, uint32_t& sma
 
 __global__ void __launch_bounds__(kTiledThreads)
 router_logits_tiled_kernel(const float* x, const float* weight, const float* bias, int tokens, int hidden, int experts,
-                           int slice_depth, float* logits, uint16_t* x_bf16, float* x_scale) {
+                           int slice_depth, float* logits, uint16_t* x_bf16, float* x_scale, uint32_t* x_amax) {
   __shared__ __align__(16) float xs[kTiledTokens][kTiledPitch];
   __shared__ __align__(16) float ws[kTiledExperts][kTiledPitch];
   const int t0 = blockIdx.y * kTiledTokens, e0 = blockIdx.x * kTiledExperts;
@@ -88,6 +96,8 @@ router_logits_tiled_kernel(const float* x, const float* weight, const float* bia
   float* partial = logits + static_cast<int64_t>(blockIdx.z) * tokens * experts;
   const bool writes_bf16 = x_bf16 != nullptr && blockIdx.x == 0;
   if (writes_bf16 && blockIdx.y == 0 && blockIdx.z == 0 && threadIdx.x == 0) *x_scale = 1.0f;
+  const bool finds_amax = x_amax != nullptr && blockIdx.x == 0;
+  float x_max = 0.0f;
   TileLoad<kTiledTokens> x_next;
   TileLoad<kTiledExperts> w_next;
   x_next.load(x, t0, tokens, hidden, k_begin);
@@ -97,6 +107,7 @@ router_logits_tiled_kernel(const float* x, const float* weight, const float* bia
     x_next.store(xs);
     w_next.store(ws);
     if (writes_bf16) x_next.store_bf16(x_bf16, t0, tokens, hidden, k0);
+    if (finds_amax) x_max = fmaxf(x_max, x_next.abs_max());
     __syncthreads();
     if (k0 + kTiledDepth < k_end) {
       x_next.load(x, t0, tokens, hidden, k0 + kTiledDepth);
@@ -128,6 +139,12 @@ router_logits_tiled_kernel(const float* x, const float* weight, const float* bia
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[n][i] += tile_acc[n][i];
     }
+  }
+  if (finds_amax) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) x_max = fmaxf(x_max, __shfl_xor_sync(0xFFFFFFFFu, x_max, offset));
+    // Non-negative floats order like their bits (as in launch_abs_max).
+    if (lane == 0) atomicMax(x_amax, __float_as_uint(x_max));
   }
   // Accumulator i of n-tile n: token g (i < 2) or g + 8 of the warp's 16, expert 8n + 2t + (i & 1).
 #pragma unroll
@@ -276,8 +293,8 @@ int router_logit_slices(int tokens, int experts, int hidden, bool small_batch_ro
 
 bool launch_router(const float* x, const float* router_weight, const float* router_bias, int tokens, int hidden,
                    int experts, int top_k, bool small_batch_router, float* logits, int32_t* expert_ids,
-                   float* expert_weights, int32_t* counts, uint16_t* x_bf16, float* x_scale, bool overlap,
-                   cudaStream_t stream) {
+                   float* expert_weights, int32_t* counts, uint16_t* x_bf16, float* x_scale, uint32_t* x_amax,
+                   bool overlap, cudaStream_t stream) {
   if (tokens == 0) return false;
   if (top_k > kMaxTopK || hidden % kTiledDepth != 0) {
     throw CudaError("router: top-k above 16 or hidden not a multiple of 32");
@@ -296,14 +313,14 @@ bool launch_router(const float* x, const float* router_weight, const float* rout
     const dim3 grid((experts + kTiledExperts - 1) / kTiledExperts, (tokens + kTiledTokens - 1) / kTiledTokens,
                     (hidden + slice_depth - 1) / slice_depth);
     router_logits_tiled_kernel<<<grid, kTiledThreads, 0, stream>>>(x, router_weight, router_bias, tokens, hidden,
-                                                                    experts, slice_depth, logits, x_bf16, x_scale);
+                                                                    experts, slice_depth, logits, x_bf16, x_scale, x_amax);
     MXMOE_CUDA_CHECK_LAUNCH("router_logits_tiled_kernel");
   }
   constexpr int kWarpsPerBlock = 8;
   launch_after_previous(router_topk_kernel, dim3((tokens + kWarpsPerBlock - 1) / kWarpsPerBlock), dim3(kWarpsPerBlock * 32),
                         0, overlap, stream, logits, tokens, experts, top_k, slices, expert_ids, expert_weights, counts);
   MXMOE_CUDA_CHECK_LAUNCH("router_topk_kernel");
-  return !small && x_bf16 != nullptr;
+  return !small && (x_bf16 != nullptr || x_amax != nullptr);
 }
 
 namespace {

@@ -256,6 +256,7 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
   const int g = lane / 4, t = lane % 4;
   const float tensor_scale = p.a_row_scales == nullptr ? *p.a_scale : 0.0f;
   const auto scale_of = [&](int64_t q) { return p.a_row_scales == nullptr ? tensor_scale : activation_scale(p, q); };
+  float written_max = 0.0f;  // gate_up's largest |value| written to `out`, for p.out_amax
 #pragma unroll
   for (int m = 0; m < C::m_tiles; ++m) {
     if (!stores[m]) continue;
@@ -278,6 +279,7 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
             p.out_activations[q * half_n + unit] = codec::bf16_bits(v);
           } else {
             p.out[q * half_n + unit] = v;
+            written_max = fmaxf(written_max, fabsf(v));
           }
         }
       }
@@ -298,6 +300,13 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
         }
       }
     }
+  }
+  if (kGateUp && p.out_amax != nullptr) {  // uniform: every thread of the CTA gets here
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+      written_max = fmaxf(written_max, __shfl_xor_sync(0xFFFFFFFFu, written_max, offset));
+    }
+    if (lane == 0) atomicMax(p.out_amax, __float_as_uint(written_max));  // non-negative floats order like their bits
   }
 }
 
@@ -380,6 +389,7 @@ const GemmFamily& gemm_family() {
                                  .launch = launch,
                                  .fp8_inputs = false,
                                  .writes_down_input = writes_down_input,
+                                 .writes_out_amax = true,
                                  .small_batch = &small_batch_experts()};
   return family;
 }
