@@ -484,6 +484,22 @@ TEST(CudaBackend, Sm90GraphReplayGivesTheSameBits) {
   expect_graph_replays_match(*p.moe, 2880, {1, 5, 300, 2000});
 }
 
+// Batched sm90 layers of one to nine experts per token (the combine adds up to top_k rows per
+// token) at an H that is not a multiple of 128, each layer twice, with poisoned buffers.
+TEST(CudaBackend, Sm90BatchesOfEveryTopKMatchTheReference) {
+  REQUIRE_GPU();
+  if (const std::string why = cannot_run_here("cuda_sm90", Scheme::w4a16); !why.empty()) GTEST_SKIP() << why;
+  for (const int top_k : {1, 4, 9}) {
+    SCOPED_TRACE("top_k " + std::to_string(top_k));
+    const MoeLayer& layer = test::shared_layer({192, 128, 16, top_k});
+    cuda::PreparedCudaLayer p = prepare_cuda("cuda_sm90", layer, Scheme::w4a16);
+    p.moe->poison_buffers_for_test(true);
+    for (int run = 0; run < 2; ++run) {
+      expect_matches_reference(*p.moe, layer, Scheme::w4a16, 300, test::fresh_seed(), HiddenDistribution::normal);
+    }
+  }
+}
+
 TEST(CudaBackend, RejectsNonFiniteInputs) {
   REQUIRE_GPU();
   const MoeLayer& layer = test::shared_layer({128, 96, 8, 2});

@@ -79,9 +79,8 @@ __device__ __forceinline__ void stage_rows(unsigned char* staged, int row_bytes,
       const int r = i / quads, c = i % quads;
       const float4 v = reinterpret_cast<const float4*>(rows[r])[c];
       if constexpr (S == Scheme::w4a8) {
-        const uint32_t q = codec::fp8_e4m3_code(v.x / scale) | (codec::fp8_e4m3_code(v.y / scale) << 8) |
-                           (codec::fp8_e4m3_code(v.z / scale) << 16) |
-                           (static_cast<uint32_t>(codec::fp8_e4m3_code(v.w / scale)) << 24);
+        const uint32_t q =
+            fp8_e4m3_codes_x2(v.x / scale, v.y / scale) | fp8_e4m3_codes_x2(v.z / scale, v.w / scale) << 16;
         reinterpret_cast<uint32_t*>(staged + r * row_bytes)[c] = q;
       } else {
         reinterpret_cast<uint2*>(staged + r * row_bytes)[c] = bf16x4_bits(v);

@@ -137,6 +137,19 @@ __device__ __forceinline__ float fp8_scale_from_bits(uint32_t amax_bits) {
   return codec::fp8_dynamic_scale(__uint_as_float(amax_bits));
 }
 
+// The FP8 E4M3 codes of lo and hi (lo in the low byte), rounded and saturated as
+// codec::fp8_e4m3_code does: on sm_89 and newer one conversion instruction for both, without the
+// codec's check that keeps a NaN's sign (a NaN still becomes a NaN code).
+__device__ __forceinline__ uint32_t fp8_e4m3_codes_x2(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  uint16_t codes;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(codes) : "f"(hi), "f"(lo));
+  return codes;
+#else
+  return codec::fp8_e4m3_code(lo) | static_cast<uint32_t>(codec::fp8_e4m3_code(hi)) << 8;
+#endif
+}
+
 // Programmatic dependent launch (sm_90+): a kernel's blocks start while its predecessor finishes,
 // and wait here until the predecessor's results are visible. No-ops without it.
 __device__ __forceinline__ void wait_for_previous_grid() {

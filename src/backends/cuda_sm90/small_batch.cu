@@ -16,6 +16,7 @@
 #include "backends/cuda_sm90/small_batch.hpp"
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <algorithm>
 
@@ -80,9 +81,15 @@ __device__ __forceinline__ uint32_t bf16_pair(float lo, float hi) {
   return codec::bf16_bits(lo) | static_cast<uint32_t>(codec::bf16_bits(hi)) << 16;
 }
 
-// The FP8 E4M3 value of v / scale (w4a8's activations; exact in bf16, the scale goes after the MMA).
-__device__ __forceinline__ float fp8_value(float v, float scale) {
-  return codec::fp8_e4m3_value(codec::fp8_e4m3_code(v / scale));
+// The FP8 E4M3 values of lo / scale and hi / scale as a bf16 pair (w4a8's activations; exact in
+// bf16, the scale goes after the MMA): two values per conversion instruction, each way. An E4M3
+// value is exact in f16 and then in f32, whose upper half is then its bf16.
+__device__ __forceinline__ uint32_t fp8_bf16_pair(float lo, float hi, float scale) {
+  const uint16_t codes = static_cast<uint16_t>(fp8_e4m3_codes_x2(lo / scale, hi / scale));
+  uint32_t halves;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(halves) : "h"(codes));
+  const float2 values = __half22float2(*reinterpret_cast<const __half2*>(&halves));
+  return __byte_perm(__float_as_uint(values.x), __float_as_uint(values.y), 0x7632);
 }
 
 // `count` rows of `k` fp32 values as the scheme's GEMM input: w4a16 rounds them to bf16; w4a8 takes
@@ -137,12 +144,11 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
         if (i >= total) break;
         unsigned char* row = staged + i / quads * row_bytes;
         const int k4 = i % quads * 4;
-        if constexpr (S == Scheme::w4a8) {
-          v[u] = make_float4(fp8_value(v[u].x, scale), fp8_value(v[u].y, scale), fp8_value(v[u].z, scale),
-                             fp8_value(v[u].w, scale));
-        }
-        *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4)) = bf16_pair(v[u].x, v[u].y);
-        *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4 + 2)) = bf16_pair(v[u].z, v[u].w);
+        const bool fp8 = S == Scheme::w4a8;
+        *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4)) =
+            fp8 ? fp8_bf16_pair(v[u].x, v[u].y, scale) : bf16_pair(v[u].x, v[u].y);
+        *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4 + 2)) =
+            fp8 ? fp8_bf16_pair(v[u].z, v[u].w, scale) : bf16_pair(v[u].z, v[u].w);
       }
     }
   }
