@@ -31,9 +31,9 @@ router_logits_kernel(const float* x, const float* weight, const float* bias, int
 // take the largest |x| for the FP8 schemes' tensor scale, so that no separate pass finds it.
 constexpr int kTiledTokens = 64, kTiledExperts = 32, kTiledDepth = 32, kTiledThreads = 128;
 constexpr int kTiledPitch = kTiledDepth + 4;  // floats per staged row: fragment reads hit 32 distinct banks
-// Tiles in shared memory: two are on their way while the warps multiply the third. (With one tile
-// loaded ahead through registers, the kernel waited on memory: 366 us of gpt-oss-120b's T=8192
-// layer under Nsight Compute, 133 registers.)
+// Tiles in shared memory: two are on their way while the warps multiply the third (against one
+// tile loaded ahead through registers: 133 -> 88 registers, gpt-oss-120b T=8192 366 -> 345 us under
+// Nsight Compute; what bounds it now is the tf32 splits and the MMA chains, docs/PERFORMANCE.md).
 constexpr int kTiledStages = 3;
 
 // Rows row0.. of a [count][hidden] matrix, columns k0..k0+31, copied into a staged tile 16 bytes per
