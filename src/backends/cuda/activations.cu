@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "backends/cuda/cuda_check.hpp"
+#include "backends/cuda/device_buffer.hpp"
 #include "backends/cuda/device_utils.cuh"
 #include "backends/cuda/kernels.hpp"
 #include "backends/cuda/launch.cuh"
@@ -288,51 +289,29 @@ void launch_rows_from_float(const float* src, int padded_cols, int64_t rows, int
   MXMOE_CUDA_CHECK_LAUNCH("rows_from_float_kernel");
 }
 
+// The test hooks' device buffers are DeviceBuffers, freed however the hook leaves.
 void decode_all_codes_for_test(float* host_out) {
-  float* d = nullptr;
-  MXMOE_CUDA_CHECK(cudaMalloc(&d, 1024 * sizeof(float)));
-  decode_codes_kernel<<<1, 256>>>(d);
-  const cudaError_t launched = cudaGetLastError();
-  const cudaError_t copied = cudaMemcpy(host_out, d, 1024 * sizeof(float), cudaMemcpyDeviceToHost);
-  cudaFree(d);
-  check(launched, "launch of decode_codes_kernel", __FILE__, __LINE__);
-  check(copied, "cudaMemcpy(decoded codes)", __FILE__, __LINE__);
+  DeviceBuffer out(1024 * sizeof(float));
+  decode_codes_kernel<<<1, 256>>>(out.as<float>());
+  MXMOE_CUDA_CHECK_LAUNCH("decode_codes_kernel");
+  MXMOE_CUDA_CHECK(cudaMemcpy(host_out, out.as<void>(), out.bytes(), cudaMemcpyDeviceToHost));
 }
 
 void decode_scaled_codes_for_test(const uint8_t* host_scales, int count, float* host_out) {
-  uint8_t* scales = nullptr;
-  float* d = nullptr;
-  MXMOE_CUDA_CHECK(cudaMalloc(&scales, count));
-  MXMOE_CUDA_CHECK(cudaMalloc(&d, count * 1024 * sizeof(float)));
-  cudaError_t status = cudaMemcpy(scales, host_scales, count, cudaMemcpyHostToDevice);
-  if (status == cudaSuccess) {
-    decode_scaled_codes_kernel<<<count, 256>>>(scales, d);
-    status = cudaGetLastError();
-  }
-  if (status == cudaSuccess) status = cudaMemcpy(host_out, d, count * 1024 * sizeof(float), cudaMemcpyDeviceToHost);
-  cudaFree(scales);
-  cudaFree(d);
-  check(status, "decode_scaled_codes_kernel", __FILE__, __LINE__);
+  DeviceBuffer scales(count), out(count * 1024 * sizeof(float));
+  MXMOE_CUDA_CHECK(cudaMemcpy(scales.as<void>(), host_scales, count, cudaMemcpyHostToDevice));
+  decode_scaled_codes_kernel<<<count, 256>>>(scales.as<uint8_t>(), out.as<float>());
+  MXMOE_CUDA_CHECK_LAUNCH("decode_scaled_codes_kernel");
+  MXMOE_CUDA_CHECK(cudaMemcpy(host_out, out.as<void>(), out.bytes(), cudaMemcpyDeviceToHost));
 }
 
 void fp8_codes_for_test(const float* host_in, int n, uint8_t* host_codes, float* host_values) {
-  float* in = nullptr;
-  float* values = nullptr;
-  uint8_t* codes = nullptr;
-  MXMOE_CUDA_CHECK(cudaMalloc(&in, n * sizeof(float)));
-  MXMOE_CUDA_CHECK(cudaMalloc(&values, n * sizeof(float)));
-  MXMOE_CUDA_CHECK(cudaMalloc(&codes, n));
-  cudaError_t status = cudaMemcpy(in, host_in, n * sizeof(float), cudaMemcpyHostToDevice);
-  if (status == cudaSuccess) {
-    fp8_codes_kernel<<<blocks_for(n, 256, 4096), 256>>>(in, n, codes, values);
-    status = cudaGetLastError();
-  }
-  if (status == cudaSuccess) status = cudaMemcpy(host_codes, codes, n, cudaMemcpyDeviceToHost);
-  if (status == cudaSuccess) status = cudaMemcpy(host_values, values, n * sizeof(float), cudaMemcpyDeviceToHost);
-  cudaFree(in);
-  cudaFree(values);
-  cudaFree(codes);
-  check(status, "fp8_codes_kernel", __FILE__, __LINE__);
+  DeviceBuffer in(n * sizeof(float)), values(n * sizeof(float)), codes(n);
+  MXMOE_CUDA_CHECK(cudaMemcpy(in.as<void>(), host_in, in.bytes(), cudaMemcpyHostToDevice));
+  fp8_codes_kernel<<<blocks_for(n, 256, 4096), 256>>>(in.as<float>(), n, codes.as<uint8_t>(), values.as<float>());
+  MXMOE_CUDA_CHECK_LAUNCH("fp8_codes_kernel");
+  MXMOE_CUDA_CHECK(cudaMemcpy(host_codes, codes.as<void>(), n, cudaMemcpyDeviceToHost));
+  MXMOE_CUDA_CHECK(cudaMemcpy(host_values, values.as<void>(), values.bytes(), cudaMemcpyDeviceToHost));
 }
 
 }  // namespace mxmoe::cuda
