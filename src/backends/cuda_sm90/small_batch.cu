@@ -144,7 +144,7 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
         if (i >= total) break;
         unsigned char* row = staged + i / quads * row_bytes;
         const int k4 = i % quads * 4;
-        const bool fp8 = S == Scheme::w4a8;
+        constexpr bool fp8 = S == Scheme::w4a8;
         *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4)) =
             fp8 ? fp8_bf16_pair(v[u].x, v[u].y, scale) : bf16_pair(v[u].x, v[u].y);
         *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4 + 2)) =
