@@ -103,6 +103,11 @@ class CudaMoeImpl final : public CudaMoe {
     gate_up_bias_ = upload(padded.gate_up_bias());
     down_bias_ = upload(padded.down_bias());
     router_weight_ = upload(padded.router_weight());
+    // Every family routes batches above the small-batch path's with the tiled router.
+    const int64_t router_count = static_cast<int64_t>(shape_.experts) * shape_.hidden;
+    router_weight_parts_.reserve(2 * router_count * sizeof(uint32_t));
+    launch_split_router_weight(router_weight_.as<float>(), router_count, router_weight_parts_.as<uint32_t>(), nullptr);
+    MXMOE_CUDA_CHECK(cudaStreamSynchronize(nullptr));  // runs go to other streams
     router_bias_ = upload(layer->router_bias);
     MXMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     if (gemms_.small_batch && small_batch_takes(scheme_) &&
@@ -406,8 +411,9 @@ class CudaMoeImpl final : public CudaMoe {
                          counts_.as<int32_t>(), stream);
     } else {
       const bool router_read_x =
-          launch_router(x, router_weight_.as<float>(), router_bias_.as<float>(), tokens, static_cast<int>(H),
-                        static_cast<int>(E), static_cast<int>(k), small_batch_router, logits_.as<float>(),
+          launch_router(x, router_weight_.as<float>(), router_weight_parts_.as<uint32_t>(), router_bias_.as<float>(),
+                        tokens, static_cast<int>(H), static_cast<int>(E), static_cast<int>(k), small_batch_router,
+                        logits_.as<float>(),
                         expert_ids_.as<int32_t>(), expert_weights_.as<float>(), counts_.as<int32_t>(), x_bf16, scales,
                         per_tensor_fp8 ? amax : nullptr, overlap, stream);
       x_quantized = router_read_x && x_bf16 != nullptr;
@@ -501,7 +507,7 @@ class CudaMoeImpl final : public CudaMoe {
   DecodeGrids decode_grids_;  // all zero: no small-batch path
   std::mutex mutex_;
   DeviceBuffer gate_up_words_, gate_up_scales_, down_words_, down_scales_;
-  DeviceBuffer gate_up_bias_, down_bias_, router_weight_, router_bias_;
+  DeviceBuffer gate_up_bias_, down_bias_, router_weight_, router_weight_parts_, router_bias_;
   DeviceBuffer input_, output_, logits_, expert_ids_, expert_weights_, counts_, pair_offsets_, tile_offsets_, source_rows_,
       position_, amax_, tensor_scales_, x_quantized_, intermediate_, y_quantized_, pair_out_, partial_, row_scales_;
   DeviceBuffer decode_control_, decode_counts_;

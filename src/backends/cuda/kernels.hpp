@@ -18,16 +18,21 @@ int router_logit_slices(int tokens, int experts, int hidden, bool small_batch_ro
 // `overlap`: the launch may overlap the tail of the kernel before it on the stream (programmatic
 // dependent launch, sm_90+: launch.cuh); the kernel waits for it before touching memory.
 
+// The router weights' tf32 parts and remainders for the tiled router ([2][count]: every part, then
+// every remainder), split once when a layer is prepared rather than by every warp that reads them.
+void launch_split_router_weight(const float* weight, int64_t count, uint32_t* parts, cudaStream_t stream);
+
 // logits = x W^T + b at fp32 accuracy (into `logits`, scratch sized by router_logit_slices), the k
 // largest (equal logits: lower expert first), softmax over them. Also counts the (token, slot) pairs
 // per expert into `counts` (zeroed by the caller). Given x_bf16, the tiled router also writes x
 // rounded to bf16 there and 1 to *x_scale (launch_quantize's w4a16 output, bit for bit) while it
 // reads x; given x_amax (zeroed by the caller), the largest |x| as float bits there (launch_abs_max's
 // result). Returns whether it did either (the small-batch router does not).
-bool launch_router(const float* x, const float* router_weight, const float* router_bias, int tokens, int hidden,
-                   int experts, int top_k, bool small_batch_router, float* logits, int32_t* expert_ids,
-                   float* expert_weights, int32_t* counts, uint16_t* x_bf16, float* x_scale, uint32_t* x_amax,
-                   bool overlap, cudaStream_t stream);
+// router_weight_parts: launch_split_router_weight's split of router_weight (the tiled router reads it).
+bool launch_router(const float* x, const float* router_weight, const uint32_t* router_weight_parts,
+                   const float* router_bias, int tokens, int hidden, int experts, int top_k, bool small_batch_router,
+                   float* logits, int32_t* expert_ids, float* expert_weights, int32_t* counts, uint16_t* x_bf16,
+                   float* x_scale, uint32_t* x_amax, bool overlap, cudaStream_t stream);
 
 // The (token, slot) pairs per expert of a routing the caller gave, into `counts` (zeroed by the
 // caller), as launch_router counts its own. An id outside [0, experts) is replaced by expert 0 with

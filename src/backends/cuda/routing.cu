@@ -22,29 +22,49 @@ router_logits_kernel(const float* x, const float* weight, const float* bias, int
 
 // The router as a tiled GEMM on the tensor cores for larger batches, at fp32 accuracy: each operand
 // is split into a tf32 part and a tf32 remainder, and three tf32 MMAs (remainder products first)
-// recover what one fp32 product gives, to about 2^-21 relative. A block computes 64 tokens x 32
-// experts over one slice of K (blockIdx.z) from shared-memory tiles 32 deep, each of its four warps
-// 16 tokens x 32 experts. Every router row and token row is read once per block. Slices write
-// partial sums [slice][T][E] (the bias in slice 0), which the top-k kernel adds in slice order.
+// recover what one fp32 product gives, to about 2^-21 relative. The weights arrive split (once, when
+// the layer is prepared: launch_split_router_weight); x is split by the warps that read it. A block
+// computes 64 tokens x RouterTile experts over one slice of K (blockIdx.z) from shared-memory tiles
+// 32 deep, each of its warps 16 tokens x 32 experts. Slices write partial sums [slice][T][E] (the
+// bias in slice 0), which the top-k kernel adds in slice order.
 // Given x_bf16, the blocks of the first expert tile (which together read x once) also write x
 // rounded to bf16, the w4a16 GEMM input, so that no separate pass reads x again; given x_amax, they
 // take the largest |x| for the FP8 schemes' tensor scale, so that no separate pass finds it.
-constexpr int kTiledTokens = 64, kTiledExperts = 32, kTiledDepth = 32, kTiledThreads = 128;
+constexpr int kTiledDepth = 32;
 constexpr int kTiledPitch = kTiledDepth + 4;  // floats per staged row: fragment reads hit 32 distinct banks
 // Tiles in shared memory: two are on their way while the warps multiply the third (against one
 // tile loaded ahead through registers: 133 -> 88 registers, gpt-oss-120b T=8192 366 -> 345 us under
-// Nsight Compute; what bounds it now is the tf32 splits and the MMA chains, docs/PERFORMANCE.md).
+// Nsight Compute, docs/PERFORMANCE.md).
 constexpr int kTiledStages = 3;
+constexpr int kTiledTokens = 64;
 
-// Rows row0.. of a [count][hidden] matrix, columns k0..k0+31, copied into a staged tile 16 bytes per
-// thread and step, zeros past the last row.
-template <int kRows>
-__device__ __forceinline__ void copy_tile(float (*tile)[kTiledPitch], const float* m, int row0, int count, int hidden,
-                                          int k0) {
-  constexpr int kSteps = kRows * kTiledDepth / 4 / kTiledThreads;
+// A block's tile: 64 tokens x kExperts logits. Wider expert tiles read x fewer times (once per
+// expert tile) at the cost of idle warps where experts < kExperts; the launch takes the narrowest
+// tile that holds every expert, up to 128 (gpt-oss-120b T=8192 under Nsight Compute, 32 / 64 / 128
+// experts per block: 313 / 263 / 247 us; gpt-oss-20b, 32 experts, takes the 32-wide one).
+template <int kExperts>
+struct RouterTile {
+  static constexpr int tokens = kTiledTokens, experts = kExperts;
+  static constexpr int threads = tokens / 16 * (experts / 32) * 32;
+  // The stages: x tiles, then the weights' tf32 parts, then their remainders.
+  struct Stages {
+    float x[kTiledStages][tokens][kTiledPitch];
+    uint32_t big[kTiledStages][experts][kTiledPitch];
+    uint32_t small[kTiledStages][experts][kTiledPitch];
+  };
+};
+// The experts of the tile the launch takes for `experts` (RouterTile).
+int router_tile_experts(int experts) { return experts <= 32 ? 32 : experts <= 64 ? 64 : 128; }
+
+// Rows row0.. of a [count][hidden] matrix of 4-byte values, columns k0..k0+31, copied into a staged
+// tile by kThreads threads 16 bytes per thread and step, zeros past the last row.
+template <int kRows, int kThreads, class T>
+__device__ __forceinline__ void copy_tile(T (*tile)[kTiledPitch], const T* m, int row0, int count, int hidden, int k0) {
+  static_assert(sizeof(T) == 4 && kRows * kTiledDepth / 4 % kThreads == 0);
+  constexpr int kSteps = kRows * kTiledDepth / 4 / kThreads;
 #pragma unroll
   for (int i = 0; i < kSteps; ++i) {
-    const int index = threadIdx.x + i * kTiledThreads, row = index / 8, quad = index % 8;
+    const int index = threadIdx.x + i * kThreads, row = index / 8, quad = index % 8;
     const bool valid = row0 + row < count;
     cp_async_16(&tile[row][4 * quad], valid ? m + static_cast<int64_t>(row0 + row) * hidden + k0 + 4 * quad : m, valid);
   }
@@ -52,13 +72,14 @@ __device__ __forceinline__ void copy_tile(float (*tile)[kTiledPitch], const floa
 
 // The values this thread copied into a staged x tile: rounded to bf16 into x_bf16 ([count][hidden],
 // 8-byte stores) when given, and their largest magnitude (rows past the last are zeros).
+template <int kRows, int kThreads>
 __device__ __forceinline__ float bf16_and_max_of_tile(const float (*tile)[kTiledPitch], uint16_t* x_bf16, int row0,
                                                       int count, int hidden, int k0) {
-  constexpr int kSteps = kTiledTokens * kTiledDepth / 4 / kTiledThreads;
+  constexpr int kSteps = kRows * kTiledDepth / 4 / kThreads;
   float m = 0.0f;
 #pragma unroll
   for (int i = 0; i < kSteps; ++i) {
-    const int index = threadIdx.x + i * kTiledThreads, row = index / 8, quad = index % 8;
+    const int index = threadIdx.x + i * kThreads, row = index / 8, quad = index % 8;
     const float4 v = *reinterpret_cast<const float4*>(&tile[row][4 * quad]);
     m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
     if (x_bf16 != nullptr && row0 + row < count) {
@@ -80,14 +101,29 @@ __device__ __forceinline__ void split_tf32(float v, uint32_t& big, uint32_t& sma
   small = to_tf32(v - __uint_as_float(big));
 }
 
-__global__ void __launch_bounds__(kTiledThreads)
-router_logits_tiled_kernel(const float* x, const float* weight, const float* bias, int tokens, int hidden, int experts,
-                           int slice_depth, float* logits, uint16_t* x_bf16, float* x_scale, uint32_t* x_amax) {
-  __shared__ __align__(16) float xs[kTiledStages][kTiledTokens][kTiledPitch];
-  __shared__ __align__(16) float ws[kTiledStages][kTiledExperts][kTiledPitch];
-  const int t0 = blockIdx.y * kTiledTokens, e0 = blockIdx.x * kTiledExperts;
+__global__ void split_router_weight_kernel(const float* weight, int64_t count, uint32_t* parts) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    split_tf32(weight[i], parts[i], parts[count + i]);
+  }
+}
+
+template <class Tile>
+__global__ void __launch_bounds__(Tile::threads)
+router_logits_tiled_kernel(const float* x, const uint32_t* weight_parts, const float* bias, int tokens, int hidden,
+                           int experts, int slice_depth, float* logits, uint16_t* x_bf16, float* x_scale,
+                           uint32_t* x_amax) {
+  extern __shared__ __align__(16) unsigned char stages_raw[];
+  auto& stages = *reinterpret_cast<typename Tile::Stages*>(stages_raw);
+  auto& xs = stages.x;
+  const uint32_t* weight_big = weight_parts;
+  const uint32_t* weight_small = weight_parts + static_cast<int64_t>(experts) * hidden;
+  const int t0 = blockIdx.y * Tile::tokens, e0 = blockIdx.x * Tile::experts;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  float acc[kTiledExperts / 8][4] = {};
+  // The warp's 16 tokens and 32 experts of the block's tile.
+  constexpr int kTokenGroups = Tile::tokens / 16;
+  const int warp_tokens = warp % kTokenGroups * 16, warp_experts = warp / kTokenGroups * 32;
+  float acc[4][4] = {};
   const int k_begin = blockIdx.z * slice_depth, k_end = min(hidden, k_begin + slice_depth);
   const int tiles = (k_end - k_begin) / kTiledDepth;  // slices are whole tiles
   float* partial = logits + static_cast<int64_t>(blockIdx.z) * tokens * experts;
@@ -100,8 +136,9 @@ router_logits_tiled_kernel(const float* x, const float* weight, const float* bia
   auto issue = [&](int tile) {
     if (tile < tiles) {
       const int stage = tile % kTiledStages, k0 = k_begin + tile * kTiledDepth;
-      copy_tile<kTiledTokens>(xs[stage], x, t0, tokens, hidden, k0);
-      copy_tile<kTiledExperts>(ws[stage], weight, e0, experts, hidden, k0);
+      copy_tile<Tile::tokens, Tile::threads>(xs[stage], x, t0, tokens, hidden, k0);
+      copy_tile<Tile::experts, Tile::threads>(stages.big[stage], weight_big, e0, experts, hidden, k0);
+      copy_tile<Tile::experts, Tile::threads>(stages.small[stage], weight_small, e0, experts, hidden, k0);
     }
     cp_async_commit();
   };
@@ -113,32 +150,32 @@ router_logits_tiled_kernel(const float* x, const float* weight, const float* bia
     issue(tile + kTiledStages - 1);  // into the stage of the tile before this one
     const int stage = tile % kTiledStages;
     if (writes_bf16 || finds_amax) {
-      x_max = fmaxf(x_max, bf16_and_max_of_tile(xs[stage], writes_bf16 ? x_bf16 : nullptr, t0, tokens, hidden,
-                                                k_begin + tile * kTiledDepth));
+      x_max = fmaxf(x_max, bf16_and_max_of_tile<Tile::tokens, Tile::threads>(
+                               xs[stage], writes_bf16 ? x_bf16 : nullptr, t0, tokens, hidden, k_begin + tile * kTiledDepth));
     }
     // Each tile's products are summed by the tensor cores, then added to the running sums in fp32:
     // long MMA accumulation chains lose more than fp32 additions do.
-    float tile_acc[kTiledExperts / 8][4] = {};
+    float tile_acc[4][4] = {};
 #pragma unroll
     for (int k = 0; k < kTiledDepth; k += 8) {
       uint32_t a_big[4], a_small[4];
-      const float* a_rows = &xs[stage][warp * 16][k];
+      const float* a_rows = &xs[stage][warp_tokens][k];
       split_tf32(a_rows[g * kTiledPitch + t], a_big[0], a_small[0]);
       split_tf32(a_rows[(g + 8) * kTiledPitch + t], a_big[1], a_small[1]);
       split_tf32(a_rows[g * kTiledPitch + t + 4], a_big[2], a_small[2]);
       split_tf32(a_rows[(g + 8) * kTiledPitch + t + 4], a_big[3], a_small[3]);
 #pragma unroll
-      for (int n = 0; n < kTiledExperts / 8; ++n) {
-        uint32_t b_big[2], b_small[2];
-        split_tf32(ws[stage][n * 8 + g][k + t], b_big[0], b_small[0]);
-        split_tf32(ws[stage][n * 8 + g][k + t + 4], b_big[1], b_small[1]);
+      for (int n = 0; n < 4; ++n) {
+        const int e = warp_experts + n * 8 + g;
+        const uint32_t b_big[2] = {stages.big[stage][e][k + t], stages.big[stage][e][k + t + 4]};
+        const uint32_t b_small[2] = {stages.small[stage][e][k + t], stages.small[stage][e][k + t + 4]};
         mma_tf32_1688(tile_acc[n], a_small, b_big[0], b_big[1]);
         mma_tf32_1688(tile_acc[n], a_big, b_small[0], b_small[1]);
         mma_tf32_1688(tile_acc[n], a_big, b_big[0], b_big[1]);
       }
     }
 #pragma unroll
-    for (int n = 0; n < kTiledExperts / 8; ++n) {
+    for (int n = 0; n < 4; ++n) {
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[n][i] += tile_acc[n][i];
     }
@@ -151,10 +188,10 @@ router_logits_tiled_kernel(const float* x, const float* weight, const float* bia
   }
   // Accumulator i of n-tile n: token g (i < 2) or g + 8 of the warp's 16, expert 8n + 2t + (i & 1).
 #pragma unroll
-  for (int n = 0; n < kTiledExperts / 8; ++n) {
+  for (int n = 0; n < 4; ++n) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int token = t0 + warp * 16 + g + (i >= 2 ? 8 : 0), e = e0 + n * 8 + 2 * t + (i & 1);
+      const int token = t0 + warp_tokens + g + (i >= 2 ? 8 : 0), e = e0 + warp_experts + n * 8 + 2 * t + (i & 1);
       if (token < tokens && e < experts) {
         partial[static_cast<int64_t>(token) * experts + e] = blockIdx.z == 0 ? acc[n][i] + bias[e] : acc[n][i];
       }
@@ -280,13 +317,24 @@ __global__ void rank_kernel(const int32_t* expert_ids, const int32_t* counts, in
 
 namespace {
 bool uses_small_router(int tokens, bool small_batch_router) { return small_batch_router && tokens <= kDecodeMaxTokens; }
+
+template <class Tile>
+void launch_tiled(dim3 grid, cudaStream_t stream, const float* x, const uint32_t* weight_parts, const float* bias,
+                  int tokens, int hidden, int experts, int slice_depth, float* logits, uint16_t* x_bf16, float* x_scale,
+                  uint32_t* x_amax) {
+  const auto kernel = router_logits_tiled_kernel<Tile>;
+  MXMOE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sizeof(typename Tile::Stages)));
+  kernel<<<grid, Tile::threads, sizeof(typename Tile::Stages), stream>>>(x, weight_parts, bias, tokens, hidden, experts,
+                                                                       slice_depth, logits, x_bf16, x_scale, x_amax);
+}
 }  // namespace
 
 int router_logit_slices(int tokens, int experts, int hidden, bool small_batch_router) {
   if (uses_small_router(tokens, small_batch_router)) return 1;  // each block adds its own slices
   // Enough blocks for every SM of a large GPU twice over, each slice at least 4 tiles deep.
   constexpr int kTargetBlocks = 264;
-  const int blocks = ((tokens + kTiledTokens - 1) / kTiledTokens) * ((experts + kTiledExperts - 1) / kTiledExperts);
+  const int tile_experts = router_tile_experts(experts);
+  const int blocks = ((tokens + kTiledTokens - 1) / kTiledTokens) * ((experts + tile_experts - 1) / tile_experts);
   const int depth_tiles = hidden / kTiledDepth;
   const int slices = std::clamp((kTargetBlocks + blocks - 1) / blocks, 1, std::max(1, depth_tiles / 4));
   // The slice count the launch really makes (slices of whole tiles).
@@ -294,10 +342,17 @@ int router_logit_slices(int tokens, int experts, int hidden, bool small_batch_ro
   return (depth_tiles + slice_tiles - 1) / slice_tiles;
 }
 
-bool launch_router(const float* x, const float* router_weight, const float* router_bias, int tokens, int hidden,
-                   int experts, int top_k, bool small_batch_router, float* logits, int32_t* expert_ids,
-                   float* expert_weights, int32_t* counts, uint16_t* x_bf16, float* x_scale, uint32_t* x_amax,
-                   bool overlap, cudaStream_t stream) {
+void launch_split_router_weight(const float* weight, int64_t count, uint32_t* parts, cudaStream_t stream) {
+  if (count == 0) return;
+  split_router_weight_kernel<<<static_cast<int>(std::min<int64_t>(1024, (count + 255) / 256)), 256, 0, stream>>>(
+      weight, count, parts);
+  MXMOE_CUDA_CHECK_LAUNCH("split_router_weight_kernel");
+}
+
+bool launch_router(const float* x, const float* router_weight, const uint32_t* router_weight_parts,
+                   const float* router_bias, int tokens, int hidden, int experts, int top_k, bool small_batch_router,
+                   float* logits, int32_t* expert_ids, float* expert_weights, int32_t* counts, uint16_t* x_bf16,
+                   float* x_scale, uint32_t* x_amax, bool overlap, cudaStream_t stream) {
   if (tokens == 0) return false;
   if (top_k > kMaxTopK || hidden % kTiledDepth != 0) {
     throw CudaError("router: top-k above 16 or hidden not a multiple of 32");
@@ -313,10 +368,18 @@ bool launch_router(const float* x, const float* router_weight, const float* rout
   } else {
     const int depth_tiles = hidden / kTiledDepth;
     const int slice_depth = (depth_tiles + slices - 1) / slices * kTiledDepth;
-    const dim3 grid((experts + kTiledExperts - 1) / kTiledExperts, (tokens + kTiledTokens - 1) / kTiledTokens,
+    const int tile_experts = router_tile_experts(experts);
+    const dim3 grid((experts + tile_experts - 1) / tile_experts, (tokens + kTiledTokens - 1) / kTiledTokens,
                     (hidden + slice_depth - 1) / slice_depth);
-    router_logits_tiled_kernel<<<grid, kTiledThreads, 0, stream>>>(x, router_weight, router_bias, tokens, hidden,
-                                                                    experts, slice_depth, logits, x_bf16, x_scale, x_amax);
+    const auto launch = [&]<class Tile>() {
+      launch_tiled<Tile>(grid, stream, x, router_weight_parts, router_bias, tokens, hidden, experts, slice_depth, logits,
+                         x_bf16, x_scale, x_amax);
+    };
+    switch (tile_experts) {
+      case 32: launch.operator()<RouterTile<32>>(); break;
+      case 64: launch.operator()<RouterTile<64>>(); break;
+      default: launch.operator()<RouterTile<128>>(); break;
+    }
     MXMOE_CUDA_CHECK_LAUNCH("router_logits_tiled_kernel");
   }
   constexpr int kWarpsPerBlock = 8;
