@@ -89,11 +89,12 @@ __device__ __forceinline__ float bf16_and_max_of_tile(const float (*tile)[kTiled
   return m;
 }
 
-__device__ __forceinline__ uint32_t to_tf32(float v) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
-  return r;
-}
+// v rounded to tf32, to nearest with ties away from zero: the bits cvt.rna.tf32.f32 gives for a
+// finite v, in two integer operations instead of that conversion's about four on sm_90 (the router
+// is bound by issued instructions: 20b T=8192 88 -> 82 us). A NaN may come out a number; the
+// weights are checked finite, and a token whose x holds a NaN gets a NaN output from the expert
+// GEMMs whatever its routing.
+__device__ __forceinline__ uint32_t to_tf32(float v) { return (__float_as_uint(v) + 0x1000u) & 0xFFFFE000u; }
 
 // v = big + small, both tf32.
 __device__ __forceinline__ void split_tf32(float v, uint32_t& big, uint32_t& small) {
