@@ -124,7 +124,8 @@ router_logits_tiled_kernel(const float* x, const uint32_t* weight_parts, const f
   // The warp's 16 tokens and 32 experts of the block's tile.
   constexpr int kTokenGroups = Tile::tokens / 16;
   const int warp_tokens = warp % kTokenGroups * 16, warp_experts = warp / kTokenGroups * 32;
-  float acc[4][4] = {};
+  constexpr int kExpertTiles = 4;  // the warp's 32 experts, 8 per MMA
+  float acc[kExpertTiles][4] = {};
   const int k_begin = blockIdx.z * slice_depth, k_end = min(hidden, k_begin + slice_depth);
   const int tiles = (k_end - k_begin) / kTiledDepth;  // slices are whole tiles
   float* partial = logits + static_cast<int64_t>(blockIdx.z) * tokens * experts;
@@ -156,7 +157,7 @@ router_logits_tiled_kernel(const float* x, const uint32_t* weight_parts, const f
     }
     // Each tile's products are summed by the tensor cores, then added to the running sums in fp32:
     // long MMA accumulation chains lose more than fp32 additions do.
-    float tile_acc[4][4] = {};
+    float tile_acc[kExpertTiles][4] = {};
 #pragma unroll
     for (int k = 0; k < kTiledDepth; k += 8) {
       uint32_t a_big[4], a_small[4];
@@ -166,7 +167,7 @@ router_logits_tiled_kernel(const float* x, const uint32_t* weight_parts, const f
       split_tf32(a_rows[g * kTiledPitch + t + 4], a_big[2], a_small[2]);
       split_tf32(a_rows[(g + 8) * kTiledPitch + t + 4], a_big[3], a_small[3]);
 #pragma unroll
-      for (int n = 0; n < 4; ++n) {
+      for (int n = 0; n < kExpertTiles; ++n) {
         const int e = warp_experts + n * 8 + g;
         const uint32_t b_big[2] = {stages.big[stage][e][k + t], stages.big[stage][e][k + t + 4]};
         const uint32_t b_small[2] = {stages.small[stage][e][k + t], stages.small[stage][e][k + t + 4]};
@@ -176,7 +177,7 @@ router_logits_tiled_kernel(const float* x, const uint32_t* weight_parts, const f
       }
     }
 #pragma unroll
-    for (int n = 0; n < 4; ++n) {
+    for (int n = 0; n < kExpertTiles; ++n) {
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[n][i] += tile_acc[n][i];
     }
@@ -189,7 +190,7 @@ router_logits_tiled_kernel(const float* x, const uint32_t* weight_parts, const f
   }
   // Accumulator i of n-tile n: token g (i < 2) or g + 8 of the warp's 16, expert 8n + 2t + (i & 1).
 #pragma unroll
-  for (int n = 0; n < 4; ++n) {
+  for (int n = 0; n < kExpertTiles; ++n) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int token = t0 + warp_tokens + g + (i >= 2 ? 8 : 0), e = e0 + warp_experts + n * 8 + 2 * t + (i & 1);
