@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <random>
 #include <set>
 
 #include "backends/backend_check.hpp"
@@ -496,6 +497,36 @@ TEST(CudaBackend, Sm90BatchesOfEveryTopKMatchTheReference) {
     p.moe->poison_buffers_for_test(true);
     for (int run = 0; run < 2; ++run) {
       expect_matches_reference(*p.moe, layer, Scheme::w4a16, 300, test::fresh_seed(), HiddenDistribution::normal);
+    }
+  }
+}
+
+// An expert's last tile runs at the narrowest MMA width that holds its pairs (gemm.cu): the caller's
+// routing gives one expert of each last-tile width (5, 20, 40, 70, 100 and 128 pairs past a full
+// tile of 128; 5, 20, 40, 10, 30, 30 past tiles of 64), every scheme, each twice, poisoned.
+TEST(CudaBackend, Sm90LastTilesOfEveryWidthMatchTheReference) {
+  REQUIRE_GPU();
+  const MoeLayer& layer = test::shared_layer({192, 128, 6, 1});
+  const std::vector<std::vector<int>> pairs_per_expert = {{133, 148, 168, 198, 228, 256}, {5, 20, 40, 74, 30, 30}};
+  for (Scheme scheme : declaration("cuda_sm90").schemes) {
+    if (!cannot_run_here("cuda_sm90", scheme).empty()) continue;
+    cuda::PreparedCudaLayer p = prepare_cuda("cuda_sm90", layer, scheme);
+    p.moe->poison_buffers_for_test(true);
+    for (const auto& counts : pairs_per_expert) {
+      const uint64_t seed = test::fresh_seed();
+      Routing routing{0, 1, {}, {}};
+      for (int e = 0; e < 6; ++e) routing.expert_ids.insert(routing.expert_ids.end(), counts[e], e);
+      routing.tokens = static_cast<int>(routing.expert_ids.size());
+      std::shuffle(routing.expert_ids.begin(), routing.expert_ids.end(), std::mt19937_64(seed));
+      routing.weights.assign(routing.tokens, 0.75f);
+      SCOPED_TRACE(std::string(scheme_name(scheme)) + " T=" + std::to_string(routing.tokens));
+      const auto x = random_hidden(routing.tokens, 192, seed + 1, HiddenDistribution::normal);
+      const MoeOutput want = reference_forward(layer, x, routing.tokens, scheme, {.routing = &routing});
+      for (int run = 0; run < 2; ++run) {
+        const MoeOutput got = p.moe->forward(x, routing.tokens, &routing);
+        EXPECT_TRUE(test::all_finite(got.output));
+        EXPECT_LE(relative_l2(got.output, want.output), test::error_bound(scheme));
+      }
     }
   }
 }

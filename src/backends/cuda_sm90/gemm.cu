@@ -8,7 +8,8 @@
 // scales, contiguous); each thread reads its 16 bytes of codes per chunk and row tile from the ring,
 // decodes them to bf16 with the block scale, and issues four m64nBNk16 wgmmas per row tile. The
 // pairs' activation rows are gathered by cp.async into a ring of 128-byte-swizzled shared-memory
-// stages that wgmma reads through a matrix descriptor.
+// stages that wgmma reads through a matrix descriptor. A tile holding fewer pairs than its width
+// (an expert's last) runs at the narrowest MMA width that holds them.
 //
 // Epilogues: gate_up applies SwiGLU to each thread's (gate, linear) row pair and writes the down
 // GEMM's bf16 input directly (w4a16) or fp32 for a separate quantization pass (w4a4); down writes
@@ -18,6 +19,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <type_traits>
+#include <utility>
 
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
@@ -95,27 +97,12 @@ __device__ __forceinline__ uint64_t tile_descriptor(const void* tile) {
   return ((address & 0x3FFFFu) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
 }
 
-template <class C, bool kGateUp>
-__global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(const GemmProblem p) {
-  extern __shared__ unsigned char smem_raw[];
-  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+// One CTA's tile at MMA width kN <= C::BN: the tile's `rows` pairs (at most kN) of `expert` from
+// pair row0. The weight ring's barriers are initialized.
+template <class C, bool kGateUp, int kN>
+__device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* smem, int expert, int row0, int rows) {
   unsigned char* weight_slots = smem + C::weights_offset;
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::barriers_offset);
-
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < C::weight_slots; ++s) barrier_init(&full[s]);
-    barrier_init_fence();
-  }
-  wait_for_previous_grid();  // the sort's tile offsets, the activations
-  if constexpr (kGateUp) {
-    if (p.out_scale != nullptr && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *p.out_scale = 1.0f;
-  }
-  const int tile = blockIdx.y;
-  if (tile >= p.tile_offsets[p.experts]) return;
-  const int expert = owner_of(p.tile_offsets, p.experts, tile);
-  const int row0 = p.pair_offsets[expert] + (tile - p.tile_offsets[expert]) * C::BN;
-  const int rows = min(C::BN, p.pair_offsets[expert + 1] - row0);
-
   const int warp_group = threadIdx.x / 128, thread = threadIdx.x % 128;
   const int warp = thread / 32, lane = threadIdx.x % 32;
   const int row_tiles = p.n / kTileRows, chunks = p.k / kChunkK;
@@ -147,7 +134,6 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
                 kScaleBytesPerChunk, &full[slot], weights_policy);
     }
   };
-  __syncthreads();  // the barriers are initialized
   if (threadIdx.x == 0) {
     for (int c = 0; c < min(C::weight_slots, chunks); ++c) fill_slot(c);
   }
@@ -164,13 +150,15 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
     source[j] = valid ? a_base + source_row * p.k * 2 + c * 16 : nullptr;
   }
   // Rows past the tile's pairs are zero-filled (their products are never stored), as are the stages
-  // of chunks past K (the loads run `ahead` chunks ahead of the MMAs), which are never read.
+  // of chunks past K (the loads run `ahead` chunks ahead of the MMAs), which are never read. Rows
+  // past kN are not read by the MMAs: nothing is copied there.
   auto load_stage = [&](int stage, int chunk) {
     unsigned char* s = smem + stage * C::stage_bytes;
 #pragma unroll
     for (int j = 0; j < C::copies; ++j) {
       const int i = threadIdx.x + j * C::threads;
       const int r = i / 8, c = i % 8;
+      if (kN < C::BN && r >= kN) continue;
       const bool valid = source[j] != nullptr && chunk < chunks;
       cp_async_16(s + r * 128 + ((c ^ (r & 7)) << 4), valid ? source[j] + chunk * kChunkK * 2 : a_base, valid);
     }
@@ -198,11 +186,11 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
     cp_async_commit();
   }
 
-  float acc[C::m_tiles][C::BN / 2];
+  float acc[C::m_tiles][kN / 2];
 #pragma unroll
   for (int m = 0; m < C::m_tiles; ++m) {
 #pragma unroll
-    for (int i = 0; i < C::BN / 2; ++i) acc[m][i] = 0.0f;
+    for (int i = 0; i < kN / 2; ++i) acc[m][i] = 0.0f;
   }
   auto fence_accumulators = [&] {
 #pragma unroll
@@ -226,7 +214,7 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
     for (int s = 0; s < 4; ++s) {
 #pragma unroll
       for (int m = 0; m < C::m_tiles; ++m) {
-        Wgmma<C::BN>::run(acc[m], a[set][m][s], descriptor + 2 * s);  // +32 bytes per k16
+        Wgmma<kN>::run(acc[m], a[set][m][s], descriptor + 2 * s);  // +32 bytes per k16
       }
     }
     wgmma_commit();
@@ -266,7 +254,7 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
       const float* bias = p.bias + static_cast<int64_t>(expert) * p.n + 2 * unit;
       const float gate_bias = bias[0], linear_bias = bias[1];
 #pragma unroll
-      for (int j = 0; j < C::BN / 8; ++j) {
+      for (int j = 0; j < kN / 8; ++j) {
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
           const int column = 8 * j + 2 * t + i;
@@ -288,7 +276,7 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
       const float* bias = p.bias + static_cast<int64_t>(expert) * p.n + n;
       const float bias0 = bias[0], bias8 = bias[8];
 #pragma unroll
-      for (int j = 0; j < C::BN / 8; ++j) {
+      for (int j = 0; j < kN / 8; ++j) {
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
           const int column = 8 * j + 2 * t + i;
@@ -308,6 +296,50 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
     }
     if (lane == 0) atomicMax(p.out_amax, __float_as_uint(written_max));  // non-negative floats order like their bits
   }
+}
+
+// The MMA widths a tile of C::BN pairs may run at: a tile with fewer pairs (an expert's last) runs
+// at the narrowest that holds them, so the tensor cores do not multiply its empty columns.
+template <int kBN>
+struct NarrowWidths {
+  using type = std::integer_sequence<int, kBN>;
+};
+template <>
+struct NarrowWidths<64> {
+  using type = std::integer_sequence<int, 16, 32, 64>;
+};
+template <>
+struct NarrowWidths<128> {
+  using type = std::integer_sequence<int, 16, 32, 64, 96, 128>;
+};
+
+template <class C, bool kGateUp, int... kWidths>
+__device__ __forceinline__ void run_narrowest(const GemmProblem& p, unsigned char* smem, int expert, int row0, int rows,
+                                              std::integer_sequence<int, kWidths...>) {
+  // Once per CTA, uniform: each width is its own straight-line code.
+  (void)((rows <= kWidths && (run_tile<C, kGateUp, kWidths>(p, smem, expert, row0, rows), true)) || ...);
+}
+
+template <class C, bool kGateUp>
+__global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(const GemmProblem p) {
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::barriers_offset);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < C::weight_slots; ++s) barrier_init(&full[s]);
+    barrier_init_fence();
+  }
+  wait_for_previous_grid();  // the sort's tile offsets, the activations
+  if constexpr (kGateUp) {
+    if (p.out_scale != nullptr && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *p.out_scale = 1.0f;
+  }
+  const int tile = blockIdx.y;
+  if (tile >= p.tile_offsets[p.experts]) return;
+  const int expert = owner_of(p.tile_offsets, p.experts, tile);
+  const int row0 = p.pair_offsets[expert] + (tile - p.tile_offsets[expert]) * C::BN;
+  const int rows = min(C::BN, p.pair_offsets[expert + 1] - row0);
+  __syncthreads();  // the barriers are initialized
+  run_narrowest<C, kGateUp>(p, smem, expert, row0, rows, typename NarrowWidths<C::BN>::type{});
 }
 
 template <class C, bool kGateUp>
