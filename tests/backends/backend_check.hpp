@@ -78,15 +78,28 @@ struct CheckResult {
 // the routing itself must agree with the reference's except on near-tied tokens.
 //
 // The bounds count rounding-boundary flips of the intermediate activation over many elements; a
-// batch with few of them (one token through a small layer: a few hundred) can meet a single flip
-// whose share of its tiny output exceeds the bound. Such a batch is measured together with further
-// independent batches of the same size, until they hold kPooledIntermediates elements.
-inline constexpr int64_t kPooledIntermediates = 4096;
+// batch with few of them can meet a single flip whose share of its small output exceeds the bound.
+// One flip moves an element by one step of its format, at most 2^-p of it (p mantissa bits: bf16 7,
+// FP8 3, E2M1 1, whose step between 0.5 and 1 is a whole 0.5 but whose block scaling keeps most
+// elements at 1 or above), and moves the relative L2 of n elements by that step times the element's
+// size against their RMS over sqrt(n). So that a flip of an element three times the RMS stays
+// within error_bound, a comparison pools independent batches of the same size until they hold
+// n >= (3 2^-p / bound)^2 intermediate elements: 3.4K for bf16, 62.5K for FP8, 250K for E2M1.
+inline int64_t pooled_intermediates(Scheme scheme) {
+  switch (scheme) {
+    case Scheme::w4a8:
+    case Scheme::w4a8_token: return 65536;
+    case Scheme::w4a4: return 262144;
+    case Scheme::w4a16:
+    case Scheme::w4a32: return 4096;
+  }
+  return 4096;
+}
 
-// Independent batches of `tokens` that one comparison pools.
-inline int64_t pooled_batches(const MoeShape& shape, int tokens) {
+// Independent batches of `tokens` that one comparison under `scheme` pools.
+inline int64_t pooled_batches(const MoeShape& shape, int tokens, Scheme scheme) {
   const int64_t per_batch = int64_t{tokens} * shape.top_k * shape.intermediate;
-  return per_batch == 0 ? 1 : (kPooledIntermediates + per_batch - 1) / per_batch;
+  return per_batch == 0 ? 1 : (pooled_intermediates(scheme) + per_batch - 1) / per_batch;
 }
 // The outputs of pooled batches and the reference's, compared as one.
 struct PooledOutputs {
@@ -107,7 +120,7 @@ inline CheckResult check_against_reference(const MoeLayer& layer, Scheme scheme,
                                            const DeviceSpec& device, uint64_t input_seed) {
   MoeRunner runner(layer, scheme, device, {.backend = backend});
   EXPECT_EQ(runner.decision().chosen, backend);
-  const int64_t batches = pooled_batches(layer.shape, tokens);
+  const int64_t batches = pooled_batches(layer.shape, tokens, scheme);
   CheckResult r;
   PooledOutputs pooled;
   for (int64_t b = 0; b < batches; ++b) {
@@ -153,15 +166,21 @@ inline void check_caller_routing(const MoeLayer& layer, Scheme scheme, int token
   MoeRunner runner(layer, scheme, device, {.backend = backend});
   ASSERT_EQ(runner.decision().chosen, backend);
   const MoeShape& s = layer.shape;
-  const auto x = random_hidden(tokens, s.hidden, seed);
+  PooledOutputs pooled;
+  for (int64_t b = 0; b < pooled_batches(s, tokens, scheme); ++b) {
+    const auto x = pooled_input(tokens, s.hidden, seed, b, HiddenDistribution::normal);
+    const Routing routing = random_routing(tokens, s.experts, s.top_k, seed + 1 + static_cast<uint64_t>(b));
+    const MoeOutput got = runner.forward(x, tokens, routing);
+    EXPECT_EQ(got.routing.expert_ids, routing.expert_ids);
+    EXPECT_EQ(got.routing.weights, routing.weights);
+    pooled.add(got.output, reference_forward(layer, x, tokens, scheme, {.routing = &routing}).output);
+    // Not the router's answer: the test would prove nothing if the two routings agreed.
+    EXPECT_NE(route(layer, x, tokens).expert_ids, routing.expert_ids);
+  }
+  EXPECT_LE(pooled.relative_error(), error_bound(scheme)) << backend << " T=" << tokens;
+
+  const auto x = pooled_input(tokens, s.hidden, seed, 0, HiddenDistribution::normal);
   const Routing routing = random_routing(tokens, s.experts, s.top_k, seed + 1);
-  const MoeOutput got = runner.forward(x, tokens, routing);
-  EXPECT_EQ(got.routing.expert_ids, routing.expert_ids);
-  EXPECT_EQ(got.routing.weights, routing.weights);
-  const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &routing});
-  EXPECT_LE(relative_l2(got.output, expected.output), error_bound(scheme)) << backend << " T=" << tokens;
-  // Not the router's answer: the test would prove nothing if the two routings agreed.
-  EXPECT_NE(route(layer, x, tokens).expert_ids, routing.expert_ids);
 
   Routing out_of_range = routing;
   out_of_range.expert_ids[0] = s.experts;

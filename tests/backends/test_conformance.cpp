@@ -146,8 +146,8 @@ TEST_P(BackendConformance, MatchesTheReferenceWithinTheSchemeBound) {
   const int k = c.shape.top_k, H = c.shape.hidden;
 
   // Small batches are measured together with further independent batches of the same size until
-  // they hold kPooledIntermediates elements (backend_check.hpp says why).
-  const int64_t batches = test::pooled_batches(c.shape, c.tokens);
+  // they hold test::pooled_intermediates elements (backend_check.hpp says why).
+  const int64_t batches = test::pooled_batches(c.shape, c.tokens, c.scheme);
   std::vector<float> got_rows, want_rows;
   int same_sets = 0, compared = 0;
   for (int64_t b = 0; b < batches; ++b) {

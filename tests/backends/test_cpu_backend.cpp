@@ -17,7 +17,7 @@ namespace {
 // Inference engines route themselves and hand the experts their top-k ids and weights.
 TEST(CpuBackend, RunsTheCallersRouting) {
   for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
-    // 24 tokens: enough intermediate elements (24 x 2 x 96) for the bound (kPooledIntermediates).
+    // 24 tokens: 4608 intermediate elements (24 x 2 x 96).
     test::check_caller_routing(test::shared_layer({128, 96, 8, 2}), scheme, 24, "cpu", DeviceSpec::detect_cpu(),
                                test::fresh_seed());
   }
