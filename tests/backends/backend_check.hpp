@@ -166,10 +166,14 @@ inline void check_caller_routing(const MoeLayer& layer, Scheme scheme, int token
   MoeRunner runner(layer, scheme, device, {.backend = backend});
   ASSERT_EQ(runner.decision().chosen, backend);
   const MoeShape& s = layer.shape;
+  const auto input = [&](int64_t b) { return pooled_input(tokens, s.hidden, seed, b, HiddenDistribution::normal); };
+  const auto routing_of = [&](int64_t b) {
+    return random_routing(tokens, s.experts, s.top_k, seed + 1 + static_cast<uint64_t>(b));
+  };
   PooledOutputs pooled;
   for (int64_t b = 0; b < pooled_batches(s, tokens, scheme); ++b) {
-    const auto x = pooled_input(tokens, s.hidden, seed, b, HiddenDistribution::normal);
-    const Routing routing = random_routing(tokens, s.experts, s.top_k, seed + 1 + static_cast<uint64_t>(b));
+    const auto x = input(b);
+    const Routing routing = routing_of(b);
     const MoeOutput got = runner.forward(x, tokens, routing);
     EXPECT_EQ(got.routing.expert_ids, routing.expert_ids);
     EXPECT_EQ(got.routing.weights, routing.weights);
@@ -179,8 +183,9 @@ inline void check_caller_routing(const MoeLayer& layer, Scheme scheme, int token
   }
   EXPECT_LE(pooled.relative_error(), error_bound(scheme)) << backend << " T=" << tokens;
 
-  const auto x = pooled_input(tokens, s.hidden, seed, 0, HiddenDistribution::normal);
-  const Routing routing = random_routing(tokens, s.experts, s.top_k, seed + 1);
+  // Bad input, on batch 0.
+  const auto x = input(0);
+  const Routing routing = routing_of(0);
 
   Routing out_of_range = routing;
   out_of_range.expert_ids[0] = s.experts;
