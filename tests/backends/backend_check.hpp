@@ -4,11 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <limits>
 #include <map>
 #include <memory>
 
 #include "mxmoe/runner.hpp"
+#include "mxmoe/scheme.hpp"
 #include "mxmoe/synth.hpp"
 #include "support.hpp"
 
@@ -84,16 +86,23 @@ struct CheckResult {
 // elements at 1 or above), and moves the relative L2 of n elements by that step times the element's
 // size against their RMS over sqrt(n). So that a flip of an element three times the RMS stays
 // within error_bound, a comparison pools independent batches of the same size until they hold
-// n >= (3 2^-p / bound)^2 intermediate elements: 3.4K for bf16, 62.5K for FP8, 250K for E2M1.
+// n >= (3 2^-p / bound)^2 intermediate elements (3.4K for bf16, 62.5K for FP8, 250K for E2M1), in
+// powers of two from 4096.
 inline int64_t pooled_intermediates(Scheme scheme) {
-  switch (scheme) {
-    case Scheme::w4a8:
-    case Scheme::w4a8_token: return 65536;
-    case Scheme::w4a4: return 262144;
-    case Scheme::w4a16:
-    case Scheme::w4a32: return 4096;
-  }
-  return 4096;
+  const auto mantissa_bits = [](ActivationFormat format) {
+    switch (format) {
+      case ActivationFormat::bf16: return 7;
+      case ActivationFormat::fp8_e4m3: return 3;
+      case ActivationFormat::mxfp4: return 1;
+      case ActivationFormat::fp32: return 23;  // no requantization: any pool will do
+    }
+    return 1;
+  };
+  const double step = std::ldexp(1.0, -mantissa_bits(scheme_traits(scheme).activation));
+  const double needed = std::pow(3.0 * step / error_bound(scheme), 2);
+  int64_t n = 4096;
+  while (static_cast<double>(n) < needed) n *= 2;
+  return n;
 }
 
 // Independent batches of `tokens` that one comparison under `scheme` pools.
