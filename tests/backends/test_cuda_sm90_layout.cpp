@@ -27,13 +27,14 @@ Mxfp4Tensor random_tensor(int groups, int rows, int cols, uint64_t seed) {
   return t;
 }
 
-// Bits 6, 7, 8 and 15 of each bf16 half after rotating right by 3r (r < 3); register 3 from bits
-// 0, 1, 3, 4 of each half. Returns the 4-bit code of element `half` of register r.
+// Bits 6, 7, 8 and 15 of each bf16 half after rotating right by 0, 4, 10 and 6 for registers 0-3,
+// register 3's mantissa (bit 6) by 14 instead. Returns the 4-bit code of element `half` of register r.
 uint8_t code_in_word(uint32_t word, int r, int half) {
-  static constexpr int kBf16Bits[4] = {6, 7, 8, 15}, kLastBits[4] = {0, 1, 3, 4};
+  static constexpr int kBf16Bits[4] = {6, 7, 8, 15}, kRotations[4] = {0, 4, 10, 6};
   uint8_t code = 0;
   for (int i = 0; i < 4; ++i) {
-    const int position = r < 3 ? (kBf16Bits[i] + 16 * half + 3 * r) % 32 : kLastBits[i] + 16 * half;
+    const int rotation = r == 3 && i == 0 ? 14 : kRotations[r];
+    const int position = (kBf16Bits[i] + 16 * half + rotation) % 32;
     code |= static_cast<uint8_t>(((word >> position) & 1u) << i);
   }
   return code;

@@ -7,17 +7,20 @@
 #include <cstdint>
 
 #include "backends/cuda/device_utils.cuh"
+#include "backends/cuda_sm90/layout.hpp"
 
 namespace mxmoe::cuda::sm90 {
 
 // Register r's two codes placed as bf16 bits (layout.hpp): value * 2^-126 in each half.
 __device__ __forceinline__ uint32_t placed_pair(uint32_t word, int r) {
   constexpr uint32_t kBf16Bits = 0x81C081C0u;  // sign, low exponent bits and top mantissa bit of each half
+  constexpr uint32_t kMantissas = 0x00400040u;
+  const auto rotated = [word](int by) { return __funnelshift_r(word, word, by); };
   switch (r) {
     case 0: return word & kBf16Bits;
-    case 1: return __funnelshift_r(word, word, 3) & kBf16Bits;
-    case 2: return __funnelshift_r(word, word, 6) & kBf16Bits;
-    default: return ((word << 6) & 0x00C000C0u) | ((word << 5) & 0x01000100u) | ((word << 11) & 0x80008000u);
+    case 1: return rotated(kRotation1) & kBf16Bits;
+    case 2: return rotated(kRotation2) & kBf16Bits;
+    default: return (rotated(kRotation3) & (kBf16Bits & ~kMantissas)) | (rotated(kMantissaRotation3) & kMantissas);
   }
 }
 

@@ -17,17 +17,6 @@ int64_t source_row(int64_t row, bool gate_up) {
   return base + (r < 8 ? 2 * r : 2 * (r - 8) + 1);
 }
 
-// Where bit i (0: mantissa, 1-2: exponent, 3: sign) of the first (half 0) or second element of A
-// register r goes in its step's word (layout.hpp).
-int bit_position(int r, int half, int i) {
-  if (r < 3) {
-    const int bf16_position = i < 3 ? 6 + i : 15;  // the bit's place in a bf16
-    return (bf16_position + 16 * half + 3 * r) % 32;
-  }
-  constexpr int kLast[4] = {0, 1, 3, 4};
-  return kLast[i] + 16 * half;
-}
-
 }  // namespace
 
 PackedWeights pack_weights(const detail::PaddedMxfp4& t, bool gate_up) {
@@ -53,7 +42,7 @@ PackedWeights pack_weights(const detail::PaddedMxfp4& t, bool gate_up) {
               const int64_t k = c * kChunkK + step * 16 + 2 * t4 + (r >= 2 ? 8 : 0);
               for (int half = 0; half < 2; ++half) {
                 const uint8_t code = t.code(e, rows[r & 1], k + half);
-                for (int i = 0; i < 4; ++i) word |= static_cast<uint32_t>((code >> i) & 1u) << bit_position(r, half, i);
+                for (int i = 0; i < 4; ++i) word |= static_cast<uint32_t>((code >> i) & 1u) << code_bit_position(r, half, i);
               }
             }
             p.words[static_cast<size_t>((base * 128 + thread) * 4 + step)] = word;

@@ -8,8 +8,10 @@
 //   (row, k) = (g, 2t), (g+8, 2t), (g, 2t+8), (g+8, 2t+8) (second element of each: k + 1). The bits
 //   are placed for a cheap decode: a code's mantissa, exponent and sign bits sit where a bf16 has
 //   its top mantissa bit, low exponent bits and sign (bits 6-8 and 15 of each half) once the word
-//   is rotated right by 3r, for r < 3 (one AND after the rotation extracts the register); register
-//   3 takes the 8 bits left over (0, 1, 3, 4 of each half) and three shifts.
+//   is rotated right by kRotation<r> (one AND after the rotation extracts the register). Register
+//   3's mantissa bits take a second rotation, kMantissaRotation3: no four rotations of those eight
+//   bit places tile a 32-bit word, and two ANDs and an OR (4 instructions with the rotations, 9 per
+//   word) beat shifting the 8 bits left over into place (6, 11 per word).
 // - scales [4 warps][8 groups][4 bytes]: row g block 0, row g block 1, row g+8 block 0, row g+8
 //   block 1 (the four lanes of a group load the same word).
 // gate_up rows are reordered so that a thread's two rows are one SwiGLU unit's gate and linear row:
@@ -20,6 +22,15 @@
 #include "mxmoe/moe.hpp"
 
 namespace mxmoe::cuda::sm90 {
+
+constexpr int kRotation1 = 4, kRotation2 = 10, kRotation3 = 6, kMantissaRotation3 = 14;  // register 0: none
+
+// The bit of a step's word that holds bit i (0: mantissa, 1-2: exponent, 3: sign) of element `half`
+// of A register r.
+constexpr int code_bit_position(int r, int half, int i) {
+  const int rotation = r == 0 ? 0 : r == 1 ? kRotation1 : r == 2 ? kRotation2 : i == 0 ? kMantissaRotation3 : kRotation3;
+  return ((i < 3 ? 6 + i : 15) + 16 * half + rotation) % 32;
+}
 
 constexpr int kTileRows = 64;   // weight rows per warpgroup
 constexpr int kChunkK = 64;     // k per pipeline step
