@@ -8,10 +8,10 @@
 //   (row, k) = (g, 2t), (g+8, 2t), (g, 2t+8), (g+8, 2t+8) (second element of each: k + 1). The bits
 //   are placed for a cheap decode: a code's mantissa, exponent and sign bits sit where a bf16 has
 //   its top mantissa bit, low exponent bits and sign (bits 6-8 and 15 of each half) once the word
-//   is rotated right by kRotation<r> (one AND after the rotation extracts the register). Register
-//   3's mantissa bits take a second rotation, kMantissaRotation3: no four rotations of those eight
-//   bit places tile a 32-bit word, and two ANDs and an OR (4 instructions with the rotations, 9 per
-//   word) beat shifting the 8 bits left over into place (6, 11 per word).
+//   is rotated right by 0, 4, 10 or 6 for register 0..3 (one AND after the rotation extracts the
+//   register), register 3's mantissa bits by 14 instead: no four rotations of those eight bit
+//   places tile a 32-bit word, and a second rotation with two ANDs and an OR (9 integer
+//   instructions per word) beats shifting 8 bits left over into place (11 per word).
 // - scales [4 warps][8 groups][4 bytes]: row g block 0, row g block 1, row g+8 block 0, row g+8
 //   block 1 (the four lanes of a group load the same word).
 // gate_up rows are reordered so that a thread's two rows are one SwiGLU unit's gate and linear row:
