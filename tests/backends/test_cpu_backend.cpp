@@ -157,22 +157,33 @@ namespace {
 // registers) and many (decoded panel).
 class CpuKernelIsa : public ::testing::TestWithParam<cpu::KernelIsa> {
  protected:
+  void SetUp() override {
+    if (!cpu::pin_kernels_for_test(GetParam())) GTEST_SKIP() << "this CPU cannot run " << cpu::kernel_isa_name(GetParam());
+  }
   void TearDown() override { cpu::pin_kernels_for_test(cpu::KernelIsa::best); }
+
+  // check(layer, tokens, scheme, input seed) for each scheme at 1 and 3 tokens (a few rows per
+  // expert: register decode) and 40 (many: the panel).
+  template <class Check>
+  void for_each_case(Check&& check) {
+    const uint64_t seed = test::fresh_seed();
+    SCOPED_TRACE(std::string(cpu::kernel_isa_name(GetParam())) + " (" + cpu::kernel_target() + "), input seed " +
+                 std::to_string(seed));
+    const MoeLayer& layer = test::shared_layer({256, 192, 8, 2});
+    for (int tokens : {1, 3, 40}) {
+      for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
+        SCOPED_TRACE("T=" + std::to_string(tokens) + " " + std::string(scheme_name(scheme)));
+        check(layer, tokens, scheme, seed + tokens);
+      }
+    }
+  }
 };
 
 TEST_P(CpuKernelIsa, MatchesTheReference) {
-  const cpu::KernelIsa isa = GetParam();
-  if (!cpu::pin_kernels_for_test(isa)) GTEST_SKIP() << "this CPU cannot run " << cpu::kernel_isa_name(isa);
-  const uint64_t seed = test::fresh_seed();
-  SCOPED_TRACE(std::string(cpu::kernel_isa_name(isa)) + " (" + cpu::kernel_target() + "), input seed " +
-               std::to_string(seed));
-  const MoeLayer& layer = test::shared_layer({256, 192, 8, 2});
-  for (int tokens : {1, 3, 40}) {  // per expert: a few rows (register decode) and many (panel)
-    for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
-      const auto r = test::check_against_reference(layer, scheme, tokens, "cpu", DeviceSpec::detect_cpu(), seed + tokens);
-      EXPECT_LE(r.relative_error, test::error_bound(scheme)) << "T=" << tokens << " " << scheme_name(scheme);
-    }
-  }
+  for_each_case([](const MoeLayer& layer, int tokens, Scheme scheme, uint64_t seed) {
+    const auto r = test::check_against_reference(layer, scheme, tokens, "cpu", DeviceSpec::detect_cpu(), seed);
+    EXPECT_LE(r.relative_error, test::error_bound(scheme));
+  });
 }
 
 // The same kernel paths for the sanitizer pass (scripts/hardening runs this test and leaves
@@ -182,23 +193,16 @@ TEST_P(CpuKernelIsa, MatchesTheReference) {
 // the bound leaves room for the rare requantization flip that pooling exists for (the largest of
 // 384 E2M1 intermediates off by half of itself: about 0.08 at T=1).
 TEST_P(CpuKernelIsa, RunsEveryPathOnOneBatch) {
-  constexpr double kLooseBound = 0.25;
-  const cpu::KernelIsa isa = GetParam();
-  if (!cpu::pin_kernels_for_test(isa)) GTEST_SKIP() << "this CPU cannot run " << cpu::kernel_isa_name(isa);
-  const uint64_t seed = test::fresh_seed();
-  SCOPED_TRACE(std::string(cpu::kernel_isa_name(isa)) + ", input seed " + std::to_string(seed));
-  const MoeLayer& layer = test::shared_layer({256, 192, 8, 2});
-  for (int tokens : {1, 3, 40}) {
-    for (Scheme scheme : {Scheme::w4a16, Scheme::w4a8, Scheme::w4a4}) {
-      MoeRunner runner(layer, scheme, DeviceSpec::detect_cpu(), {.backend = "cpu"});
-      const auto x = test::pooled_input(tokens, layer.shape.hidden, seed + tokens, 0);
-      const MoeOutput got = runner.forward(x, tokens);
-      const MoeOutput want = reference_forward(layer, x, tokens, scheme, {.routing = &got.routing});
-      ASSERT_EQ(got.output.size(), want.output.size());
-      EXPECT_TRUE(test::all_finite(got.output));
-      EXPECT_LE(relative_l2(got.output, want.output), kLooseBound) << "T=" << tokens << " " << scheme_name(scheme);
-    }
-  }
+  for_each_case([](const MoeLayer& layer, int tokens, Scheme scheme, uint64_t seed) {
+    constexpr double kLooseBound = 0.25;
+    MoeRunner runner(layer, scheme, DeviceSpec::detect_cpu(), {.backend = "cpu"});
+    const auto x = test::pooled_input(tokens, layer.shape.hidden, seed, 0);
+    const MoeOutput got = runner.forward(x, tokens);
+    const MoeOutput want = reference_forward(layer, x, tokens, scheme, {.routing = &got.routing});
+    ASSERT_EQ(got.output.size(), want.output.size());
+    EXPECT_TRUE(test::all_finite(got.output));
+    EXPECT_LE(relative_l2(got.output, want.output), kLooseBound);
+  });
 }
 
 INSTANTIATE_TEST_SUITE_P(Isa, CpuKernelIsa,
