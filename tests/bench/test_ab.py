@@ -14,11 +14,11 @@ AB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench
 # A benchmark that appends its name to a log (to check the order of runs) and reports `us` per point,
 # plus 1 us per earlier run of itself (so that rounds differ).
 STUB = """#!/usr/bin/env python3
-import json, sys
+import json, os, sys
 args = sys.argv[1:]
 out = args[args.index("--json") + 1]
 log = {log!r}
-previous = sum(1 for line in open(log) if line.strip() == {name!r}) if __import__("os").path.exists(log) else 0
+previous = sum(1 for line in open(log) if line.strip() == {name!r}) if os.path.exists(log) else 0
 open(log, "a").write({name!r} + "\\n")
 runs = [{{"shape": "gpt-oss-20b", "scheme": "w4a16", "tokens": t, "ms": ({us} + previous + t) / 1000.0}} for t in (1, 128)]
 json.dump({{"runs": runs, "args": args}}, open(out, "w"))
