@@ -8,6 +8,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "mxmoe/runner.hpp"
 #include "mxmoe/scheme.hpp"
@@ -125,11 +126,13 @@ inline std::vector<float> pooled_input(int tokens, int hidden, uint64_t seed, in
   return random_hidden(tokens, hidden, seed + static_cast<uint64_t>(b) * 7919, distribution);
 }
 
+// `batches_given`: how many batches to pool; by default as many as the scheme's bound needs (pooled_batches).
 inline CheckResult check_against_reference(const MoeLayer& layer, Scheme scheme, int tokens, const std::string& backend,
-                                           const DeviceSpec& device, uint64_t input_seed) {
+                                           const DeviceSpec& device, uint64_t input_seed,
+                                           std::optional<int64_t> batches_given = std::nullopt) {
   MoeRunner runner(layer, scheme, device, {.backend = backend});
   EXPECT_EQ(runner.decision().chosen, backend);
-  const int64_t batches = pooled_batches(layer.shape, tokens, scheme);
+  const int64_t batches = batches_given.value_or(pooled_batches(layer.shape, tokens, scheme));
   CheckResult r;
   PooledOutputs pooled;
   for (int64_t b = 0; b < batches; ++b) {
