@@ -183,7 +183,8 @@ class CpuKernelIsa : public ::testing::TestWithParam<cpu::KernelIsa> {
 TEST_P(CpuKernelIsa, MatchesTheReference) {
   for_each_case([](const MoeLayer& layer, int tokens, Scheme scheme, uint64_t seed) {
     test::expect_within_bound(scheme, seed, [&](uint64_t pool_seed) {
-      return test::check_against_reference(layer, scheme, tokens, "cpu", DeviceSpec::detect_cpu(), pool_seed).relative_error;
+      const DeviceSpec cpu = DeviceSpec::detect_cpu();
+      return test::check_against_reference(layer, scheme, tokens, "cpu", cpu, pool_seed).relative_error;
     });
   });
 }
