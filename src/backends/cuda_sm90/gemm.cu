@@ -3,13 +3,13 @@
 // The problem is computed transposed, Y^T = W X^T: a warpgroup owns one or two tiles of 64 weight
 // rows (wgmma's M) and a CTA one tile of BN sorted (token, slot) pairs of one expert (wgmma's N,
 // 16..128). So the weights, the narrow operand, go to the tensor cores from registers. One thread
-// keeps a shared-memory ring of weight chunks filled by bulk copies (the copy engine, completing on
-// an mbarrier per slot; layout.hpp makes each tile's 64-deep chunk 2 KB of codes and 128 bytes of
-// scales, contiguous); each thread reads its 16 bytes of codes per chunk and row tile from the ring,
-// decodes them to bf16 with the block scale, and issues four m64nBNk16 wgmmas per row tile. The
-// pairs' activation rows are gathered by cp.async into a ring of 128-byte-swizzled shared-memory
-// stages that wgmma reads through a matrix descriptor. A tile holding fewer pairs than its width
-// (an expert's last) runs at the narrowest MMA width that holds them.
+// at a time keeps a shared-memory ring of weight chunks filled by bulk copies (the copy engine,
+// completing on an mbarrier per slot; layout.hpp makes each tile's 64-deep chunk 2 KB of codes and
+// 128 bytes of scales, contiguous); each thread reads its 16 bytes of codes per chunk and row tile
+// from the ring, decodes them to bf16 with the block scale, and issues four m64nBNk16 wgmmas per
+// row tile. The pairs' activation rows are gathered by cp.async into a ring of 128-byte-swizzled
+// shared-memory stages that wgmma reads through a matrix descriptor. A tile holding fewer pairs
+// than its width (an expert's last) runs at the narrowest MMA width that holds them.
 //
 // Epilogues: gate_up applies SwiGLU to each thread's (gate, linear) row pair and writes the down
 // GEMM's bf16 input directly (w4a16) or fp32 for a separate quantization pass (w4a4); down writes
@@ -71,6 +71,12 @@ struct Config : S {
   // tile (one per 128 weight rows) reads again: 120b T=128 -1.6 to -2.2%, T=32 -2.7% (H200). At
   // width 128 several tiles of one expert re-read its weights: evict-first was 2-4% slower at T=8192.
   static constexpr bool weights_read_once = BN < 128;
+  // The thread that refills the weight ring after `chunk`'s barrier. From width 64, lane 0 of each
+  // warp in turn (a CTA's warps sit on different schedulers, so none carries every refill's ~70
+  // instructions): T=1024 -1.1% (120b, width 64) and -2.0% (20b, width 128) on an H200; at width 16
+  // it was 1.3% slower, and narrower tiles keep thread 0.
+  static constexpr int fillers = BN >= 64 ? threads / 32 : 1;
+  static __device__ __forceinline__ int filler(int chunk) { return chunk % fillers * 32; }
   static_assert(BN % 16 == 0 && BN <= 256 && BN * 8 % threads == 0 && ahead >= 1);
   static_assert((weight_slots & (weight_slots - 1)) == 0 && weight_slots >= 2);
   static_assert(smem_bytes * min_blocks <= 227 * 1024);
@@ -117,8 +123,8 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
     stores[m] = tile_index < row_tiles;
   }
 
-  // One thread keeps the weight ring filled: chunk c of every row tile of the CTA goes to slot
-  // c % slots, its arrival counted in bytes on that slot's barrier.
+  // One thread at a time (C::filler) keeps the weight ring filled: chunk c of every row tile of the
+  // CTA goes to slot c % slots, its arrival counted in bytes on that slot's barrier.
   const uint64_t weights_policy = C::weights_read_once ? evict_first_policy() : evict_normal_policy();
   auto fill_slot = [&](int chunk) {
     const int slot = chunk % C::weight_slots;
@@ -222,7 +228,7 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
     // Refills while the MMAs run (measured faster than before them for the narrow tiles). The
     // weight slot of `chunk` was decoded by every thread before the barrier; the activation stage
     // overwritten was read by chunk - 2's MMAs, which the last wait retired.
-    if (threadIdx.x == 0 && chunk + C::weight_slots < chunks) fill_slot(chunk + C::weight_slots);
+    if (threadIdx.x == C::filler(chunk) && chunk + C::weight_slots < chunks) fill_slot(chunk + C::weight_slots);
     load_stage(write_stage, chunk + C::ahead);
     cp_async_commit();
     read_stage = read_stage + 1 == C::stages ? 0 : read_stage + 1;
