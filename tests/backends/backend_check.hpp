@@ -67,8 +67,18 @@ inline std::vector<BackendCase> backend_cases(std::initializer_list<MoeShape> sh
 
 inline std::string backend_case_name(const ::testing::TestParamInfo<BackendCase>& info) {
   const BackendCase& c = info.param;
-  return "H" + std::to_string(c.shape.hidden) + "_I" + std::to_string(c.shape.intermediate) + "_E" +
-         std::to_string(c.shape.experts) + "_T" + std::to_string(c.tokens) + "_" + std::string(scheme_name(c.scheme));
+  // Appended piece by piece: GCC 12 warns falsely (-Wstringop-overflow) on "literal" + std::string.
+  std::string name = "H";
+  name += std::to_string(c.shape.hidden);
+  name += "_I";
+  name += std::to_string(c.shape.intermediate);
+  name += "_E";
+  name += std::to_string(c.shape.experts);
+  name += "_T";
+  name += std::to_string(c.tokens);
+  name += "_";
+  name += scheme_name(c.scheme);
+  return name;
 }
 
 struct CheckResult {
