@@ -219,6 +219,9 @@ TEST(BackendCheck, ASecondPoolAnswersAFirstOverTheBound) {
     return 0.0;
   });
   EXPECT_EQ(seeds.size(), 1u);  // a pool within the bound needs no second
+  EXPECT_NONFATAL_FAILURE(test::expect_within_bound(Scheme::w4a16, 7,
+                                                    [](uint64_t) { return std::numeric_limits<double>::infinity(); }),
+                          "pooled error inf");
 }
 
 INSTANTIATE_TEST_SUITE_P(Isa, CpuKernelIsa,

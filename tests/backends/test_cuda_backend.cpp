@@ -326,8 +326,9 @@ void expect_matches_reference(cuda::CudaMoe& moe, const MoeLayer& layer, Scheme 
     for (int64_t b = 0; b < test::pooled_batches(layer.shape, tokens, scheme); ++b) {
       const auto x = test::pooled_input(tokens, layer.shape.hidden, pool_seed, b, distribution);
       const MoeOutput got = moe.forward(x, tokens);
-      EXPECT_TRUE(test::all_finite(got.output));
-      if (!test::all_finite(got.output)) return std::numeric_limits<double>::infinity();
+      const bool finite = test::all_finite(got.output);
+      EXPECT_TRUE(finite);
+      if (!finite) return std::numeric_limits<double>::infinity();
       if (each) each(got);
       const Routing expected_routing = route(layer, x, tokens);
       int same_sets = 0;
