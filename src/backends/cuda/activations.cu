@@ -35,6 +35,7 @@ __global__ void abs_max_kernel(const float* x, int64_t n, uint32_t* amax_bits) {
 // Four values per step (16-byte loads, 8-byte stores), the last n % 4 one at a time.
 __global__ void quantize_bf16_kernel(const float* x, int64_t n, uint16_t* out, float* tensor_scale) {
   wait_for_previous_grid();  // launched to overlap the previous kernel's tail (launch.cuh)
+  allow_dependent_launch();  // the GEMM's blocks start and wait (down's fill their weight rings)
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = 1.0f;
   const int64_t quads = n / 4, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -69,6 +70,7 @@ template <bool kValuesAsBf16>
 __global__ void quantize_fp8_kernel(const float* x, int64_t n, const uint32_t* amax_bits, void* out,
                                     float* tensor_scale) {
   wait_for_previous_grid();
+  allow_dependent_launch();
   const float scale = fp8_scale_from_bits(*amax_bits);
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = scale;
   const int64_t quads = n / 4, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -93,6 +95,7 @@ __global__ void quantize_fp8_rows_kernel(const float* x, int64_t rows, int cols,
                                          float* tensor_scale) {
   __shared__ float warp_max[32];
   wait_for_previous_grid();
+  allow_dependent_launch();
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = 1.0f;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -118,6 +121,7 @@ __global__ void quantize_fp8_rows_kernel(const float* x, int64_t rows, int cols,
 // (exact: an E2M1 value times a power of two).
 __global__ void quantize_mxfp4_kernel(const float* x, int64_t blocks, uint16_t* out, float* tensor_scale) {
   wait_for_previous_grid();
+  allow_dependent_launch();
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = 1.0f;
   const int lane = threadIdx.x % 32;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);

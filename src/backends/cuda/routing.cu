@@ -17,6 +17,7 @@ namespace {
 __global__ void __launch_bounds__(kLogitWarps * 32)
 router_logits_kernel(const float* x, const float* weight, const float* bias, int tokens, int hidden, int experts,
                      float* logits) {
+  allow_dependent_launch();  // top-k's blocks start and wait
   router_logits_block(x, weight, bias, tokens, hidden, experts, logits);
 }
 
@@ -115,6 +116,7 @@ router_logits_tiled_kernel(const float* x, const uint32_t* weight_parts, const f
                            int experts, int slice_depth, float* logits, uint16_t* x_bf16, float* x_scale,
                            uint32_t* x_amax) {
   extern __shared__ __align__(16) unsigned char stages_raw[];
+  allow_dependent_launch();  // top-k's blocks start and wait
   auto& stages = *reinterpret_cast<typename Tile::Stages*>(stages_raw);
   auto& xs = stages.x;
   const uint32_t* weight_big = weight_parts;
@@ -222,6 +224,7 @@ __device__ __forceinline__ float logit_sum(const float* logits, int64_t index, i
 __global__ void router_topk_kernel(float* logits, int tokens, int experts, int top_k, int slices, int32_t* expert_ids,
                                    float* expert_weights, int32_t* counts) {
   wait_for_previous_grid();  // the logits
+  allow_dependent_launch();   // the sort's blocks start and wait
   const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
   if (warp >= tokens) return;
   if (slices > 1) {
@@ -247,6 +250,7 @@ __global__ void rank_kernel(const int32_t* expert_ids, const int32_t* counts, in
   __shared__ int warp_totals[32];
   __shared__ int base;
   wait_for_previous_grid();  // the routing and its counts
+  allow_dependent_launch();   // the next kernel's blocks start and wait
   const int e = blockIdx.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   if (warp == 0) {

@@ -143,6 +143,8 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
   if (threadIdx.x == 0) {
     for (int c = 0; c < min(C::weight_slots, chunks); ++c) fill_slot(c);
   }
+  // down's activations are gate_up's output: its weights start streaming before gate_up is done.
+  if constexpr (!kGateUp) wait_for_previous_grid();
 
   // The activation rows this thread copies, looked up once.
   const unsigned char* a_base = static_cast<const unsigned char*>(p.a);
@@ -335,7 +337,12 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
     for (int s = 0; s < C::weight_slots; ++s) barrier_init(&full[s]);
     barrier_init_fence();
   }
-  wait_for_previous_grid();  // the sort's tile offsets, the activations
+  // gate_up waits for the sort's tile offsets and its activations. Down's routing was final before
+  // any gate_up block got past that wait, and down's blocks launch only once every gate_up block has
+  // (allow_dependent_launch below): they look their tile up at once, fill their weight rings while
+  // gate_up's last blocks run, and wait in run_tile before they read gate_up's output.
+  if constexpr (kGateUp) wait_for_previous_grid();
+  allow_dependent_launch();
   if constexpr (kGateUp) {
     if (p.out_scale != nullptr && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *p.out_scale = 1.0f;
   }
