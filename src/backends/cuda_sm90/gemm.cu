@@ -337,10 +337,11 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
     for (int s = 0; s < C::weight_slots; ++s) barrier_init(&full[s]);
     barrier_init_fence();
   }
-  // gate_up waits for the sort's tile offsets and its activations. Down's routing was final before
-  // any gate_up block got past that wait, and down's blocks launch only once every gate_up block has
-  // (allow_dependent_launch below): they look their tile up at once, fill their weight rings while
-  // gate_up's last blocks run, and wait in run_tile before they read gate_up's output.
+  // gate_up waits for the sort's tile offsets and its activations. Down's blocks launch only once
+  // every block of the kernel before them (gate_up, or the quantization of its output) got past its
+  // own wait (allow_dependent_launch), when the routing is long final: they look their tile up at
+  // once, fill their weight rings while gate_up's last blocks run (measured on an H200: -0.7 to
+  // -1.4% at T=128), and wait in run_tile before they read gate_up's output.
   if constexpr (kGateUp) wait_for_previous_grid();
   allow_dependent_launch();
   if constexpr (kGateUp) {
