@@ -5,10 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
 #include <optional>
+#include <utility>
 
 #include "mxmoe/runner.hpp"
 #include "mxmoe/scheme.hpp"
@@ -136,25 +138,46 @@ inline std::vector<float> pooled_input(int tokens, int hidden, uint64_t seed, in
   return random_hidden(tokens, hidden, seed + static_cast<uint64_t>(b) * 7919, distribution);
 }
 
-// `batches_given`: how many batches to pool; by default as many as the scheme's bound needs (pooled_batches).
+// Per-batch checks of a pooled comparison: the input, the backend's output, the reference's.
+using BatchCheck = std::function<void(const std::vector<float>& x, const MoeOutput& got, const MoeOutput& want)>;
+
+// The pooled error of batches of `tokens` run by `forward(x)` on inputs from `seed`, each against
+// the reference on the routing the backend returned; infinity once a batch's output is not finite.
+// `batches`: how many to pool; by default as many as the scheme's bound needs (pooled_batches).
+template <class Forward>
+double pooled_reference_error(const MoeLayer& layer, Scheme scheme, int tokens, uint64_t seed,
+                              HiddenDistribution distribution, Forward&& forward, const BatchCheck& each = {},
+                              std::optional<int64_t> batches = std::nullopt) {
+  PooledOutputs pooled;
+  for (int64_t b = 0; b < batches.value_or(pooled_batches(layer.shape, tokens, scheme)); ++b) {
+    const auto x = pooled_input(tokens, layer.shape.hidden, seed, b, distribution);
+    const MoeOutput got = forward(x);
+    EXPECT_EQ(got.output.size(), x.size());
+    const bool finite = got.output.size() == x.size() && all_finite(got.output);
+    EXPECT_TRUE(finite);
+    if (!finite) return std::numeric_limits<double>::infinity();
+    const MoeOutput want = reference_forward(layer, x, tokens, scheme, {.routing = &got.routing});
+    if (each) each(x, got, want);
+    pooled.add(got.output, want.output);
+  }
+  return pooled.relative_error();
+}
+
+// `batches_given`: how many batches to pool; by default as many as the scheme's bound needs.
 inline CheckResult check_against_reference(const MoeLayer& layer, Scheme scheme, int tokens, const std::string& backend,
                                            const DeviceSpec& device, uint64_t input_seed,
                                            std::optional<int64_t> batches_given = std::nullopt) {
   MoeRunner runner(layer, scheme, device, {.backend = backend});
   EXPECT_EQ(runner.decision().chosen, backend);
-  const int64_t batches = batches_given.value_or(pooled_batches(layer.shape, tokens, scheme));
   CheckResult r;
-  PooledOutputs pooled;
-  for (int64_t b = 0; b < batches; ++b) {
-    const auto x = pooled_input(tokens, layer.shape.hidden, input_seed, b);
-    MoeOutput out = runner.forward(x, tokens);
-    EXPECT_EQ(out.output.size(), x.size());
-    EXPECT_TRUE(all_finite(out.output));
-    const MoeOutput want = reference_forward(layer, x, tokens, scheme, {.routing = &out.routing});
-    pooled.add(out.output, want.output);
-    if (b == 0) r.output = std::move(out);
-  }
-  r.relative_error = pooled.relative_error();
+  bool first = true;
+  r.relative_error = pooled_reference_error(
+      layer, scheme, tokens, input_seed, HiddenDistribution::heavy,
+      [&](const std::vector<float>& x) { return runner.forward(x, tokens); },
+      [&](const std::vector<float>&, const MoeOutput& got, const MoeOutput&) {
+        if (std::exchange(first, false)) r.output = got;
+      },
+      batches_given);
   return r;
 }
 

@@ -241,18 +241,11 @@ TEST(CudaBackend, WritesEveryOutputWithPoisonedBuffers) {
       cuda::PreparedCudaLayer p = prepare_cuda(backend, layer, scheme);
       p.moe->poison_buffers_for_test(true);
       const MoeLayer padded = pad_layer(layer, p.decision.padding);  // the rows the CUDA layer takes
-      const int hidden = padded.shape.hidden;
       for (int tokens : {1, 5, 37, 300}) {
         SCOPED_TRACE(backend + " " + std::string(scheme_name(scheme)) + " T=" + std::to_string(tokens));
         test::expect_within_bound(scheme, tokens, [&](uint64_t seed) {
-          test::PooledOutputs pooled;
-          for (int64_t b = 0; b < test::pooled_batches(padded.shape, tokens, scheme); ++b) {
-            const auto x = test::pooled_input(tokens, hidden, seed, b, HiddenDistribution::normal);
-            const MoeOutput out = p.moe->forward(x, tokens);
-            EXPECT_TRUE(test::all_finite(out.output));
-            pooled.add(out.output, reference_forward(padded, x, tokens, scheme, {.routing = &out.routing}).output);
-          }
-          return pooled.relative_error();
+          return test::pooled_reference_error(padded, scheme, tokens, seed, HiddenDistribution::normal,
+                                              [&](const std::vector<float>& x) { return p.moe->forward(x, tokens); });
         });
       }
     }
@@ -271,13 +264,8 @@ TEST(CudaSanitizer, SmallShapeEveryBackendAndScheme) {
       for (int tokens : {2, 40, 130, 600}) {  // every tile width of both GEMM families
         SCOPED_TRACE(backend + " " + std::string(scheme_name(scheme)) + " T=" + std::to_string(tokens));
         test::expect_within_bound(scheme, 11, [&](uint64_t seed) {
-          test::PooledOutputs pooled;
-          for (int64_t b = 0; b < test::pooled_batches(layer.shape, tokens, scheme); ++b) {
-            const auto x = test::pooled_input(tokens, 128, seed, b, HiddenDistribution::normal);
-            const MoeOutput out = runner.forward(x, tokens);
-            pooled.add(out.output, reference_forward(layer, x, tokens, scheme, {.routing = &out.routing}).output);
-          }
-          return pooled.relative_error();
+          return test::pooled_reference_error(layer, scheme, tokens, seed, HiddenDistribution::normal,
+                                              [&](const std::vector<float>& x) { return runner.forward(x, tokens); });
         });
       }
     }
@@ -321,30 +309,24 @@ void expect_matches_reference(cuda::CudaMoe& moe, const MoeLayer& layer, Scheme 
                               HiddenDistribution distribution, const std::function<void(const MoeOutput&)>& each = {}) {
   const int k = layer.shape.top_k;
   SCOPED_TRACE(layer.shape.to_string() + " T=" + std::to_string(tokens) + " " + std::string(scheme_name(scheme)));
-  test::expect_within_bound(scheme, seed, [&](uint64_t pool_seed) {
-    test::PooledOutputs pooled;
-    for (int64_t b = 0; b < test::pooled_batches(layer.shape, tokens, scheme); ++b) {
-      const auto x = test::pooled_input(tokens, layer.shape.hidden, pool_seed, b, distribution);
-      const MoeOutput got = moe.forward(x, tokens);
-      const bool finite = test::all_finite(got.output);
-      EXPECT_TRUE(finite);
-      if (!finite) return std::numeric_limits<double>::infinity();
-      if (each) each(got);
-      const Routing expected_routing = route(layer, x, tokens);
-      int same_sets = 0;
-      for (int t = 0; t < tokens; ++t) {
-        const std::set<int> a(got.routing.expert_ids.begin() + t * k, got.routing.expert_ids.begin() + (t + 1) * k);
-        const std::set<int> e(expected_routing.expert_ids.begin() + t * k,
-                              expected_routing.expert_ids.begin() + (t + 1) * k);
-        same_sets += a == e;
-      }
-      EXPECT_GE(same_sets, tokens - std::max(1, tokens / 200)) << "routing agrees on " << same_sets << " of " << tokens;
-      const MoeOutput expected = reference_forward(layer, x, tokens, scheme, {.routing = &got.routing});
-      EXPECT_FLOAT_EQ(got.scales.hidden, expected.scales.hidden);
-      EXPECT_NEAR(got.scales.intermediate, expected.scales.intermediate, 1e-5 * expected.scales.intermediate);
-      pooled.add(got.output, expected.output);
+  const auto checks = [&](const std::vector<float>& x, const MoeOutput& got, const MoeOutput& want) {
+    if (each) each(got);
+    const Routing expected_routing = route(layer, x, tokens);
+    int same_sets = 0;
+    for (int t = 0; t < tokens; ++t) {
+      const std::set<int> a(got.routing.expert_ids.begin() + t * k, got.routing.expert_ids.begin() + (t + 1) * k);
+      const std::set<int> e(expected_routing.expert_ids.begin() + t * k,
+                            expected_routing.expert_ids.begin() + (t + 1) * k);
+      same_sets += a == e;
     }
-    return pooled.relative_error();
+    EXPECT_GE(same_sets, tokens - std::max(1, tokens / 200)) << "routing agrees on " << same_sets << " of " << tokens;
+    EXPECT_FLOAT_EQ(got.scales.hidden, want.scales.hidden);
+    EXPECT_NEAR(got.scales.intermediate, want.scales.intermediate, 1e-5 * want.scales.intermediate);
+  };
+  test::expect_within_bound(scheme, seed, [&](uint64_t pool_seed) {
+    return test::pooled_reference_error(
+        layer, scheme, tokens, pool_seed, distribution, [&](const std::vector<float>& x) { return moe.forward(x, tokens); },
+        checks);
   });
 }
 
