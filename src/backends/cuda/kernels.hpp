@@ -103,10 +103,13 @@ struct GemmProblem {
 };
 
 #ifdef __CUDACC__
+// Pair q's per-token scale: its source row's (p.a_row_scales given).
+__device__ __forceinline__ float row_activation_scale(const GemmProblem& p, int64_t q) {
+  return p.a_row_scales[p.a_rows ? p.a_rows[q] : q];
+}
 // The scale multiplying pair q's products: its source row's (per-token schemes) or the tensor's.
 __device__ __forceinline__ float activation_scale(const GemmProblem& p, int64_t q) {
-  if (p.a_row_scales == nullptr) return *p.a_scale;
-  return p.a_row_scales[p.a_rows ? p.a_rows[q] : q];
+  return p.a_row_scales == nullptr ? *p.a_scale : row_activation_scale(p, q);
 }
 #endif
 

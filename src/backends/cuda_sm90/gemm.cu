@@ -251,7 +251,7 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
   // Accumulator 4j + i: row g (i < 2) or g + 8 of the warp's 16, pair column 8j + 2t + (i & 1).
   const int g = lane / 4, t = lane % 4;
   const float tensor_scale = p.a_row_scales == nullptr ? *p.a_scale : 0.0f;
-  const auto scale_of = [&](int64_t q) { return p.a_row_scales == nullptr ? tensor_scale : activation_scale(p, q); };
+  const auto scale_of = [&](int64_t q) { return p.a_row_scales == nullptr ? tensor_scale : row_activation_scale(p, q); };
   float written_max = 0.0f;  // gate_up's largest |value| written to `out`, for p.out_amax
 #pragma unroll
   for (int m = 0; m < C::m_tiles; ++m) {
