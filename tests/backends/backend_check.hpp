@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "mxmoe/runner.hpp"
@@ -136,6 +137,11 @@ struct PooledOutputs {
 inline std::vector<float> pooled_input(int tokens, int hidden, uint64_t seed, int64_t b,
                                        HiddenDistribution distribution = HiddenDistribution::heavy) {
   return random_hidden(tokens, hidden, seed + static_cast<uint64_t>(b) * 7919, distribution);
+}
+
+// Token t's k experts in `r`, whatever their slot order.
+inline std::set<int> token_experts(const Routing& r, int t, int k) {
+  return std::set<int>(r.expert_ids.begin() + int64_t{t} * k, r.expert_ids.begin() + int64_t{t + 1} * k);
 }
 
 // Per-batch checks of a pooled comparison: the input, the backend's output, the reference's.

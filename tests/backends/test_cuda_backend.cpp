@@ -314,10 +314,7 @@ void expect_matches_reference(cuda::CudaMoe& moe, const MoeLayer& layer, Scheme 
     const Routing expected_routing = route(layer, x, tokens);
     int same_sets = 0;
     for (int t = 0; t < tokens; ++t) {
-      const std::set<int> a(got.routing.expert_ids.begin() + t * k, got.routing.expert_ids.begin() + (t + 1) * k);
-      const std::set<int> e(expected_routing.expert_ids.begin() + t * k,
-                            expected_routing.expert_ids.begin() + (t + 1) * k);
-      same_sets += a == e;
+      same_sets += test::token_experts(got.routing, t, k) == test::token_experts(expected_routing, t, k);
     }
     EXPECT_GE(same_sets, tokens - std::max(1, tokens / 200)) << "routing agrees on " << same_sets << " of " << tokens;
     EXPECT_FLOAT_EQ(got.scales.hidden, want.scales.hidden);
@@ -385,9 +382,7 @@ TEST(CudaSmallBatchEdges, EveryTokenOnTheSameExperts) {
         expect_matches_reference(*moe, layer, scheme, tokens, test::fresh_seed(), HiddenDistribution::normal,
                                  [&](const MoeOutput& got) {
                                    for (int t = 0; t < tokens; ++t) {
-                                     EXPECT_EQ(std::set<int>(got.routing.expert_ids.begin() + 4 * t,
-                                                             got.routing.expert_ids.begin() + 4 * t + 4),
-                                               (std::set<int>{0, 1, 2, 3}));
+                                     EXPECT_EQ(test::token_experts(got.routing, t, 4), (std::set<int>{0, 1, 2, 3}));
                                    }
                                  });
       }
