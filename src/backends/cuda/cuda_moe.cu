@@ -388,8 +388,10 @@ class CudaMoeImpl final : public CudaMoe {
       }
       MXMOE_CUDA_CHECK(cudaMemsetAsync(out, 0xFF, T * H * sizeof(float), stream));
     }
-    MXMOE_CUDA_CHECK(cudaMemsetAsync(counts_.as<void>(), 0, E * sizeof(int32_t), stream));
-    MXMOE_CUDA_CHECK(cudaMemsetAsync(amax_.as<void>(), 0, 2 * sizeof(uint32_t), stream));
+    // No memset node ahead of the router where none is needed: the router zeroes its own counts, and
+    // only the FP8 schemes gather largest magnitudes.
+    if (given.expert_ids) MXMOE_CUDA_CHECK(cudaMemsetAsync(counts_.as<void>(), 0, E * sizeof(int32_t), stream));
+    if (fp8) MXMOE_CUDA_CHECK(cudaMemsetAsync(amax_.as<void>(), 0, 2 * sizeof(uint32_t), stream));
     uint32_t* amax = amax_.as<uint32_t>();
     float* scales = tensor_scales_.as<float>();
     float* x_row_scales = per_token ? row_scales_.as<float>() : nullptr;

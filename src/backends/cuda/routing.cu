@@ -13,11 +13,19 @@ namespace mxmoe::cuda {
 
 namespace {
 
+// The first block of a router zeroes the pair counts that top-k adds to once it has waited for the
+// router: no memset node ahead of the router in a captured layer.
+__device__ __forceinline__ void zero_counts_in_first_block(int32_t* counts, int experts) {
+  if (blockIdx.x != 0 || blockIdx.y != 0 || blockIdx.z != 0) return;
+  for (int e = threadIdx.x; e < experts; e += blockDim.x) counts[e] = 0;
+}
+
 // Logits of expert blockIdx.x for the 8 tokens along blockIdx.y.
 __global__ void __launch_bounds__(kLogitWarps * 32)
 router_logits_kernel(const float* x, const float* weight, const float* bias, int tokens, int hidden, int experts,
-                     float* logits) {
+                     float* logits, int32_t* counts) {
   allow_dependent_launch();  // top-k's blocks start and wait
+  zero_counts_in_first_block(counts, experts);
   router_logits_block(x, weight, bias, tokens, hidden, experts, logits);
 }
 
@@ -113,10 +121,11 @@ __global__ void split_router_weight_kernel(const float* weight, int64_t count, u
 template <class Tile>
 __global__ void __launch_bounds__(Tile::threads)
 router_logits_tiled_kernel(const float* x, const uint32_t* weight_parts, const float* bias, int tokens, int hidden,
-                           int experts, int slice_depth, float* logits, uint16_t* x_bf16, float* x_scale,
-                           uint32_t* x_amax) {
+                           int experts, int slice_depth, float* logits, int32_t* counts, uint16_t* x_bf16,
+                           float* x_scale, uint32_t* x_amax) {
   extern __shared__ __align__(16) unsigned char stages_raw[];
   allow_dependent_launch();  // top-k's blocks start and wait
+  zero_counts_in_first_block(counts, experts);
   auto& stages = *reinterpret_cast<typename Tile::Stages*>(stages_raw);
   auto& xs = stages.x;
   const uint32_t* weight_big = weight_parts;
@@ -256,10 +265,16 @@ __global__ void rank_kernel(const int32_t* expert_ids, const int32_t* counts, in
   if (warp == 0) {
     const bool last = e == experts - 1;
     int pair_sum = 0, tile_sum = 0;  // over the experts before e
-    for (int i = lane; i < e; i += 32) {
-      const int c = counts[i];
-      pair_sum += c;
-      tile_sum += (c + tile_rows - 1) / tile_rows;
+    constexpr int kInFlight = 8;       // loads per lane at once: 256 experts per round trip
+    for (int i0 = lane; i0 < e; i0 += 32 * kInFlight) {
+      int c[kInFlight];
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) c[u] = i0 + 32 * u < e ? counts[i0 + 32 * u] : 0;
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) {
+        pair_sum += c[u];
+        tile_sum += (c[u] + tile_rows - 1) / tile_rows;
+      }
     }
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) {
@@ -326,12 +341,13 @@ bool uses_small_router(int tokens, bool small_batch_router) { return small_batch
 
 template <class Tile>
 void launch_tiled(dim3 grid, cudaStream_t stream, const float* x, const uint32_t* weight_parts, const float* bias,
-                  int tokens, int hidden, int experts, int slice_depth, float* logits, uint16_t* x_bf16, float* x_scale,
-                  uint32_t* x_amax) {
+                  int tokens, int hidden, int experts, int slice_depth, float* logits, int32_t* counts, uint16_t* x_bf16,
+                  float* x_scale, uint32_t* x_amax) {
   const auto kernel = router_logits_tiled_kernel<Tile>;
   MXMOE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sizeof(typename Tile::Stages)));
   kernel<<<grid, Tile::threads, sizeof(typename Tile::Stages), stream>>>(x, weight_parts, bias, tokens, hidden, experts,
-                                                                       slice_depth, logits, x_bf16, x_scale, x_amax);
+                                                                       slice_depth, logits, counts, x_bf16, x_scale,
+                                                                       x_amax);
 }
 }  // namespace
 
@@ -369,7 +385,7 @@ bool launch_router(const float* x, const float* router_weight, const uint32_t* r
     // The small-batch path's router code, so that both paths route such batches bit for bit alike.
     const dim3 grid(experts, (tokens + kLogitTokens - 1) / kLogitTokens);
     router_logits_kernel<<<grid, kLogitWarps * 32, 0, stream>>>(x, router_weight, router_bias, tokens, hidden, experts,
-                                                                 logits);
+                                                                 logits, counts);
     MXMOE_CUDA_CHECK_LAUNCH("router_logits_kernel");
   } else {
     const int depth_tiles = hidden / kTiledDepth;
@@ -379,7 +395,7 @@ bool launch_router(const float* x, const float* router_weight, const uint32_t* r
                     (hidden + slice_depth - 1) / slice_depth);
     const auto launch = [&]<class Tile>() {
       launch_tiled<Tile>(grid, stream, x, router_weight_parts, router_bias, tokens, hidden, experts, slice_depth, logits,
-                         x_bf16, x_scale, x_amax);
+                         counts, x_bf16, x_scale, x_amax);
     };
     switch (tile_experts) {
       case 32: launch.operator()<RouterTile<32>>(); break;
