@@ -7,10 +7,13 @@
 //
 //   build/bench/mxmoe_bench_cuda [--json FILE] [--schemes w4a16,w4a8,w4a4] [--tokens 1,16,128,1024,8192]
 //                                [--shapes gpt-oss-20b,gpt-oss-120b] [--reps 20] [--small-batch-tokens N]
-//                                [--profile]
+//                                [--profile] [--timeline FILE]
 //
 // --profile runs each point twice on device data and times nothing: a short, known launch sequence
 // for Nsight Compute (ncu -k regex:mxmoe build/bench/mxmoe_bench_cuda --profile ...).
+// --timeline FILE (a build configured with -DMXMOE_TIMELINE=ON) times nothing either: it records
+// the kernels' per-block stamps of one run per point (src/backends/cuda/timeline.hpp) into FILE,
+// for bench/timeline.py.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -28,6 +31,7 @@
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/cuda_moe.hpp"
 #include "backends/cuda/device_buffer.hpp"
+#include "backends/cuda/timeline.hpp"
 #include "mxmoe/format.hpp"
 #include "mxmoe/oracle.hpp"
 #include "mxmoe/synth.hpp"
@@ -95,6 +99,45 @@ double dense_equivalent_ms(cublasHandle_t handle, cudaStream_t stream, int64_t r
   });
 }
 
+// The stamps of one run of `forward` (after unstamped runs of each batch, so that it replays a
+// captured graph as the timed runs do; a first run of a batch launches from the host, with the
+// host's gaps between kernels) as {kernel: [[block, sm, event times in ns from the run's first
+// stamp or -1]...]}.
+template <class F>
+nlohmann::ordered_json record_timeline(cudaStream_t stream, F&& forward) {
+  namespace tl = mxmoe::cuda::timeline;
+  static const char* const kNames[] = {"router", "topk", "rank", "gate_up", "down", "combine",
+                                       "decode_route", "decode_gate_up", "decode_down"};
+  static_assert(std::size(kNames) == static_cast<size_t>(tl::Kernel::count));
+  for (int i = 0; i < 8; ++i) forward(i);
+  DeviceBuffer stamps(tl::kWords * sizeof(uint64_t));
+  MXMOE_CUDA_CHECK(cudaMemsetAsync(stamps.as<void>(), 0, stamps.bytes(), stream));
+  MXMOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  tl::attach_all(stamps.as<uint64_t>());
+  forward(0);
+  MXMOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  tl::attach_all(nullptr);
+  std::vector<uint64_t> host(tl::kWords);
+  MXMOE_CUDA_CHECK(cudaMemcpy(host.data(), stamps.as<void>(), stamps.bytes(), cudaMemcpyDeviceToHost));
+  uint64_t first = UINT64_MAX;
+  for (size_t i = 0; i < host.size(); ++i) {
+    if (i % tl::kSlots != 0 && host[i] != 0) first = std::min(first, host[i]);
+  }
+  nlohmann::ordered_json kernels = nlohmann::ordered_json::object();
+  for (int k = 0; k < static_cast<int>(tl::Kernel::count); ++k) {
+    nlohmann::ordered_json blocks = nlohmann::ordered_json::array();
+    for (int b = 0; b < tl::kMaxBlocks; ++b) {
+      const uint64_t* row = host.data() + (static_cast<int64_t>(k) * tl::kMaxBlocks + b) * tl::kSlots;
+      if (row[0] == 0) continue;
+      nlohmann::ordered_json entry = {b, static_cast<int64_t>(row[0]) - 1};
+      for (int e = 1; e < tl::kSlots; ++e) entry.push_back(row[e] == 0 ? int64_t{-1} : static_cast<int64_t>(row[e] - first));
+      blocks.push_back(std::move(entry));
+    }
+    if (!blocks.empty()) kernels[kNames[k]] = std::move(blocks);
+  }
+  return kernels;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -105,6 +148,7 @@ int main(int argc, char** argv) {
   int small_batch_tokens = -1;  // the backend's default
   std::string backend_arg = "auto";  // the oracle's choice for this GPU and scheme
   bool profile = false;
+  std::string timeline_path;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] {
@@ -119,12 +163,20 @@ int main(int argc, char** argv) {
     else if (a == "--small-batch-tokens") small_batch_tokens = std::stoi(next());
     else if (a == "--backend") backend_arg = next();
     else if (a == "--profile") profile = true;
+    else if (a == "--timeline") timeline_path = next();
     else {
       std::fprintf(stderr, "usage: %s [--json FILE] [--schemes LIST] [--tokens LIST] [--shapes LIST] [--reps N] "
-                   "[--small-batch-tokens N] [--backend auto|cuda|cuda_sm90] [--profile]\n", argv[0]);
+                   "[--small-batch-tokens N] [--backend auto|cuda|cuda_sm90] [--profile] [--timeline FILE]\n", argv[0]);
       return 2;
     }
   }
+#ifndef MXMOE_TIMELINE
+  if (!timeline_path.empty()) {
+    std::fprintf(stderr, "mxmoe_bench_cuda: --timeline needs a build configured with -DMXMOE_TIMELINE=ON\n");
+    return 2;
+  }
+#endif
+  nlohmann::ordered_json timelines = nlohmann::ordered_json::array();
   try {
     const auto gpus = detect_cuda_devices();
     if (gpus.empty()) {
@@ -194,6 +246,12 @@ int main(int argc, char** argv) {
             std::printf("%-13s %-6s %-9s %6d profiled\n", shape_name.c_str(), scheme_name_arg.c_str(), backend.c_str(), T);
             continue;
           }
+          if (!timeline_path.empty()) {
+            timelines.push_back({{"shape", shape_name}, {"scheme", scheme_name_arg}, {"backend", backend}, {"tokens", T},
+                                 {"kernels", record_timeline(moe->stream(), forward)}});
+            std::printf("%-13s %-6s %-9s %6d stamped\n", shape_name.c_str(), scheme_name_arg.c_str(), backend.c_str(), T);
+            continue;
+          }
           const double direct_ms = median_ms(moe->stream(), 3, reps, forward);
           const double ms = median(moe->time_forward(batches, T, {.batches = kBatches, .warmup = 3, .reps = std::max(reps, 50)}).ms);
           if (dense_ms.size() <= ti) dense_ms.push_back(dense_equivalent_ms(handle, stream, static_cast<int64_t>(T) * shape.top_k,
@@ -212,6 +270,7 @@ int main(int argc, char** argv) {
       }
     }
     if (!json_path.empty()) std::ofstream(json_path) << results.dump(2) << "\n";
+    if (!timeline_path.empty()) std::ofstream(timeline_path) << timelines.dump() << "\n";
     cublasDestroy(handle);
     cudaStreamDestroy(stream);
   } catch (const std::exception& e) {

@@ -10,6 +10,7 @@
 #include "backends/cuda/device_utils.cuh"
 #include "backends/cuda/kernels.hpp"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/timeline.cuh"
 #include "mxmoe/codecs.hpp"
 
 namespace mxmoe::cuda {
@@ -142,7 +143,9 @@ template <int V>
 __global__ void combine_kernel(const float* pair_out, const int32_t* position, const float* weights, int hidden,
                                int top_k, float* out) {
   using Vec = std::conditional_t<V == 4, float4, float>;
+  if (threadIdx.x == 0) MXMOE_STAMP(combine, 0);  // events: 0 start, 1 waited, 2 end
   wait_for_previous_grid();  // the down GEMM's rows
+  if (threadIdx.x == 0) MXMOE_STAMP(combine, 1);
   const int t = blockIdx.y;
   const int h = (blockIdx.x * blockDim.x + threadIdx.x) * V;
   if (h >= hidden) return;
@@ -161,6 +164,7 @@ __global__ void combine_kernel(const float* pair_out, const int32_t* position, c
   } else {
     row[0] = sum[0];
   }
+  if (threadIdx.x == 0) MXMOE_STAMP(combine, 2);
 }
 
 __global__ void rows_to_float_kernel(const void* src, bool bf16, int64_t rows, int cols, float* dst, int padded_cols) {

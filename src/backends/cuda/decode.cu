@@ -11,6 +11,7 @@
 #include "backends/cuda/decode_device.cuh"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/routing.cuh"
+#include "backends/cuda/timeline.cuh"
 #include "mxmoe/codecs.hpp"
 
 namespace mxmoe::cuda {
@@ -31,7 +32,9 @@ __host__ __device__ constexpr int staged_row_bytes(int k, bool fp8) { return k *
 
 __global__ void __launch_bounds__(kRouteThreads) decode_route_kernel(DecodeLayerArgs a) {
   allow_dependent_launch();
+  if (threadIdx.x == 0) MXMOE_STAMP(decode_route, 0);  // events: 0 start, 1 logits written
   if (!a.given_ids) router_logits_block(a.x, a.router_weight, a.router_bias, a.tokens, a.hidden, a.experts, a.logits);
+  if (threadIdx.x == 0) MXMOE_STAMP(decode_route, 1);
   if (a.scheme != Scheme::w4a8) return;
   // The hidden states' largest magnitude, a slice per block.
   const int blocks = gridDim.x * gridDim.y, block = blockIdx.y * gridDim.x + blockIdx.x;

@@ -8,6 +8,7 @@
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/paths.hpp"
 #include "backends/cuda/routing.cuh"
+#include "backends/cuda/timeline.cuh"
 
 namespace mxmoe::cuda {
 
@@ -25,8 +26,10 @@ __global__ void __launch_bounds__(kLogitWarps * 32)
 router_logits_kernel(const float* x, const float* weight, const float* bias, int tokens, int hidden, int experts,
                      float* logits, int32_t* counts) {
   allow_dependent_launch();  // top-k's blocks start and wait
+  if (threadIdx.x == 0) MXMOE_STAMP(router, 0);  // events: 0 start, 1 end
   zero_counts_in_first_block(counts, experts);
   router_logits_block(x, weight, bias, tokens, hidden, experts, logits);
+  if (threadIdx.x == 0) MXMOE_STAMP(router, 1);
 }
 
 // The router as a tiled GEMM on the tensor cores for larger batches, at fp32 accuracy: each operand
@@ -125,6 +128,7 @@ router_logits_tiled_kernel(const float* x, const uint32_t* weight_parts, const f
                            float* x_scale, uint32_t* x_amax) {
   extern __shared__ __align__(16) unsigned char stages_raw[];
   allow_dependent_launch();  // top-k's blocks start and wait
+  if (threadIdx.x == 0) MXMOE_STAMP(router, 0);  // events: 0 start, 1 end
   zero_counts_in_first_block(counts, experts);
   auto& stages = *reinterpret_cast<typename Tile::Stages*>(stages_raw);
   auto& xs = stages.x;
@@ -210,6 +214,7 @@ router_logits_tiled_kernel(const float* x, const uint32_t* weight_parts, const f
       }
     }
   }
+  if (threadIdx.x == 0) MXMOE_STAMP(router, 1);
 }
 
 // Logit `index` of a [T][E] matrix whose K slices lie `slice_stride` apart: the slices added in
@@ -232,8 +237,10 @@ __device__ __forceinline__ float logit_sum(const float* logits, int64_t index, i
 // One warp per token; first the tiled router's K slices are added in order (into slice 0).
 __global__ void router_topk_kernel(float* logits, int tokens, int experts, int top_k, int slices, int32_t* expert_ids,
                                    float* expert_weights, int32_t* counts) {
+  if (threadIdx.x == 0) MXMOE_STAMP(topk, 0);  // events: 0 start, 1 waited, 2 end
   wait_for_previous_grid();  // the logits
   allow_dependent_launch();   // the sort's blocks start and wait
+  if (threadIdx.x == 0) MXMOE_STAMP(topk, 1);
   const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
   if (warp >= tokens) return;
   if (slices > 1) {
@@ -245,6 +252,7 @@ __global__ void router_topk_kernel(float* logits, int tokens, int experts, int t
     __syncwarp();
   }
   warp_top_k(logits, warp, experts, top_k, expert_ids, expert_weights, counts);
+  if (threadIdx.x == 0) MXMOE_STAMP(topk, 2);
 }
 
 // Block e first sums the counts of the experts before it (its offsets; the last block also writes
@@ -258,8 +266,10 @@ __global__ void rank_kernel(const int32_t* expert_ids, const int32_t* counts, in
                             int32_t* position) {
   __shared__ int warp_totals[32];
   __shared__ int base;
+  if (threadIdx.x == 0) MXMOE_STAMP(rank, 0);  // events: 0 start, 1 waited, 2 end
   wait_for_previous_grid();  // the routing and its counts
   allow_dependent_launch();   // the next kernel's blocks start and wait
+  if (threadIdx.x == 0) MXMOE_STAMP(rank, 1);
   const int e = blockIdx.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   if (warp == 0) {
@@ -332,6 +342,7 @@ __global__ void rank_kernel(const int32_t* expert_ids, const int32_t* counts, in
     if (threadIdx.x == blockDim.x - 1) base = q;
     __syncthreads();
   }
+  if (threadIdx.x == 0) MXMOE_STAMP(rank, 2);
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_utils.cuh"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/timeline.cuh"
 #include "backends/cuda_sm90/async_copy.cuh"
 #include "backends/cuda_sm90/family.hpp"
 #include "backends/cuda_sm90/fragments.cuh"
@@ -142,9 +143,13 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
   };
   if (threadIdx.x == 0) {
     for (int c = 0; c < min(C::weight_slots, chunks); ++c) fill_slot(c);
+    kGateUp ? MXMOE_STAMP(gate_up, 3) : MXMOE_STAMP(down, 3);
   }
   // down's activations are gate_up's output: its weights start streaming before gate_up is done.
-  if constexpr (!kGateUp) wait_for_previous_grid();
+  if constexpr (!kGateUp) {
+    wait_for_previous_grid();
+    if (threadIdx.x == 0) MXMOE_STAMP(down, 4);
+  }
 
   // The activation rows this thread copies, looked up once.
   const unsigned char* a_base = static_cast<const unsigned char*>(p.a);
@@ -247,6 +252,7 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
   wgmma_wait<0>();
   fence_accumulators();
   cp_async_wait<0>();
+  if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(gate_up, 5) : MXMOE_STAMP(down, 5);
 
   // Accumulator 4j + i: row g (i < 2) or g + 8 of the warp's 16, pair column 8j + 2t + (i & 1).
   const int g = lane / 4, t = lane % 4;
@@ -304,6 +310,7 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
     }
     if (lane == 0) atomicMax(p.out_amax, __float_as_uint(written_max));  // non-negative floats order like their bits
   }
+  if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(gate_up, 6) : MXMOE_STAMP(down, 6);
 }
 
 // The MMA widths a tile of C::BN pairs may run at: a tile with fewer pairs (an expert's last) runs
@@ -333,6 +340,9 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::barriers_offset);
+  // Timeline events (gate_up, down): 0 start, 1 waited (gate_up), 2 tile looked up, 3 weight ring
+  // filled, 4 waited (down), 5 main loop done, 6 end.
+  if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(gate_up, 0) : MXMOE_STAMP(down, 0);
   if (threadIdx.x == 0) {
     for (int s = 0; s < C::weight_slots; ++s) barrier_init(&full[s]);
     barrier_init_fence();
@@ -342,7 +352,10 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
   // own wait (allow_dependent_launch), when the routing is long final: they look their tile up at
   // once, fill their weight rings while gate_up's last blocks run (measured on an H200: -0.7 to
   // -1.4% at T=128), and wait in run_tile before they read gate_up's output.
-  if constexpr (kGateUp) wait_for_previous_grid();
+  if constexpr (kGateUp) {
+    wait_for_previous_grid();
+    if (threadIdx.x == 0) MXMOE_STAMP(gate_up, 1);
+  }
   allow_dependent_launch();
   if constexpr (kGateUp) {
     if (p.out_scale != nullptr && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) *p.out_scale = 1.0f;
@@ -352,6 +365,7 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) wgmma_moe_kernel(co
   const int expert = owner_of(p.tile_offsets, p.experts, tile);
   const int row0 = p.pair_offsets[expert] + (tile - p.tile_offsets[expert]) * C::BN;
   const int rows = min(C::BN, p.pair_offsets[expert + 1] - row0);
+  if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(gate_up, 2) : MXMOE_STAMP(down, 2);
   __syncthreads();  // the barriers are initialized
   run_narrowest<C, kGateUp>(p, smem, expert, row0, rows, typename NarrowWidths<C::BN>::type{});
 }

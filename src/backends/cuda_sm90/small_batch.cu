@@ -24,6 +24,7 @@
 #include "backends/cuda/device_utils.cuh"
 #include "backends/cuda/decode_device.cuh"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/timeline.cuh"
 #include "backends/cuda_sm90/async_copy.cuh"
 #include "backends/cuda_sm90/fragments.cuh"
 #include "backends/cuda_sm90/layout.hpp"
@@ -176,6 +177,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   bool* s_complete = reinterpret_cast<bool*>(smem + R::pass_offset + 12 * kTokensPerPass);
   auto s_partial = reinterpret_cast<float4 (*)[4][32]>(smem + R::partials_offset);
 
+  // Timeline events (decode_gate_up, decode_down): 0 start, 1 waited (gate_up), 2 routed, 3 first
+  // weight copy issued, 4 first tokens staged, 5 items done (down: with their top-k sums).
+  if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 0) : MXMOE_STAMP(decode_down, 0);
   if (threadIdx.x == 0) {
     for (int i = 0; i < kSplit * kSlots; ++i) {
       barrier_init(&full[i]);
@@ -187,8 +191,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   // its own wait), and its consumers wait for gate_up only before they stage the intermediates:
   // down's weights stream while gate_up finishes.
   if constexpr (kGateUp) wait_for_previous_grid();
+  if (kGateUp && threadIdx.x == 0) MXMOE_STAMP(decode_gate_up, 1);
   allow_dependent_launch();
   route_in_block<kThreads>(a, routing, kGateUp && blockIdx.x == 0);  // its __syncthreads publish the barriers too
+  if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 2) : MXMOE_STAMP(decode_down, 2);
 
   const int tiles = n / kTileRows, chunks = k / kChunkK;
   const int items = routing.active() * tiles * kParts;
@@ -248,6 +254,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
                     &ring_full[slot]);
           bulk_copy(destination + kPerSlot * kWordBytesPerChunk, scales + (first_block + c) * kScaleBytesPerChunk,
                     n * kScaleBytesPerChunk, &ring_full[slot]);
+          if (fill == 0 && lane == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 3) : MXMOE_STAMP(decode_down, 3);
         }
       }
     }
@@ -280,6 +287,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
         consumers_sync();
         stage_rows<S>(staged, s_rows, count, k, a_scale);
         consumers_sync();
+        if (staged_first < 0 && threadIdx.x == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 4) : MXMOE_STAMP(decode_down, 4);
         staged_first = first;
       }
       // Lane group g reads token g's row, or the last staged one (whose products it never stores).
@@ -351,6 +359,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
       }
     }
   }
+  if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 5) : MXMOE_STAMP(decode_down, 5);
   if constexpr (kGateUp && fp8) {  // the intermediate's largest magnitude, for down's scale
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) {
