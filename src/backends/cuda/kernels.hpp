@@ -24,10 +24,10 @@ void launch_split_router_weight(const float* weight, int64_t count, uint32_t* pa
 
 // logits = x W^T + b at fp32 accuracy (into `logits`, scratch sized by router_logit_slices), the k
 // largest (equal logits: lower expert first), softmax over them. Also counts the (token, slot) pairs
-// per expert into `counts` (the router's first block zeroes them). Given x_bf16, the tiled router also writes x
-// rounded to bf16 there and 1 to *x_scale (launch_quantize's w4a16 output, bit for bit) while it
-// reads x; given x_amax (zeroed by the caller), the largest |x| as float bits there (launch_abs_max's
-// result). Returns whether it did either (the small-batch router does not).
+// per expert into `counts` (the router's first block zeroes them). Given x_bf16, the tiled router
+// also writes x rounded to bf16 there and 1 to *x_scale (launch_quantize's w4a16 output, bit for
+// bit) while it reads x; given x_amax (zeroed by the caller), the largest |x| as float bits there
+// (launch_abs_max's result). Returns whether it did either (the small-batch router does not).
 // router_weight_parts: launch_split_router_weight's split of router_weight (the tiled router reads it).
 bool launch_router(const float* x, const float* router_weight, const uint32_t* router_weight_parts,
                    const float* router_bias, int tokens, int hidden, int experts, int top_k, bool small_batch_router,

@@ -10,7 +10,9 @@
 namespace mxmoe::cuda::timeline {
 
 // The stamped kernels; each documents its events where it stamps them (timeline.py names them).
-enum class Kernel : int { router, topk, rank, gate_up, down, combine, decode_route, decode_gate_up, decode_down, count };
+enum class Kernel : int {
+  router, topk, rank, gate_up, down, combine, decode_route, decode_gate_up, decode_down, count
+};
 constexpr int kMaxBlocks = 16384;  // blocks past this are not stamped
 constexpr int kSlots = 8;          // per block: its SM id + 1, then up to 7 events (globaltimer, ns)
 constexpr int64_t kWords = static_cast<int64_t>(Kernel::count) * kMaxBlocks * kSlots;
