@@ -5,6 +5,9 @@ kernel's blocks, in us from the run's first stamp. Event names are those the ker
 where they stamp (src/backends/cuda/timeline.hpp).
 
     bench/timeline.py FILE [--blocks KERNEL]   # --blocks also lists that kernel's blocks one by one
+    bench/timeline.py FILE --occupancy gate_up,down [--step 10]
+        # blocks resident (start to end) per time step, and the idle slots of the kernel's last
+        # wave as an equivalent time (slots free while its blocks run, over its peak residency)
 
 FILE may be xz-compressed (FILE.xz), as the timelines kept in docs/results/ are.
 """
@@ -43,14 +46,45 @@ def summarize(point, blocks_of):
                 print(f"      block {b[0]:5d} sm {b[1]:3d}: {cells}")
 
 
+def occupancy(point, kernels, step_us):
+    """Resident blocks per time step of each kernel in `kernels` (blocks that ended; start to end)."""
+    for name in kernels:
+        blocks = point["kernels"].get(name)
+        if not blocks:
+            continue
+        end_event = len(EVENTS.get(name, [])) - 1
+        spans = [(b[2] / 1000.0, b[2 + end_event] / 1000.0) for b in blocks if b[2 + end_event] >= 0]
+        if not spans:
+            continue
+        first, last = min(s for s, _ in spans), max(e for _, e in spans)
+        fine = 0.1  # us: residency is counted at this grain, printed every step_us
+        fine_steps = int((last - first) / fine) + 1
+        fine_resident = [0] * fine_steps
+        for s, e in spans:
+            for i in range(int((s - first) / fine), min(fine_steps, int((e - first) / fine))):
+                fine_resident[i] += 1
+        resident = fine_resident[::max(1, round(step_us / fine))]
+        peak = max(fine_resident)
+        idle = sum(peak - r for r in fine_resident) * fine / peak
+        print(f"  {name}: {len(spans)} blocks from {first:.1f} to {last:.1f} us, at most {peak} resident; "
+              f"idle slots worth {idle:.1f} us")
+        print("    " + " ".join(f"{first + i * step_us:.0f}:{r}" for i, r in enumerate(resident)))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file")
     parser.add_argument("--blocks", help="list this kernel's blocks one by one")
+    parser.add_argument("--occupancy", help="comma-separated kernels: resident blocks over time instead of the summary")
+    parser.add_argument("--step", type=float, default=10.0, help="time step of --occupancy, us")
     args = parser.parse_args()
     with (lzma.open if args.file.endswith(".xz") else open)(args.file, "rt") as f:
         for point in json.load(f):
-            summarize(point, args.blocks)
+            if args.occupancy:
+                print(f"\n{point['shape']} {point['scheme']} {point['backend']} T={point['tokens']}")
+                occupancy(point, args.occupancy.split(","), args.step)
+            else:
+                summarize(point, args.blocks)
 
 
 if __name__ == "__main__":
