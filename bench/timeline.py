@@ -29,8 +29,12 @@ EVENTS = {
 }
 
 
+def point_name(point):
+    return f"{point['shape']} {point['scheme']} {point['backend']} T={point['tokens']}"
+
+
 def summarize(point, blocks_of):
-    print(f"\n{point['shape']} {point['scheme']} {point['backend']} T={point['tokens']} (us; min / median / max over blocks)")
+    print(f"\n{point_name(point)} (us; min / median / max over blocks)")
     for name, blocks in point["kernels"].items():
         names = EVENTS.get(name, [])
         sms = {b[1] for b in blocks}
@@ -81,7 +85,7 @@ def main():
     with (lzma.open if args.file.endswith(".xz") else open)(args.file, "rt") as f:
         for point in json.load(f):
             if args.occupancy:
-                print(f"\n{point['shape']} {point['scheme']} {point['backend']} T={point['tokens']}")
+                print(f"\n{point_name(point)}")
                 occupancy(point, args.occupancy.split(","), args.step)
             else:
                 summarize(point, args.blocks)

@@ -7,6 +7,8 @@
 #ifdef MXMOE_TIMELINE
 #include <cuda_runtime.h>
 
+#include "backends/cuda/cuda_check.hpp"
+
 namespace mxmoe::cuda::timeline {
 
 static __device__ uint64_t* g_stamps;  // this translation unit's copy
@@ -26,7 +28,7 @@ __device__ __forceinline__ void stamp(Kernel kernel, int event) {
 
 namespace {
 [[maybe_unused]] const bool g_attach_registered = register_attach(+[](uint64_t* stamps) {
-  cudaMemcpyToSymbol(g_stamps, &stamps, sizeof(stamps));
+  MXMOE_CUDA_CHECK(cudaMemcpyToSymbol(g_stamps, &stamps, sizeof(stamps)));
 });
 }  // namespace
 
