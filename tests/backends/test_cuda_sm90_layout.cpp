@@ -45,13 +45,16 @@ detail::PaddedMxfp4 whole(const Mxfp4Tensor& t) { return {t, t.rows, t.cols}; }
 void expect_layout(const Mxfp4Tensor& t, bool gate_up) {
   const cuda::PackedWeights p = cuda::sm90::pack_weights(whole(t), gate_up);
   const int tiles = t.rows / 64, chunks = t.cols / 64;
-  ASSERT_EQ(p.words.size(), static_cast<size_t>(t.groups) * tiles * chunks * 512);
-  ASSERT_EQ(p.scales.size(), static_cast<size_t>(t.groups) * tiles * chunks * 128);
+  // One record per (expert, row tile, chunk): 512 words of codes, then 128 bytes of scales.
+  ASSERT_EQ(p.words.size(), static_cast<size_t>(t.groups) * tiles * chunks * 544);
+  EXPECT_TRUE(p.scales.empty());
   int checked = 0;
   for (int e = 0; e < t.groups; ++e) {
     for (int tile = 0; tile < tiles; ++tile) {
       for (int c = 0; c < chunks; ++c) {
-        const size_t base = (static_cast<size_t>(e) * tiles + tile) * chunks + c;
+        const size_t record = (static_cast<size_t>(e) * tiles + tile) * chunks + c;
+        const uint32_t* words = p.words.data() + record * 544;
+        const auto* scales = reinterpret_cast<const uint8_t*>(words + 512);
         for (int thread = 0; thread < 128; ++thread) {
           const int warp = thread / 32, g = thread % 32 / 4, t4 = thread % 4;
           for (int half_row = 0; half_row < 2; ++half_row) {
@@ -60,7 +63,7 @@ void expect_layout(const Mxfp4Tensor& t, bool gate_up) {
             const int unit = tile_row / 16 * 8 + g;
             const int row = gate_up ? 2 * unit + half_row : tile_row;
             for (int step = 0; step < 4; ++step) {
-              const uint32_t word = p.words[(base * 128 + thread) * 4 + step];
+              const uint32_t word = words[thread * 4 + step];
               for (int high_k = 0; high_k < 2; ++high_k) {
                 const int r = half_row + 2 * high_k;
                 const int k = c * 64 + step * 16 + 2 * t4 + 8 * high_k;
@@ -72,7 +75,7 @@ void expect_layout(const Mxfp4Tensor& t, bool gate_up) {
               }
             }
             for (int block = 0; block < 2; ++block) {
-              EXPECT_EQ(p.scales[(base * 32 + warp * 8 + g) * 4 + 2 * half_row + block], t.row_scales(e, row)[2 * c + block]);
+              EXPECT_EQ(scales[(warp * 8 + g) * 4 + 2 * half_row + block], t.row_scales(e, row)[2 * c + block]);
             }
           }
         }

@@ -22,7 +22,7 @@ enum class WeightLayout { bf16_mma, fp8_mma };
 
 struct PackedWeights {
   std::vector<uint32_t> words;
-  std::vector<uint8_t> scales;
+  std::vector<uint8_t> scales;  // empty where a layout keeps the scales among the words (sm90)
 };
 
 // `t` at its padded dims (padded rows and columns packed as zero codes).

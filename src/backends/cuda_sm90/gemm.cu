@@ -4,10 +4,10 @@
 // rows (wgmma's M) and a CTA one tile of BN sorted (token, slot) pairs of one expert (wgmma's N,
 // 16..128). So the weights, the narrow operand, go to the tensor cores from registers. One thread
 // at a time keeps a shared-memory ring of weight chunks filled by bulk copies (the copy engine,
-// completing on an mbarrier per slot; layout.hpp makes each tile's 64-deep chunk 2 KB of codes and
-// 128 bytes of scales, contiguous); each thread reads its 16 bytes of codes per chunk and row tile
-// from the ring, decodes them to bf16 with the block scale, and issues four m64nBNk16 wgmmas per
-// row tile. The pairs' activation rows are gathered by cp.async into a ring of 128-byte-swizzled
+// completing on an mbarrier per slot; layout.hpp makes each tile's 64-deep chunk one record of 2 KB
+// of codes and 128 bytes of scales: one copy per tile); each thread reads its 16 bytes of codes per
+// chunk and row tile from the ring, decodes them to bf16 with the block scale, and issues four
+// m64nBNk16 wgmmas per row tile. The pairs' activation rows are gathered by cp.async into a ring of 128-byte-swizzled
 // shared-memory stages that wgmma reads through a matrix descriptor. A tile holding fewer pairs
 // than its width (an expert's last) runs at the narrowest MMA width that holds them.
 //
@@ -60,10 +60,9 @@ struct Config : S {
   static constexpr int stage_bytes = BN * kChunkK * 2;  // BN rows of 64 bf16: 128 bytes each
   static constexpr int copies = BN * 8 / threads;  // 16-byte activation copies per thread per stage
   // The weight ring: each slot holds one 64-deep chunk of every row tile of the CTA, brought by
-  // bulk copies (layout.hpp: a tile's chunk is 2048 contiguous bytes of codes and 128 of scales).
+  // bulk copies, one per row tile (layout.hpp: a tile's chunk is one record, codes then scales).
   static constexpr int tiles = warp_groups * m_tiles;
-  static constexpr int slot_word_bytes = tiles * kWordBytesPerChunk;
-  static constexpr int slot_bytes = tiles * (kWordBytesPerChunk + kScaleBytesPerChunk);
+  static constexpr int slot_bytes = tiles * kChunkBytes;
   static constexpr int weights_offset = stages * stage_bytes;
   static constexpr int barriers_offset = weights_offset + weight_slots * slot_bytes;
   static constexpr int smem_bytes = barriers_offset + weight_slots * 8 + 1024;  // + alignment of the swizzle atoms
@@ -135,10 +134,8 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
       const int tile_index = blockIdx.x * C::tiles + i;
       const int64_t block_index =
           (static_cast<int64_t>(expert) * row_tiles + min(tile_index, row_tiles - 1)) * chunks + chunk;
-      bulk_copy(destination + i * kWordBytesPerChunk, p.weights + block_index * (kWordBytesPerChunk / 4),
-                kWordBytesPerChunk, &full[slot], weights_policy);
-      bulk_copy(destination + C::slot_word_bytes + i * kScaleBytesPerChunk, p.scales + block_index * kScaleBytesPerChunk,
-                kScaleBytesPerChunk, &full[slot], weights_policy);
+      bulk_copy(destination + i * kChunkBytes, p.weights + block_index * (kChunkBytes / 4), kChunkBytes, &full[slot],
+                weights_policy);
     }
   };
   if (threadIdx.x == 0) {
@@ -179,17 +176,16 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
   // This thread's word and scale word in slot 0 (shared-space addresses: plain pointers into the
   // aligned dynamic buffer compile to generic loads).
   const uint32_t first_tile = warp_group * C::m_tiles;
-  const uint32_t words_address = smem_address(weight_slots) + first_tile * kWordBytesPerChunk + thread * 16;
-  const uint32_t scales_address =
-      smem_address(weight_slots) + C::slot_word_bytes + first_tile * kScaleBytesPerChunk + (warp * 8 + lane / 4) * 4;
+  const uint32_t words_address = smem_address(weight_slots) + first_tile * kChunkBytes + thread * 16;
+  const uint32_t scales_address = words_address - thread * 16 + kWordBytesPerChunk + (warp * 8 + lane / 4) * 4;
   // The A fragments of `chunk` from its weight slot, once the slot's copies have landed.
   auto decode_chunk = [&](int chunk, uint32_t (&fragments)[C::m_tiles][4][4]) {
     const int slot = chunk % C::weight_slots;
     barrier_wait(&full[slot], (chunk / C::weight_slots) & 1);
 #pragma unroll
     for (int m = 0; m < C::m_tiles; ++m) {
-      const uint4 words = load_shared_u128(words_address + slot * C::slot_bytes + m * kWordBytesPerChunk);
-      const uint32_t scales = load_shared_u32(scales_address + slot * C::slot_bytes + m * kScaleBytesPerChunk);
+      const uint4 words = load_shared_u128(words_address + slot * C::slot_bytes + m * kChunkBytes);
+      const uint32_t scales = load_shared_u32(scales_address + slot * C::slot_bytes + m * kChunkBytes);
       decode_fragments<C::folded>(words, scales, fragments[m]);
     }
   };

@@ -25,13 +25,14 @@ PackedWeights pack_weights(const detail::PaddedMxfp4& t, bool gate_up) {
   }
   const int64_t tiles = t.rows / kTileRows, chunks = t.cols / kChunkK;
   PackedWeights p;
-  p.words.resize(static_cast<size_t>(t.groups * tiles * chunks * 128 * 4));
-  p.scales.resize(static_cast<size_t>(t.groups * tiles * chunks * 128));
+  p.words.resize(static_cast<size_t>(t.groups * tiles * chunks * (kChunkBytes / 4)));
   detail::parallel_for(t.groups * tiles, 0, 4, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t e = i / tiles, tile = i % tiles;
       for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t base = i * chunks + c;
+        const int64_t record = i * chunks + c;
+        uint32_t* words = p.words.data() + record * (kChunkBytes / 4);
+        uint8_t* scales = reinterpret_cast<uint8_t*>(words) + kWordBytesPerChunk;  // little-endian, as the GPU reads them
         for (int thread = 0; thread < 128; ++thread) {
           const int warp = thread / 32, lane = thread % 32, g = lane / 4, t4 = lane % 4;
           const int64_t rows[2] = {source_row(tile * kTileRows + warp * 16 + g, gate_up),
@@ -45,10 +46,10 @@ PackedWeights pack_weights(const detail::PaddedMxfp4& t, bool gate_up) {
                 for (int i = 0; i < 4; ++i) word |= static_cast<uint32_t>((code >> i) & 1u) << code_bit_position(r, half, i);
               }
             }
-            p.words[static_cast<size_t>((base * 128 + thread) * 4 + step)] = word;
+            words[thread * 4 + step] = word;
           }
           if (t4 == 0) {
-            uint8_t* s = p.scales.data() + (base * 32 + warp * 8 + g) * 4;
+            uint8_t* s = scales + (warp * 8 + g) * 4;
             for (int half = 0; half < 2; ++half) {
               s[2 * half] = t.scale(e, rows[half], 2 * c);
               s[2 * half + 1] = t.scale(e, rows[half], 2 * c + 1);

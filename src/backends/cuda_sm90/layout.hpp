@@ -3,7 +3,9 @@
 //
 // Rows are cut into tiles of 64 (one warpgroup's M); warp w of the warpgroup owns tile rows
 // 16w..16w+15, and lane l (g = l/4, t = l%4) rows g and g+8 of those, as in every m64nNk16 A
-// fragment. Per (expert, row tile, 64-k chunk):
+// fragment. Per (expert, row tile, 64-k chunk), one record of kChunkBytes, the words then the
+// scales, records in (expert, row tile, chunk) order: a tile's chunks are contiguous, so one bulk
+// copy brings any run of them, codes and scales together.
 // - words [128 threads][4]: word s holds k16 step s, the eight codes of A registers r = 0..3 at
 //   (row, k) = (g, 2t), (g+8, 2t), (g, 2t+8), (g+8, 2t+8) (second element of each: k + 1). The bits
 //   are placed for a cheap decode: a code's mantissa, exponent and sign bits sit where a bf16 has
@@ -34,11 +36,13 @@ constexpr int code_bit_position(int r, int half, int i) {
 
 constexpr int kTileRows = 64;   // weight rows per warpgroup
 constexpr int kChunkK = 64;     // k per pipeline step
-// One (expert, row tile, chunk) block of the layout: 128 threads' 16-byte words, 32 scale words.
+// One (expert, row tile, chunk) record of the layout: 128 threads' 16-byte words, 32 scale words.
 constexpr int kWordBytesPerChunk = 128 * 16;
 constexpr int kScaleBytesPerChunk = 32 * 4;
+constexpr int kChunkBytes = kWordBytesPerChunk + kScaleBytesPerChunk;  // a multiple of 16, as bulk copies need
 
-// `t` at its padded dims, which must be multiples of 64 (padded rows and columns: zero codes).
+// `t` at its padded dims, which must be multiples of 64 (padded rows and columns: zero codes). The
+// records are the words (PackedWeights::scales stays empty).
 PackedWeights pack_weights(const detail::PaddedMxfp4& t, bool gate_up);
 
 }  // namespace mxmoe::cuda::sm90

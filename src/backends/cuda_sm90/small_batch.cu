@@ -2,12 +2,12 @@
 // layout (layout.hpp).
 //
 // A CTA takes a contiguous run of (active expert, 64-row tile) items (for a single token, down
-// items also cut K in two parts, so that every CTA streams); K is cut into kSplit slices,
-// each with four consumer warps (16 weight rows each) and a shared-memory ring of a few slots, each
-// a run of consecutive chunks (a tile's 64-deep chunks are 2 KB of codes and 128 bytes of scales
-// each, contiguous: one bulk copy brings a slot's codes, one its scales). A producer warp keeps
-// every ring filled, running ahead across item boundaries, so the weight stream does not stop while
-// the consumers stage tokens or run an epilogue. A consumer thread reads its 16 bytes of codes per
+// items also cut K in two parts, so that every CTA streams); K is cut into kSplit slices, each with
+// four consumer warps (16 weight rows each) and a shared-memory ring of a few slots, each a run of
+// consecutive chunks (a tile's 64-deep chunks are contiguous records of 2 KB of codes and 128 bytes
+// of scales: one bulk copy brings a slot). A producer warp keeps every ring filled, running ahead
+// across item boundaries, so the weight stream does not stop while the consumers stage tokens or
+// run an epilogue. A consumer thread reads its 16 bytes of codes per
 // chunk, decodes them into the A fragments of four mma.sync m16n8k16 (the layout's wgmma fragments
 // are, warp by warp, these), multiplies them with up to eight staged tokens on the MMA's N, and
 // releases the slot after its last chunk. Token rows are staged in bf16 in fragment order: a lane's B
@@ -40,12 +40,11 @@ constexpr int kTokensPerPass = 8;  // the MMA's N: an expert with more pairs str
 constexpr int kConsumers = 128 * kSplit;
 constexpr int kThreads = kConsumers + 32;  // and the producer warp
 constexpr int kMinBlocks = 3;
-constexpr int kChunkBytes = kWordBytesPerChunk + kScaleBytesPerChunk;
 static_assert(kDecodeDownRows == kTileRows, "the combine counters count 64-row tiles of H");
 static_assert(kDecodeGridTokens == kTokensPerPass);
 
 // A slice's ring: Slots slots of up to ChunksPerSlot consecutive chunks (a tile's chunks are
-// contiguous: one bulk copy brings a slot's codes, one its scales).
+// contiguous: one bulk copy brings a slot).
 template <int kSlots, int kChunksPerSlot>
 struct Ring {
   static constexpr int slots = kSlots, chunks_per_slot = kChunksPerSlot;
@@ -233,7 +232,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
     }
     if (lane >= kSplit) return;
     const uint32_t* words = kGateUp ? a.gate_up_words : a.down_words;
-    const uint8_t* scales = kGateUp ? a.gate_up_scales : a.down_scales;
     unsigned char* ring = smem + lane * kSlots * R::slot_bytes;
     uint64_t* ring_full = full + lane * kSlots;
     uint64_t* ring_empty = empty + lane * kSlots;
@@ -250,10 +248,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
           if (fill >= kSlots) barrier_wait(&ring_empty[slot], (fill / kSlots - 1) & 1);  // its last chunks were read
           barrier_expect_bytes(&ring_full[slot], n * kChunkBytes);
           unsigned char* destination = ring + slot * R::slot_bytes;
-          bulk_copy(destination, words + (first_block + c) * (kWordBytesPerChunk / 4), n * kWordBytesPerChunk,
-                    &ring_full[slot]);
-          bulk_copy(destination + kPerSlot * kWordBytesPerChunk, scales + (first_block + c) * kScaleBytesPerChunk,
-                    n * kScaleBytesPerChunk, &ring_full[slot]);
+          bulk_copy(destination, words + (first_block + c) * (kChunkBytes / 4), n * kChunkBytes, &ring_full[slot]);
           if (fill == 0 && lane == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 3) : MXMOE_STAMP(decode_down, 3);
         }
       }
@@ -267,7 +262,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   uint64_t* ring_empty = empty + slice * kSlots;
   const uint32_t ring = smem_address(smem) + slice * kSlots * R::slot_bytes;
   const uint32_t word_offset = (threadIdx.x % 128) * 16;
-  const uint32_t scale_offset = kPerSlot * kWordBytesPerChunk + (slice_warp * 8 + g) * 4;
+  const uint32_t scale_offset = kWordBytesPerChunk + (slice_warp * 8 + g) * 4;
   int use = 0, staged_first = -1;
   for (int item = item_begin; item < item_end; ++item) {
     const int slot = item / kParts / tiles, tile = item / kParts % tiles, part = item % kParts;
@@ -300,8 +295,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
 #pragma unroll
         for (int j = 0; j < kPerSlot; ++j) {
           if (j >= n) break;
-          const uint4 words = load_shared_u128(at + j * kWordBytesPerChunk + word_offset);
-          const uint32_t scales = load_shared_u32(at + j * kScaleBytesPerChunk + scale_offset);
+          const uint4 words = load_shared_u128(at + j * kChunkBytes + word_offset);
+          const uint32_t scales = load_shared_u32(at + j * kChunkBytes + scale_offset);
           uint32_t fragments[4][4];
           decode_fragments<kFolded>(words, scales, fragments);
           const uint32_t b = b_address + (c + j) * 128;
