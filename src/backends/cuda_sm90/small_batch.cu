@@ -68,6 +68,13 @@ __host__ __device__ constexpr int smem_bytes(int k, int rows, int tokens, int ex
 
 // Named barrier 1: the consumer warps alone (the producer warp streams on).
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory"); }
+// Named barrier 2, once per gate_up block: its consumers arrive when the loads of their first
+// staging are issued, and the producer waits for them before its first weight copy, so that the
+// token rows enter the memory system ahead of the block's weight stream (issued first, the 20 MB of
+// a single token's first ring fills over the GPU put the rows' reads 5.8 us behind, and the full
+// rings waited for the consumers: docs/PERFORMANCE.md, sixteenth session).
+__device__ __forceinline__ void first_loads_issued() { asm volatile("bar.arrive 2, %0;\n" ::"n"(kThreads) : "memory"); }
+__device__ __forceinline__ void wait_first_loads_issued() { asm volatile("bar.sync 2, %0;\n" ::"n"(kThreads) : "memory"); }
 
 // Where the bf16 pair (k, k + 1), k even, sits in a staged row: in each 64-deep chunk, lane t of a
 // quad finds its B fragments of the four k16 steps (k = 16s + 2t and 16s + 2t + 8) in 32 contiguous
@@ -99,9 +106,13 @@ __device__ __forceinline__ uint32_t fp8_bf16_pair(float lo, float hi, float scal
 // memory, and one round trip per value would put the whole staging on the critical path.
 constexpr int kStageLoads = 4;
 
-template <Scheme S>
-__device__ void stage_rows(unsigned char* staged, const float* const* rows, int count, int k, float scale) {
+// `loads_issued` runs once per thread, warp-uniformly: after the warp's first round of loads is
+// issued, or at the end for a warp with none.
+template <Scheme S, class LoadsIssued>
+__device__ void stage_rows(unsigned char* staged, const float* const* rows, int count, int k, float scale,
+                           LoadsIssued loads_issued) {
   const int row_bytes = staged_row_bytes(k);
+  bool first_round = true;
   if constexpr (S == Scheme::w4a4) {
     constexpr int kWarps = kConsumers / 32;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, blocks_per_row = k / 32, blocks = count * blocks_per_row;
@@ -112,6 +123,8 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
         const int b = b0 + u * kWarps;
         v[u] = b < blocks ? rows[b / blocks_per_row][b % blocks_per_row * 32 + lane] : 0.0f;
       }
+      if (first_round) loads_issued();  // b0 is warp-uniform
+      first_round = false;
 #pragma unroll
       for (int u = 0; u < kStageLoads; ++u) {
         const int b = b0 + u * kWarps;
@@ -131,13 +144,18 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
     }
   } else {
     const int quads = k / 4, total = count * quads;
-    for (int i0 = threadIdx.x; i0 < total; i0 += kStageLoads * kConsumers) {
+    // Rounds run per warp (base is warp-uniform; each lane checks its own index).
+    for (int base = threadIdx.x - threadIdx.x % 32; base < total; base += kStageLoads * kConsumers) {
+      const int i0 = base + threadIdx.x % 32;
       float4 v[kStageLoads];
 #pragma unroll
       for (int u = 0; u < kStageLoads; ++u) {
         const int i = i0 + u * kConsumers;
         v[u] = i < total ? reinterpret_cast<const float4*>(rows[i / quads])[i % quads] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       }
+      __syncwarp();
+      if (first_round) loads_issued();
+      first_round = false;
 #pragma unroll
       for (int u = 0; u < kStageLoads; ++u) {
         const int i = i0 + u * kConsumers;
@@ -152,6 +170,7 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
       }
     }
   }
+  if (first_round) loads_issued();  // a warp with no rows to load
 }
 
 // kParts: the K parts each (expert, tile) item is cut in (down only; 2 when, even with every pair on
@@ -230,6 +249,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
         a.control->amax_bits[0] = 0;  // every gate_up block has read it: zero for the next run
       }
     }
+    if (kGateUp && item_begin < item_end) wait_first_loads_issued();  // the whole warp
     if (lane >= kSplit) return;
     const uint32_t* words = kGateUp ? a.gate_up_words : a.down_words;
     unsigned char* ring = smem + lane * kSlots * R::slot_bytes;
@@ -280,7 +300,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
         }
         look_up_pass<kGateUp>(a, routing, first, count, k, s_pairs, s_rows);
         consumers_sync();
-        stage_rows<S>(staged, s_rows, count, k, a_scale);
+        const bool block_first = staged_first < 0;
+        stage_rows<S>(staged, s_rows, count, k, a_scale, [&] {
+          if (kGateUp && block_first) first_loads_issued();
+        });
         consumers_sync();
         if (staged_first < 0 && threadIdx.x == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 4) : MXMOE_STAMP(decode_down, 4);
         staged_first = first;
