@@ -24,9 +24,16 @@ EVENTS = {
     "down": ["start", "-", "tile", "ring filled", "waited", "loop done", "end"],
     "combine": ["start", "waited", "end"],
     "decode_route": ["start", "logits"],
-    "decode_gate_up": ["start", "waited", "routed", "first copy", "staged", "items done"],
-    "decode_down": ["start", "-", "routed", "first copy", "staged", "items done"],
+    "decode_gate_up": ["start", "waited", "routed", "first copy", "staged", "items done", "route top-k", "route synced"],
+    "decode_down": ["start", "-", "routed", "first copy", "staged", "items done", "route top-k", "route synced"],
 }
+# A block's last event, where it is not the last one listed.
+LAST = {"decode_gate_up": "items done", "decode_down": "items done"}
+
+
+def event_time(block, e):
+    """Event e of a block in ns, or -1 (not stamped, or past the events of an older file)."""
+    return block[2 + e] if 2 + e < len(block) else -1
 
 
 def point_name(point):
@@ -40,7 +47,7 @@ def summarize(point, blocks_of):
         sms = {b[1] for b in blocks}
         print(f"  {name}: {len(blocks)} blocks on {len(sms)} SMs")
         for e, label in enumerate(names):
-            times = [b[2 + e] / 1000.0 for b in blocks if b[2 + e] >= 0]
+            times = [event_time(b, e) / 1000.0 for b in blocks if event_time(b, e) >= 0]
             if label == "-" or not times:
                 continue
             print(f"    {label:>12}: {min(times):8.2f} {statistics.median(times):8.2f} {max(times):8.2f}  ({len(times)} blocks)")
@@ -56,8 +63,9 @@ def occupancy(point, kernels, step_us):
         blocks = point["kernels"].get(name)
         if not blocks:
             continue
-        end_event = len(EVENTS.get(name, [])) - 1
-        spans = [(b[2] / 1000.0, b[2 + end_event] / 1000.0) for b in blocks if b[2 + end_event] >= 0]
+        names = EVENTS.get(name, [])
+        end_event = names.index(LAST[name]) if name in LAST else len(names) - 1
+        spans = [(b[2] / 1000.0, event_time(b, end_event) / 1000.0) for b in blocks if event_time(b, end_event) >= 0]
         if not spans:
             continue
         first, last = min(s for s, _ in spans), max(e for _, e in spans)

@@ -43,6 +43,11 @@ struct BlockRouting {
   __device__ int32_t* counts() const { return reinterpret_cast<int32_t*>(weights() + pairs); }
 };
 
+// route_in_block's stamps where a kernel keeps no timeline.
+struct NoStamp {
+  __device__ void operator()(int) const {}
+};
+
 // Up to kFewPairs pairs, the tables come from one warp's ranks instead of the block's counting
 // sort: lane p ranks its pair by (expert, pair), and the first pair of each expert (its group's
 // head) places the expert. The same tables with two barriers instead of four, for the decode sizes
@@ -51,8 +56,9 @@ struct BlockRouting {
 // so it stops at 16 (any value up to a warp's 32 is correct).
 constexpr int kFewPairs = 16;
 static_assert(kFewPairs <= 32, "route_few_pairs ranks with one warp");
-template <int kThreads>
-__device__ __forceinline__ void route_few_pairs(const DecodeLayerArgs& a, const BlockRouting& r, bool publish) {
+template <int kThreads, class Stamp>
+__device__ __forceinline__ void route_few_pairs(const DecodeLayerArgs& a, const BlockRouting& r, bool publish,
+                                                Stamp stamp) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, pairs = a.tokens * a.top_k;
   if (a.given_ids) {
     if (threadIdx.x < pairs) {
@@ -67,7 +73,9 @@ __device__ __forceinline__ void route_few_pairs(const DecodeLayerArgs& a, const 
       warp_top_k(a.logits, t, a.experts, a.top_k, r.ids(), r.weights(), nullptr);
     }
   }
+  stamp(0);
   __syncthreads();
+  stamp(1);
   if (warp == 0) {
     const int e = lane < pairs ? r.ids()[lane] : INT_MAX;
     int rank = 0;
@@ -104,11 +112,13 @@ __device__ __forceinline__ void route_few_pairs(const DecodeLayerArgs& a, const 
 // caller's pairs, then the active experts in expert order and each one's pairs in pair order (a
 // stable counting sort: the order does not depend on the order the counts' atomics ran in). With
 // `publish`, the block also writes the routing to a.expert_ids and a.expert_weights (the layer's
-// routing output).
-template <int kThreads>
-__device__ __forceinline__ void route_in_block(const DecodeLayerArgs& a, const BlockRouting& r, bool publish) {
+// routing output). `stamp(event)`, called by every thread, marks the top-k done (0) and the barrier
+// after it passed (1), for the kernels' timelines (timeline.hpp).
+template <int kThreads, class Stamp = NoStamp>
+__device__ __forceinline__ void route_in_block(const DecodeLayerArgs& a, const BlockRouting& r, bool publish,
+                                               Stamp stamp = {}) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, pairs = a.tokens * a.top_k;
-  if (pairs <= kFewPairs) return route_few_pairs<kThreads>(a, r, publish);
+  if (pairs <= kFewPairs) return route_few_pairs<kThreads>(a, r, publish, stamp);
   for (int e = threadIdx.x; e < a.experts; e += kThreads) r.counts()[e] = 0;
   __syncthreads();
   if (a.given_ids) {
@@ -125,7 +135,9 @@ __device__ __forceinline__ void route_in_block(const DecodeLayerArgs& a, const B
       warp_top_k(a.logits, t, a.experts, a.top_k, r.ids(), r.weights(), r.counts());
     }
   }
+  stamp(0);
   __syncthreads();
+  stamp(1);
   if (warp == 0) {  // the active experts and where their pairs start
     int pair_base = 0, active = 0;
     for (int base = 0; base < a.experts; base += 32) {

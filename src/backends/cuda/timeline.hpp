@@ -14,7 +14,7 @@ enum class Kernel : int {
   router, topk, rank, gate_up, down, combine, decode_route, decode_gate_up, decode_down, count
 };
 constexpr int kMaxBlocks = 16384;  // blocks past this are not stamped
-constexpr int kSlots = 8;          // per block: its SM id + 1, then up to 7 events (globaltimer, ns)
+constexpr int kSlots = 10;         // per block: its SM id + 1, then up to 9 events (globaltimer, ns)
 constexpr int64_t kWords = static_cast<int64_t>(Kernel::count) * kMaxBlocks * kSlots;
 
 // Each translation unit that stamps holds its own device pointer to the stamps (no relocatable

@@ -196,7 +196,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   auto s_partial = reinterpret_cast<float4 (*)[4][32]>(smem + R::partials_offset);
 
   // Timeline events (decode_gate_up, decode_down): 0 start, 1 waited (gate_up), 2 routed, 3 first
-  // weight copy issued, 4 first tokens staged, 5 items done (down: with their top-k sums).
+  // weight copy issued, 4 first tokens staged, 5 items done (down: with their top-k sums), 6 the
+  // routing's top-k done, 7 the barrier after it passed.
   if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 0) : MXMOE_STAMP(decode_down, 0);
   if (threadIdx.x == 0) {
     for (int i = 0; i < kSplit * kSlots; ++i) {
@@ -211,7 +212,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   if constexpr (kGateUp) wait_for_previous_grid();
   if (kGateUp && threadIdx.x == 0) MXMOE_STAMP(decode_gate_up, 1);
   allow_dependent_launch();
-  route_in_block<kThreads>(a, routing, kGateUp && blockIdx.x == 0);  // its __syncthreads publish the barriers too
+  // Its __syncthreads publish the barriers too.
+  route_in_block<kThreads>(a, routing, kGateUp && blockIdx.x == 0, [](int event) {
+    if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 6 + event) : MXMOE_STAMP(decode_down, 6 + event);
+  });
   if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 2) : MXMOE_STAMP(decode_down, 2);
 
   const int tiles = n / kTileRows, chunks = k / kChunkK;
