@@ -7,9 +7,10 @@
 // completing on an mbarrier per slot; layout.hpp makes each tile's 64-deep chunk one record of 2 KB
 // of codes and 128 bytes of scales: one copy per tile); each thread reads its 16 bytes of codes per
 // chunk and row tile from the ring, decodes them to bf16 with the block scale, and issues four
-// m64nBNk16 wgmmas per row tile. The pairs' activation rows are gathered by cp.async into a ring of 128-byte-swizzled
-// shared-memory stages that wgmma reads through a matrix descriptor. A tile holding fewer pairs
-// than its width (an expert's last) runs at the narrowest MMA width that holds them.
+// m64nBNk16 wgmmas per row tile. The pairs' activation rows are gathered by cp.async into a ring of
+// 128-byte-swizzled shared-memory stages that wgmma reads through a matrix descriptor. A tile
+// holding fewer pairs than its width (an expert's last) runs at the narrowest MMA width that holds
+// them.
 //
 // Epilogues: gate_up applies SwiGLU to each thread's (gate, linear) row pair and writes the down
 // GEMM's bf16 input directly (w4a16) or fp32 for a separate quantization pass (w4a4); down writes

@@ -7,12 +7,11 @@
 // consecutive chunks (a tile's 64-deep chunks are contiguous records of 2 KB of codes and 128 bytes
 // of scales: one bulk copy brings a slot). A producer warp keeps every ring filled, running ahead
 // across item boundaries, so the weight stream does not stop while the consumers stage tokens or
-// run an epilogue. A consumer thread reads its 16 bytes of codes per
-// chunk, decodes them into the A fragments of four mma.sync m16n8k16 (the layout's wgmma fragments
-// are, warp by warp, these), multiplies them with up to eight staged tokens on the MMA's N, and
-// releases the slot after its last chunk. Token rows are staged in bf16 in fragment order: a lane's B
-// fragments for a chunk are two 16-byte loads. The K slices are added in slice order, so results
-// do not depend on scheduling.
+// run an epilogue. A consumer thread reads its 16 bytes of codes per chunk, decodes them into the A
+// fragments of four mma.sync m16n8k16 (the layout's wgmma fragments are, warp by warp, these),
+// multiplies them with up to eight staged tokens on the MMA's N, and releases the slot after its
+// last chunk. Token rows are staged in bf16 in fragment order: a lane's B fragments for a chunk are
+// two 16-byte loads. The K slices are added in slice order, so results do not depend on scheduling.
 #include "backends/cuda_sm90/small_batch.hpp"
 
 #include <cuda_bf16.h>
