@@ -176,9 +176,9 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
   };
   // This thread's word and scale word in slot 0 (shared-space addresses: plain pointers into the
   // aligned dynamic buffer compile to generic loads).
-  const uint32_t first_tile = warp_group * C::m_tiles;
-  const uint32_t words_address = smem_address(weight_slots) + first_tile * kChunkBytes + thread * 16;
-  const uint32_t scales_address = words_address - thread * 16 + kWordBytesPerChunk + (warp * 8 + lane / 4) * 4;
+  const uint32_t first_record = smem_address(weight_slots) + warp_group * C::m_tiles * kChunkBytes;
+  const uint32_t words_address = first_record + thread * 16;
+  const uint32_t scales_address = first_record + kWordBytesPerChunk + (warp * 8 + lane / 4) * 4;
   // The A fragments of `chunk` from its weight slot, once the slot's copies have landed.
   auto decode_chunk = [&](int chunk, uint32_t (&fragments)[C::m_tiles][4][4]) {
     const int slot = chunk % C::weight_slots;
