@@ -13,7 +13,7 @@ namespace mxmoe::cuda::sm90 {
 __device__ __forceinline__ void fence_async_proxy() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 // mbarriers: "full" ones are completed by the bulk copies' byte count (one arrival: the thread
-// that issues them), "empty" ones by the arrivals of the warps that read a slot.
+// that issues them), "empty" ones by the arrivals of the threads that read a slot.
 __device__ __forceinline__ void barrier_init(uint64_t* barrier, uint32_t arrivals = 1) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_address(barrier)), "r"(arrivals) : "memory");
 }
