@@ -259,6 +259,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
     uint64_t* ring_full = full + lane * kSlots;
     uint64_t* ring_empty = empty + lane * kSlots;
     int fill = 0;
+    // The weights are read once per pass: evict-first, so that they stream through L2 without
+    // pushing out what the next layer call reads again (the router's weights, the kernels' code,
+    // the token rows): 2-5% off every decode size on an H200 (docs/PERFORMANCE.md, eighteenth session).
+    const uint64_t read_once = evict_first_policy();
     for (int item = item_begin; item < item_end; ++item) {
       const int tile_item = item / kParts;
       const int64_t first_block =
@@ -271,7 +275,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
           if (fill >= kSlots) barrier_wait(&ring_empty[slot], (fill / kSlots - 1) & 1);  // its last chunks were read
           barrier_expect_bytes(&ring_full[slot], n * kChunkBytes);
           unsigned char* destination = ring + slot * R::slot_bytes;
-          bulk_copy(destination, words + (first_block + c) * (kChunkBytes / 4), n * kChunkBytes, &ring_full[slot]);
+          bulk_copy(destination, words + (first_block + c) * (kChunkBytes / 4), n * kChunkBytes, &ring_full[slot], read_once);
           if (fill == 0 && lane == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 3) : MXMOE_STAMP(decode_down, 3);
         }
       }
