@@ -89,6 +89,16 @@ __device__ __forceinline__ bool replace_out_of_range_pair(int& expert, float& we
   return true;
 }
 
+// A float's bits as an unsigned that orders as the floats do, -0 as +0 (so equal logits stay equal).
+// Not NaN; no finite value or -inf maps to 0.
+__device__ __forceinline__ unsigned ordered_bits(float v) {
+  const unsigned u = v == 0.0f ? 0u : __float_as_uint(v);
+  return u & 0x80000000u ? ~u : u | 0x80000000u;
+}
+__device__ __forceinline__ float from_ordered_bits(unsigned key) {
+  return __uint_as_float(key & 0x80000000u ? key & 0x7FFFFFFFu : ~key);
+}
+
 // Called by a whole warp for token t: the k largest logits (equal logits: the lower expert first),
 // softmax over them; lanes 0 .. k - 1 write the ids and weights and, when `counts` is set, count
 // the pairs per expert. Logits are read through L2 (__ldcg): other blocks may have just written
@@ -124,15 +134,12 @@ __device__ __forceinline__ void warp_top_k(const float* logits, int t, int exper
       if (lane + 32 * i < experts) consider(lane + 32 * i, cached[i]);
     }
     for (int e = lane + 32 * kCached; e < experts; e += 32) consider(e, read(e));
-#pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) {
-      const float other = __shfl_xor_sync(0xFFFFFFFFu, best, offset);
-      const int other_e = __shfl_xor_sync(0xFFFFFFFFu, best_e, offset);
-      if (other_e < experts && (best_e == experts || other > best || (other == best && other_e < best_e))) {
-        best = other;
-        best_e = other_e;
-      }
-    }
+    // The warp's best by two reductions (redux) instead of five rounds of shuffles: the largest
+    // logit by its order-preserving bits, then the lowest expert holding it.
+    const unsigned key = best_e < experts ? ordered_bits(best) : 0u;  // 0: the lane has none left
+    const unsigned top = __reduce_max_sync(0xFFFFFFFFu, key);
+    best_e = static_cast<int>(__reduce_min_sync(0xFFFFFFFFu, key == top ? static_cast<unsigned>(best_e) : UINT_MAX));
+    best = top == 0u ? -INFINITY : from_ordered_bits(top);
     if (j == 0) top0 = best;
     denominator += expf(best - top0);  // in round order, as a sequential sum over the k
     if (lane == j) {
