@@ -24,7 +24,8 @@ EVENTS = {
     "down": ["start", "-", "tile", "ring filled", "waited", "loop done", "end"],
     "combine": ["start", "waited", "end"],
     "decode_route": ["start", "logits"],
-    "decode_gate_up": ["start", "waited", "routed", "first copy", "staged", "items done", "route top-k", "route synced"],
+    "decode_gate_up": ["start", "waited", "routed", "first copy", "staged", "items done", "route top-k", "route synced",
+                       "loads issued"],
     "decode_down": ["start", "-", "routed", "first copy", "staged", "items done", "route top-k", "route synced"],
 }
 # A block's last event, where it is not the last one listed.

@@ -196,7 +196,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
 
   // Timeline events (decode_gate_up, decode_down): 0 start, 1 waited (gate_up), 2 routed, 3 first
   // weight copy issued, 4 first tokens staged, 5 items done (down: with their top-k sums), 6 the
-  // routing's top-k done, 7 the barrier after it passed.
+  // routing's top-k done, 7 the barrier after it passed, 8 the producer past the consumers' first
+  // loads (gate_up).
   if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 0) : MXMOE_STAMP(decode_down, 0);
   if (threadIdx.x == 0) {
     for (int i = 0; i < kSplit * kSlots; ++i) {
@@ -252,7 +253,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
         a.control->amax_bits[0] = 0;  // every gate_up block has read it: zero for the next run
       }
     }
-    if (kGateUp && item_begin < item_end) wait_first_loads_issued();  // the whole warp
+    if (kGateUp && item_begin < item_end) {
+      wait_first_loads_issued();  // the whole warp
+      if (lane == 0) MXMOE_STAMP(decode_gate_up, 8);
+    }
     if (lane >= kSplit) return;
     const uint32_t* words = kGateUp ? a.gate_up_words : a.down_words;
     unsigned char* ring = smem + lane * kSlots * R::slot_bytes;
