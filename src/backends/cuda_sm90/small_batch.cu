@@ -198,7 +198,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   // weight copy issued, 4 first tokens staged, 5 items done (down: with their top-k sums), 6 the
   // routing's top-k done, 7 the barrier after it passed, 8 the producer past the consumers' first
   // loads (gate_up).
-  if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 0) : MXMOE_STAMP(decode_down, 0);
+  const auto stamp = [](int event) {
+    if constexpr (kGateUp) {
+      MXMOE_STAMP(decode_gate_up, event);
+    } else {
+      MXMOE_STAMP(decode_down, event);
+    }
+  };
+  if (threadIdx.x == 0) stamp(0);
   if (threadIdx.x == 0) {
     for (int i = 0; i < kSplit * kSlots; ++i) {
       barrier_init(&full[i]);
@@ -210,13 +217,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   // its own wait), and its consumers wait for gate_up only before they stage the intermediates:
   // down's weights stream while gate_up finishes.
   if constexpr (kGateUp) wait_for_previous_grid();
-  if (kGateUp && threadIdx.x == 0) MXMOE_STAMP(decode_gate_up, 1);
+  if (kGateUp && threadIdx.x == 0) stamp(1);
   allow_dependent_launch();
   // Its __syncthreads publish the barriers too.
-  route_in_block<kThreads>(a, routing, kGateUp && blockIdx.x == 0, [](int event) {
-    if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 6 + event) : MXMOE_STAMP(decode_down, 6 + event);
+  route_in_block<kThreads>(a, routing, kGateUp && blockIdx.x == 0, [&](int event) {
+    if (threadIdx.x == 0) stamp(6 + event);
   });
-  if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 2) : MXMOE_STAMP(decode_down, 2);
+  if (threadIdx.x == 0) stamp(2);
 
   const int tiles = n / kTileRows, chunks = k / kChunkK;
   const int items = routing.active() * tiles * kParts;
@@ -255,7 +262,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
     }
     if (kGateUp && item_begin < item_end) {
       wait_first_loads_issued();  // the whole warp
-      if (lane == 0) MXMOE_STAMP(decode_gate_up, 8);
+      if (lane == 0) stamp(8);
     }
     if (lane >= kSplit) return;
     const uint32_t* words = kGateUp ? a.gate_up_words : a.down_words;
@@ -280,7 +287,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
           barrier_expect_bytes(&ring_full[slot], n * kChunkBytes);
           unsigned char* destination = ring + slot * R::slot_bytes;
           bulk_copy(destination, words + (first_block + c) * (kChunkBytes / 4), n * kChunkBytes, &ring_full[slot], read_once);
-          if (fill == 0 && lane == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 3) : MXMOE_STAMP(decode_down, 3);
+          if (fill == 0 && lane == 0) stamp(3);
         }
       }
     }
@@ -316,7 +323,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
           if (kGateUp && block_first) first_loads_issued();
         });
         consumers_sync();
-        if (staged_first < 0 && threadIdx.x == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 4) : MXMOE_STAMP(decode_down, 4);
+        if (staged_first < 0 && threadIdx.x == 0) stamp(4);
         staged_first = first;
       }
       // Lane group g reads token g's row, or the last staged one (whose products it never stores).
@@ -389,7 +396,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
       }
     }
   }
-  if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(decode_gate_up, 5) : MXMOE_STAMP(decode_down, 5);
+  if (threadIdx.x == 0) stamp(5);
   if constexpr (kGateUp && fp8) {  // the intermediate's largest magnitude, for down's scale
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) {
