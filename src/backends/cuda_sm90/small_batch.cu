@@ -5,7 +5,7 @@
 // items also cut K in two parts, so that every CTA streams); K is cut into kSplit slices, each with
 // four consumer warps (16 weight rows each) and a shared-memory ring of a few slots, each a run of
 // consecutive chunks (a tile's 64-deep chunks are contiguous records of 2 KB of codes and 128 bytes
-// of scales: one bulk copy brings a slot). A producer warp keeps every ring filled, running ahead
+// of scales: one bulk copy brings a slot). A producer thread keeps every ring filled, running ahead
 // across item boundaries, so the weight stream does not stop while the consumers stage tokens or
 // run an epilogue. A consumer thread reads its 16 bytes of codes per chunk, decodes them into the A
 // fragments of four mma.sync m16n8k16 (the layout's wgmma fragments are, warp by warp, these),
@@ -264,12 +264,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
       wait_first_loads_issued();  // the whole warp
       if (lane == 0) stamp(8);
     }
-    if (lane >= kSplit) return;
+    // One thread fills every slice's ring, the slices' slots in turn. (With a lane per ring,
+    // compute-sanitizer's racecheck credited the second lane's copies to the first, which never
+    // waited on that ring's empty barriers, and reported their refills as races.)
+    if (lane != 0) return;
     const uint32_t* words = kGateUp ? a.gate_up_words : a.down_words;
-    unsigned char* ring = smem + lane * kSlots * R::slot_bytes;
-    uint64_t* ring_full = full + lane * kSlots;
-    uint64_t* ring_empty = empty + lane * kSlots;
-    int fill = 0;
+    int fills[kSplit] = {}, issued = 0;
     // The weights are read once per pass: evict-first, so that they stream through L2 without
     // pushing out what the next layer call reads again (the router's weights, the kernels' code,
     // the token rows): 2-5% off every decode size on an H200 (docs/PERFORMANCE.md, eighteenth session).
@@ -278,16 +278,25 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
       const int tile_item = item / kParts;
       const int64_t first_block =
           (static_cast<int64_t>(routing.experts()[tile_item / tiles]) * tiles + tile_item % tiles) * chunks;
-      int c0, c1;
-      slice_chunks(item % kParts, lane, c0, c1);
+      int c0[kSplit], c1[kSplit];
+#pragma unroll
+      for (int s = 0; s < kSplit; ++s) slice_chunks(item % kParts, s, c0[s], c1[s]);
       for (int pass = passes(item); pass > 0; --pass) {
-        for (int c = c0; c < c1; c += kPerSlot, ++fill) {
-          const int n = min(kPerSlot, c1 - c), slot = fill % kSlots;
-          if (fill >= kSlots) barrier_wait(&ring_empty[slot], (fill / kSlots - 1) & 1);  // its last chunks were read
-          barrier_expect_bytes(&ring_full[slot], n * kChunkBytes);
-          unsigned char* destination = ring + slot * R::slot_bytes;
-          bulk_copy(destination, words + (first_block + c) * (kChunkBytes / 4), n * kChunkBytes, &ring_full[slot], read_once);
-          if (fill == 0 && lane == 0) stamp(3);
+        // Every slice's chunks of this item are issued before the next item's, so a slot waits only
+        // for reads of chunks already issued (a slow slice delays the other's refills, never stops them).
+        for (int offset = 0; c0[0] + offset < c1[0]; offset += kPerSlot) {  // slice 0 has the most chunks
+#pragma unroll
+          for (int s = 0; s < kSplit; ++s) {
+            const int c = c0[s] + offset;
+            if (c >= c1[s]) continue;
+            const int n = min(kPerSlot, c1[s] - c), slot = s * kSlots + fills[s] % kSlots;
+            if (fills[s] >= kSlots) barrier_wait(&empty[slot], (fills[s] / kSlots - 1) & 1);  // its last chunks were read
+            barrier_expect_bytes(&full[slot], n * kChunkBytes);
+            bulk_copy(smem + slot * R::slot_bytes, words + (first_block + c) * (kChunkBytes / 4), n * kChunkBytes,
+                      &full[slot], read_once);
+            if (issued++ == 0) stamp(3);
+            ++fills[s];
+          }
         }
       }
     }
