@@ -45,9 +45,8 @@ __global__ void __launch_bounds__(kRouteThreads) decode_route_kernel(DecodeLayer
        i += static_cast<int64_t>(blocks) * kRouteThreads) {
     m = fmaxf(m, fabsf(a.x[i]));
   }
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, offset));
-  if (threadIdx.x % 32 == 0) atomicMax(&a.control->amax_bits[0], __float_as_uint(m));
+  __shared__ uint32_t warp_max[kRouteThreads / 32];
+  block_max_into<kRouteThreads>(&a.control->amax_bits[0], m, warp_max, [] { __syncthreads(); });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,11 +311,8 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
     }
   }
   if constexpr (kGateUp && fp8) {
-#pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) {
-      intermediate_max = fmaxf(intermediate_max, __shfl_xor_sync(0xFFFFFFFFu, intermediate_max, offset));
-    }
-    if (lane == 0) atomicMax(&a.control->amax_bits[1], __float_as_uint(intermediate_max));
+    __shared__ uint32_t warp_max[kThreads / 32];
+    block_max_into<kThreads>(&a.control->amax_bits[1], intermediate_max, warp_max, [] { __syncthreads(); });
   }
 }
 

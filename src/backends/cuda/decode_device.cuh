@@ -1,6 +1,6 @@
 // Device code shared by every GEMM family's small-batch expert kernels (decode.hpp): the batch's
-// routing as each block builds it, which rows a pass of pairs reads, and the top-k sum that ends
-// the down kernel.
+// routing as each block builds it, which rows a pass of pairs reads, the largest magnitudes that
+// set w4a8's scales, and the top-k sum that ends the down kernel.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -176,6 +176,23 @@ __device__ __forceinline__ void route_in_block(const DecodeLayerArgs& a, const B
     }
   }
   __syncthreads();
+}
+
+// The largest `value` of the kThreads threads that call this (each >= 0 and not NaN: an fmaxf chain
+// from zero), into *target by atomicMax on its bits (non-negative floats order as their bits do):
+// one atomic per block. One per warp put thousands on one address at a kernel's end, queued at the
+// L2 ahead of the next kernel's wait. `scratch` holds kThreads / 32 words; `sync` is the callers' barrier.
+template <int kThreads, class Sync>
+__device__ __forceinline__ void block_max_into(uint32_t* target, float value, uint32_t* scratch, Sync sync) {
+  const uint32_t warp_max = __reduce_max_sync(0xFFFFFFFFu, __float_as_uint(value));
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = warp_max;
+  sync();
+  if (threadIdx.x == 0) {
+    uint32_t most = 0;
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w) most = max(most, scratch[w]);
+    atomicMax(target, most);
+  }
 }
 
 // Threads 0 .. count - 1 look up the pairs first .. first + count - 1 of the sorted pairs into

@@ -407,11 +407,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   }
   if (threadIdx.x == 0) stamp(5);
   if constexpr (kGateUp && fp8) {  // the intermediate's largest magnitude, for down's scale
-#pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) {
-      intermediate_max = fmaxf(intermediate_max, __shfl_xor_sync(0xFFFFFFFFu, intermediate_max, offset));
-    }
-    if (lane == 0) atomicMax(&a.control->amax_bits[1], __float_as_uint(intermediate_max));
+    // s_partial is free: every item ended with a consumers_sync.
+    block_max_into<kConsumers>(&a.control->amax_bits[1], intermediate_max, reinterpret_cast<uint32_t*>(s_partial),
+                               [] { consumers_sync(); });
   }
 }
 
