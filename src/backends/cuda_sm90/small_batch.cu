@@ -252,7 +252,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   };
 
   if (warp == kConsumers / 32) {
-    // The producer: lane r fills slice r's ring with the chunks its consumers take, in their order.
+    // The producer: lane 0 fills every slice's ring with the chunks its consumers take, in their order.
     if constexpr (fp8 && !kGateUp) {
       if (blockIdx.x == 0 && lane == kSplit) {  // a lane the rings do not need waits for gate_up
         wait_for_previous_grid();
