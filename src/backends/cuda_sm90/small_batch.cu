@@ -98,11 +98,25 @@ __device__ __forceinline__ uint32_t fp8_bf16_pair(float lo, float hi, float scal
   return __byte_perm(__float_as_uint(values.x), __float_as_uint(values.y), 0x7632);
 }
 
+// A lane's quad of a 32-value block held by eight consecutive lanes (four values each), quantized
+// by the OCP MX rule (codec): the block's largest magnitude sets its shared exponent. Every lane of
+// the warp calls it (its shuffles take the whole warp).
+__device__ __forceinline__ float4 mx_quantize_quad(float4 v) {
+  float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+  for (int offset = 4; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
+  const int shared = codec::mx_shared_exponent(amax);
+  const float down = codec::pow2(-shared), up = codec::mx_scale_value(shared);
+  const auto q = [&](float x) { return codec::e2m1_value(codec::e2m1_code(x * down)) * up; };
+  return make_float4(q(v.x), q(v.y), q(v.z), q(v.w));
+}
+
 // `count` rows of `k` fp32 values as the scheme's GEMM input: w4a16 rounds them to bf16; w4a8 takes
-// their FP8 values under the tensor's `scale`; w4a4
-// quantizes each 32-value block by the OCP MX rule first (one warp per block), its values exact in
-// bf16. Each thread has kStageLoads loads in flight before it converts: the rows come from L2 or
-// memory, and one round trip per value would put the whole staging on the critical path.
+// their FP8 values under the tensor's `scale`; w4a4 quantizes each 32-value block by the OCP MX rule
+// first, its values exact in bf16. Each thread has kStageLoads 16-byte loads in flight before it
+// converts: the rows come from L2 or memory, and one round trip per value would put the whole
+// staging on the critical path (w4a4 took a 32-value block per warp and load: 12 us more than w4a16
+// at T=1 on an H100, docs/PERFORMANCE.md, nineteenth session).
 constexpr int kStageLoads = 4;
 
 // `loads_issued` runs once per thread, warp-uniformly: after the warp's first round of loads is
@@ -112,61 +126,34 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
                            LoadsIssued loads_issued) {
   const int row_bytes = staged_row_bytes(k);
   bool first_round = true;
-  if constexpr (S == Scheme::w4a4) {
-    constexpr int kWarps = kConsumers / 32;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, blocks_per_row = k / 32, blocks = count * blocks_per_row;
-    for (int b0 = warp; b0 < blocks; b0 += kStageLoads * kWarps) {
-      float v[kStageLoads];
+  // A warp's 32 quads of a round are four whole 32-value blocks (k is a multiple of 64: no block
+  // straddles two rows).
+  const int quads = k / 4, total = count * quads;
+  // Rounds run per warp (base is warp-uniform; each lane checks its own index).
+  for (int base = threadIdx.x - threadIdx.x % 32; base < total; base += kStageLoads * kConsumers) {
+    const int i0 = base + threadIdx.x % 32;
+    float4 v[kStageLoads];
 #pragma unroll
-      for (int u = 0; u < kStageLoads; ++u) {
-        const int b = b0 + u * kWarps;
-        v[u] = b < blocks ? rows[b / blocks_per_row][b % blocks_per_row * 32 + lane] : 0.0f;
-      }
-      if (first_round) loads_issued();  // b0 is warp-uniform
-      first_round = false;
-#pragma unroll
-      for (int u = 0; u < kStageLoads; ++u) {
-        const int b = b0 + u * kWarps;
-        if (b >= blocks) break;  // warp-uniform
-        float amax = fabsf(v[u]);
-#pragma unroll
-        for (int offset = 16; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
-        const int shared = codec::mx_shared_exponent(amax);
-        const float q = codec::e2m1_value(codec::e2m1_code(v[u] * codec::pow2(-shared))) * codec::mx_scale_value(shared);
-        const float next = __shfl_down_sync(0xFFFFFFFFu, q, 1);
-        if (lane % 2 == 0) {
-          const int r = b / blocks_per_row;
-          *reinterpret_cast<uint32_t*>(staged + r * row_bytes + staged_pair_offset(b % blocks_per_row * 32 + lane)) =
-              bf16_pair(q, next);
-        }
-      }
+    for (int u = 0; u < kStageLoads; ++u) {
+      const int i = i0 + u * kConsumers;
+      v[u] = i < total ? reinterpret_cast<const float4*>(rows[i / quads])[i % quads] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
-  } else {
-    const int quads = k / 4, total = count * quads;
-    // Rounds run per warp (base is warp-uniform; each lane checks its own index).
-    for (int base = threadIdx.x - threadIdx.x % 32; base < total; base += kStageLoads * kConsumers) {
-      const int i0 = base + threadIdx.x % 32;
-      float4 v[kStageLoads];
+    __syncwarp();
+    if (first_round) loads_issued();
+    first_round = false;
 #pragma unroll
-      for (int u = 0; u < kStageLoads; ++u) {
-        const int i = i0 + u * kConsumers;
-        v[u] = i < total ? reinterpret_cast<const float4*>(rows[i / quads])[i % quads] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      }
-      __syncwarp();
-      if (first_round) loads_issued();
-      first_round = false;
-#pragma unroll
-      for (int u = 0; u < kStageLoads; ++u) {
-        const int i = i0 + u * kConsumers;
-        if (i >= total) break;
-        unsigned char* row = staged + i / quads * row_bytes;
-        const int k4 = i % quads * 4;
-        constexpr bool fp8 = S == Scheme::w4a8;
-        *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4)) =
-            fp8 ? fp8_bf16_pair(v[u].x, v[u].y, scale) : bf16_pair(v[u].x, v[u].y);
-        *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4 + 2)) =
-            fp8 ? fp8_bf16_pair(v[u].z, v[u].w, scale) : bf16_pair(v[u].z, v[u].w);
-      }
+    for (int u = 0; u < kStageLoads; ++u) {
+      const int i = i0 + u * kConsumers;
+      if (i - threadIdx.x % 32 >= total) break;  // warp-uniform: the warp's quads are all past the rows
+      if constexpr (S == Scheme::w4a4) v[u] = mx_quantize_quad(v[u]);
+      if (i >= total) continue;
+      unsigned char* row = staged + i / quads * row_bytes;
+      const int k4 = i % quads * 4;
+      constexpr bool fp8 = S == Scheme::w4a8;
+      *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4)) =
+          fp8 ? fp8_bf16_pair(v[u].x, v[u].y, scale) : bf16_pair(v[u].x, v[u].y);
+      *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4 + 2)) =
+          fp8 ? fp8_bf16_pair(v[u].z, v[u].w, scale) : bf16_pair(v[u].z, v[u].w);
     }
   }
   if (first_round) loads_issued();  // a warp with no rows to load
