@@ -251,9 +251,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
       wait_first_loads_issued();  // the whole warp
       if (lane == 0) stamp(8);
     }
-    // One thread fills every slice's ring, the slices' slots in turn. (With a lane per ring,
-    // compute-sanitizer's racecheck credited the second lane's copies to the first, which never
-    // waited on that ring's empty barriers, and reported their refills as races.)
+    // One lane for every ring, the slices' slots in turn: with a lane per ring, compute-sanitizer's
+    // racecheck credited the second lane's copies to the first, which never waited on that ring's
+    // empty barriers, and reported their refills as races.
     if (lane != 0) return;
     const uint32_t* words = kGateUp ? a.gate_up_words : a.down_words;
     int fills[kSplit] = {}, issued = 0;
