@@ -12,8 +12,8 @@
 // --profile runs each point twice on device data and times nothing: a short, known launch sequence
 // for Nsight Compute (ncu -k regex:mxmoe build/bench/mxmoe_bench_cuda --profile ...).
 // --timeline FILE (a build configured with -DMXMOE_TIMELINE=ON) times nothing either: it records
-// the kernels' per-block stamps of one run per point (src/backends/cuda/timeline.hpp) into FILE,
-// for bench/timeline.py.
+// the kernels' per-block stamps of one steady-state run per point (src/backends/cuda/timeline.hpp)
+// into FILE, for bench/timeline.py.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -102,7 +102,11 @@ double dense_equivalent_ms(cublasHandle_t handle, cudaStream_t stream, int64_t r
 // The stamps of one run of `forward` (after unstamped runs of each batch, so that it replays a
 // captured graph as the timed runs do; a first run of a batch launches from the host, with the
 // host's gaps between kernels) as {kernel: [[block, sm, event times in ns from the run's first
-// stamp or -1]...]}.
+// stamp or -1]...]}. The stamped run is the last of kSteadyRuns replays queued back to back, as the
+// timed runs are: a replay started on an idle GPU runs its first kernel while the driver still
+// submits the others (the next kernel's blocks started 2.4-9 us after the first's, against 0.7 us
+// in the queue on an H200; docs/PERFORMANCE.md, twentieth session). Each replay writes the same
+// stamps (same batch, same blocks), so the last one's remain.
 template <class F>
 nlohmann::ordered_json record_timeline(cudaStream_t stream, F&& forward) {
   namespace tl = mxmoe::cuda::timeline;
@@ -114,7 +118,8 @@ nlohmann::ordered_json record_timeline(cudaStream_t stream, F&& forward) {
   MXMOE_CUDA_CHECK(cudaMemsetAsync(stamps.as<void>(), 0, stamps.bytes(), stream));
   MXMOE_CUDA_CHECK(cudaStreamSynchronize(stream));
   tl::attach_all(stamps.as<uint64_t>());
-  forward(0);
+  constexpr int kSteadyRuns = 4;
+  for (int i = 0; i < kSteadyRuns; ++i) forward(0);
   MXMOE_CUDA_CHECK(cudaStreamSynchronize(stream));
   tl::attach_all(nullptr);
   std::vector<uint64_t> host(tl::kWords);

@@ -26,7 +26,7 @@ EVENTS = {
     "decode_route": ["start", "logits"],
     "decode_gate_up": ["start", "waited", "routed", "first copy", "staged", "items done", "route top-k", "route synced",
                        "loads issued"],
-    "decode_down": ["start", "-", "routed", "first copy", "staged", "items done", "route top-k", "route synced"],
+    "decode_down": ["start", "waited", "routed", "first copy", "staged", "items done", "route top-k", "route synced"],
 }
 # A block's last event, where it is not the last one listed.
 LAST = {"decode_gate_up": "items done", "decode_down": "items done"}

@@ -181,10 +181,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   bool* s_complete = reinterpret_cast<bool*>(smem + R::pass_offset + 12 * kTokensPerPass);
   auto s_partial = reinterpret_cast<float4 (*)[4][32]>(smem + R::partials_offset);
 
-  // Timeline events (decode_gate_up, decode_down): 0 start, 1 waited (gate_up), 2 routed, 3 first
-  // weight copy issued, 4 first tokens staged, 5 items done (down: with their top-k sums), 6 the
-  // routing's top-k done, 7 the barrier after it passed, 8 the producer past the consumers' first
-  // loads (gate_up).
+  // Timeline events (decode_gate_up, decode_down): 0 start, 1 waited (gate_up: for the route; down:
+  // its consumers, for gate_up), 2 routed, 3 first weight copy issued, 4 first tokens staged, 5
+  // items done (down: with their top-k sums), 6 the routing's top-k done, 7 the barrier after it
+  // passed, 8 the producer past the consumers' first loads (gate_up).
   const auto stamp = [](int event) {
     if constexpr (kGateUp) {
       MXMOE_STAMP(decode_gate_up, event);
@@ -310,6 +310,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
         consumers_sync();  // the previous tokens' readers are done
         if constexpr (!kGateUp) {
           wait_for_previous_grid();  // gate_up's intermediates, and their largest value
+          if (staged_first < 0 && threadIdx.x == 0) stamp(1);
           if constexpr (fp8) a_scale = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
         }
         look_up_pass<kGateUp>(a, routing, first, count, k, s_pairs, s_rows);
