@@ -32,6 +32,9 @@ struct EvalThresholds {
   // At most: what the scheme itself costs, the relative L2 of its float64 reference against the
   // float64 reference with exact activations (w4a32), on the same routing.
   std::optional<double> scheme_relative_l2;
+  // At most: the same cost for the worst single token (its output row), which a batch's relative L2,
+  // weighted toward its largest tokens, hides.
+  std::optional<double> scheme_token_relative_l2;
 };
 
 struct EvalConfig {
@@ -43,6 +46,7 @@ struct EvalConfig {
   uint64_t synth_seed = 1;
   int synth_layers = 1;
   int synth_experts = 0;  // 0: the preset's
+  WeightDistribution synth_weights = WeightDistribution::normal;
   std::vector<int> layers;  // empty: every layer of the model
   Scheme scheme = Scheme::w4a16;
   std::string backend = "auto";
@@ -68,14 +72,16 @@ enum class EvalStatus { passed, failed, skipped, error };
 std::string_view eval_status_name(EvalStatus status);
 
 // The worst over every layer and token count. The first four ask "is the kernel right?" (the
-// backend against the float64 reference of the same scheme); scheme_relative_l2 asks "what does
-// the scheme cost?" (that reference against exact activations).
+// backend against the float64 reference of the same scheme); scheme_relative_l2 and
+// scheme_token_relative_l2 ask "what does the scheme cost?" (that reference against exact
+// activations, over the batch and for its worst token).
 struct EvalMetrics {
   double relative_l2 = 0;
   double max_abs = 0;
   double cosine = 1;
   double routing_agreement = 1;
   double scheme_relative_l2 = 0;
+  double scheme_token_relative_l2 = 0;
 };
 
 struct EvalResult {

@@ -24,10 +24,21 @@ const std::vector<ModelPreset>& model_presets();
 std::optional<ModelPreset> find_preset(std::string_view name);
 std::string preset_names();
 
-// A layer with normally distributed float weights quantized to MXFP4 (std 1/sqrt(fan_in), about
-// what trained gpt-oss experts have) and small biases. Layer `layer_index` of a seed gets its own
-// stream, so checkpoints with several layers differ per layer.
-MoeLayer random_layer(const MoeShape& shape, uint64_t seed, int layer_index = 0);
+enum class WeightDistribution {
+  normal,  // N(0, std^2): every block of a tensor has about the same scale (codes within ~2 binades)
+  // N(0, 1) times 2^u per weight row (u uniform in [-3, 3]) and 2^v per 32-value block (v ~ N(0, 1)
+  // within the row), normalized to the same mean square: block scales spread over 14-16 binades of
+  // a gpt-oss-sized tensor and up to 8-9 of a row (normal: 2), as trained layers' rows and channels
+  // differ in size; what W4A8's scale fold (exact within 14 binades of a row) must cope with
+  spread,
+};
+std::optional<WeightDistribution> parse_weight_distribution(std::string_view name);
+
+// A layer with float weights of the given distribution quantized to MXFP4 (std 1/sqrt(fan_in),
+// about what trained gpt-oss experts have) and small biases. Layer `layer_index` of a seed gets its
+// own stream, so checkpoints with several layers differ per layer.
+MoeLayer random_layer(const MoeShape& shape, uint64_t seed, int layer_index = 0,
+                      WeightDistribution weights = WeightDistribution::normal);
 
 enum class HiddenDistribution {
   normal,  // N(0, 1) everywhere

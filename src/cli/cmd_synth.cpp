@@ -19,6 +19,7 @@ struct SynthOptions {
   int experts = 0;
   uint64_t seed = 1;
   std::string layout = "huggingface";
+  std::string weights = "normal";
   std::string out;
   bool force = false;
 };
@@ -52,7 +53,7 @@ int run_synth(const SynthOptions& o) {
     Progress progress("synth " + preset.name + ": layer", config.layers);
     for (int layer = 0; layer < config.layers; ++layer) {
       progress.step("generating");
-      const MoeLayer m = random_layer(config.shape, o.seed, layer);
+      const MoeLayer m = random_layer(config.shape, o.seed, layer, *parse_weight_distribution(o.weights));
       const LayerTensors tensors = gptoss_layer_tensors(m, layer, config.layout);
       const std::string shard = shard_name(layer, config.layers);
       progress.step("writing " + shard);
@@ -82,6 +83,10 @@ void add_synth_command(CLI::App& app, Action& action) {
   cmd->add_option("--experts", o->experts, "Override the preset's number of experts")->check(CLI::Range(1, 4096));
   cmd->add_option("--seed", o->seed, "Random seed")->capture_default_str();
   cmd->add_option("--layout", o->layout, "huggingface or openai")->capture_default_str()->check(CLI::IsMember({"huggingface", "openai"}));
+  cmd->add_option("--weights", o->weights,
+                  "normal, or spread: block scales over 14-16 binades of a tensor (rows and blocks of different sizes)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"normal", "spread"}));
   cmd->add_option("--output", o->out, "Output directory (new or empty; written whole or not at all)")->required();
   cmd->add_flag("--force", o->force, "Replace a non-empty output directory (only once the new one is complete)");
   cmd->callback([o, &action] { action = [o] { return run_synth(*o); }; });

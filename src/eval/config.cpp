@@ -139,7 +139,7 @@ EvalConfig parse_eval_config(const std::filesystem::path& file, const YAML::Node
     c.checkpoint = p.is_absolute() ? p : file.parent_path() / p;
   } else {
     const MapReader synth = model.map("synth");
-    synth.allow({"preset", "seed", "layers", "experts"});
+    synth.allow({"preset", "seed", "layers", "experts", "weights"});
     c.synth_preset = synth.scalar<std::string>("preset", "a preset name");
     if (!find_preset(c.synth_preset)) {
       synth.fail("key 'model.synth.preset' names unknown preset '" + c.synth_preset + "' (known: " + preset_names() + ")");
@@ -151,6 +151,10 @@ EvalConfig parse_eval_config(const std::filesystem::path& file, const YAML::Node
       synth.fail("key 'model.synth.layers' must be from 1 to " + std::to_string(limits::kMaxLayers));
     }
     if (c.synth_experts < 0) synth.fail("key 'model.synth.experts' must not be negative");
+    const std::string weights = synth.scalar_or<std::string>("weights", "normal or spread", "normal");
+    const auto w = parse_weight_distribution(weights);
+    if (!w) synth.fail("key 'model.synth.weights' must be normal or spread, got '" + weights + "'");
+    c.synth_weights = *w;
   }
 
   if (top.has("layers")) c.layers = top.ints("layers", 0);
@@ -193,13 +197,14 @@ EvalConfig parse_eval_config(const std::filesystem::path& file, const YAML::Node
   }
 
   const MapReader metrics = top.map("metrics");
-  metrics.allow({"relative_l2", "max_abs", "cosine", "routing_agreement", "scheme_relative_l2"});
-  c.thresholds = {threshold(metrics, "relative_l2"), threshold(metrics, "max_abs"), threshold(metrics, "cosine"),
-                  threshold(metrics, "routing_agreement"), threshold(metrics, "scheme_relative_l2")};
+  metrics.allow({"relative_l2", "max_abs", "cosine", "routing_agreement", "scheme_relative_l2", "scheme_token_relative_l2"});
+  c.thresholds = {threshold(metrics, "relative_l2"),        threshold(metrics, "max_abs"),
+                  threshold(metrics, "cosine"),             threshold(metrics, "routing_agreement"),
+                  threshold(metrics, "scheme_relative_l2"), threshold(metrics, "scheme_token_relative_l2")};
   if (!c.thresholds.relative_l2 && !c.thresholds.max_abs && !c.thresholds.cosine && !c.thresholds.routing_agreement &&
-      !c.thresholds.scheme_relative_l2) {
+      !c.thresholds.scheme_relative_l2 && !c.thresholds.scheme_token_relative_l2) {
     metrics.fail("'metrics' needs at least one threshold (relative_l2, max_abs, cosine, routing_agreement, "
-                 "scheme_relative_l2)");
+                 "scheme_relative_l2, scheme_token_relative_l2)");
   }
   return c;
 }

@@ -44,7 +44,8 @@ std::string eval_table(const std::vector<EvalResult>& results) {
   std::string s;
   auto pad = [](std::string v, size_t w) { return v.size() < w ? v + std::string(w - v.size(), ' ') : v; };
   s += pad("config", width) + "  " + pad("backend", 9) + " " + pad("device", 16) + " " + pad("rel_l2", 9) + " " +
-       pad("max_abs", 9) + " " + pad("cosine", 10) + " " + pad("routing", 8) + " " + pad("scheme", 9) + " status\n";
+       pad("max_abs", 9) + " " + pad("cosine", 10) + " " + pad("routing", 8) + " " + pad("scheme", 9) + " " +
+       pad("token", 9) + " status\n";
   for (const auto& r : results) {
     const bool ran = r.status == EvalStatus::passed || r.status == EvalStatus::failed;
     s += pad(r.name, width) + "  " + pad(r.backend.empty() ? "-" : r.backend, 9) + " " +
@@ -52,7 +53,8 @@ std::string eval_table(const std::vector<EvalResult>& results) {
          pad(ran ? fixed(r.metrics.relative_l2, "%.2e") : "-", 9) + " " + pad(ran ? fixed(r.metrics.max_abs, "%.2e") : "-", 9) +
          " " + pad(ran ? fixed(r.metrics.cosine, "%.8f") : "-", 10) + " " +
          pad(ran ? fixed(r.metrics.routing_agreement, "%.4f") : "-", 8) + " " +
-         pad(ran ? fixed(r.metrics.scheme_relative_l2, "%.2e") : "-", 9) + " " + std::string(eval_status_name(r.status)) +
+         pad(ran ? fixed(r.metrics.scheme_relative_l2, "%.2e") : "-", 9) + " " +
+         pad(ran ? fixed(r.metrics.scheme_token_relative_l2, "%.2e") : "-", 9) + " " + std::string(eval_status_name(r.status)) +
          (r.message.empty() ? "" : ": " + r.message) + "\n";
   }
   s += std::to_string(count(results, EvalStatus::passed)) + " passed, " + std::to_string(count(results, EvalStatus::failed)) +
@@ -83,6 +85,8 @@ std::string eval_junit_xml(const std::vector<EvalResult>& results) {
       s += "        <property name=\"cosine\" value=\"" + fixed(r.metrics.cosine, "%.10f") + "\"/>\n";
       s += "        <property name=\"routing_agreement\" value=\"" + fixed(r.metrics.routing_agreement, "%.6f") + "\"/>\n";
       s += "        <property name=\"scheme_relative_l2\" value=\"" + fixed(r.metrics.scheme_relative_l2, "%.6e") + "\"/>\n";
+      s += "        <property name=\"scheme_token_relative_l2\" value=\"" + fixed(r.metrics.scheme_token_relative_l2, "%.6e") +
+           "\"/>\n";
       s += "      </properties>\n";
     }
     if (r.status == EvalStatus::failed) {
@@ -115,13 +119,15 @@ std::string eval_json(const std::vector<EvalResult>& results) {
                      {"max_abs", r.metrics.max_abs},
                      {"cosine", r.metrics.cosine},
                      {"routing_agreement", r.metrics.routing_agreement},
-                     {"scheme_relative_l2", r.metrics.scheme_relative_l2}}},
+                     {"scheme_relative_l2", r.metrics.scheme_relative_l2},
+                     {"scheme_token_relative_l2", r.metrics.scheme_token_relative_l2}}},
                    {"thresholds",
                     {{"relative_l2", threshold(r.thresholds.relative_l2)},
                      {"max_abs", threshold(r.thresholds.max_abs)},
                      {"cosine", threshold(r.thresholds.cosine)},
                      {"routing_agreement", threshold(r.thresholds.routing_agreement)},
-                     {"scheme_relative_l2", threshold(r.thresholds.scheme_relative_l2)}}}});
+                     {"scheme_relative_l2", threshold(r.thresholds.scheme_relative_l2)},
+                     {"scheme_token_relative_l2", threshold(r.thresholds.scheme_token_relative_l2)}}}});
   }
   return nlohmann::ordered_json{{"results", out}}.dump(2) + "\n";
 }

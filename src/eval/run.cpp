@@ -98,10 +98,10 @@ std::shared_ptr<const MoeLayer> model_layer(const EvalConfig& c, int layer, Eval
   }
   MoeShape shape = find_preset(c.synth_preset)->shape;
   if (c.synth_experts > 0) shape.experts = c.synth_experts;
-  const std::string key = c.synth_preset + "/" + std::to_string(c.synth_seed) + "/" + std::to_string(shape.experts) + "#" +
-                          std::to_string(layer);
+  const std::string key = c.synth_preset + "/" + std::to_string(c.synth_seed) + "/" + std::to_string(shape.experts) + "/" +
+                          std::to_string(static_cast<int>(c.synth_weights)) + "#" + std::to_string(layer);
   auto& slot = impl.layers[key];
-  if (!slot) slot = std::make_shared<const MoeLayer>(random_layer(shape, c.synth_seed, layer));
+  if (!slot) slot = std::make_shared<const MoeLayer>(random_layer(shape, c.synth_seed, layer, c.synth_weights));
   return slot;
 }
 
@@ -141,7 +141,8 @@ EvalResult run_eval(const EvalConfig& c, EvalModelCache& cache, const EvalStepOb
   r.file = c.file;
   r.name = c.name;
   r.model = c.checkpoint ? "checkpoint " + c.checkpoint->string()
-                         : "synthetic " + c.synth_preset + " seed " + std::to_string(c.synth_seed);
+                         : "synthetic " + c.synth_preset + " seed " + std::to_string(c.synth_seed) +
+                               (c.synth_weights == WeightDistribution::spread ? ", spread weights" : "");
   r.thresholds = c.thresholds;
   auto finish = [&](EvalStatus status, std::string message) {
     r.status = status;
@@ -189,11 +190,18 @@ EvalResult run_eval(const EvalConfig& c, EvalModelCache& cache, const EvalStepOb
                                        : reference_forward(*layer, x, tokens, c.scheme, {.routing = &got.routing});
         // The scheme's own cost: its reference against exact activations on the same routing.
         step(at_tokens + "float64 reference, exact activations");
-        const double scheme_cost = c.scheme == Scheme::w4a32
-                                       ? 0.0
-                                       : relative_l2(expected.output, exact_output(cache, *layer, x, tokens, got.routing));
-        const EvalMetrics m{relative_l2(got.output, expected.output), max_abs_diff(got.output, expected.output),
-                            cosine_similarity(got.output, expected.output), agreement, scheme_cost};
+        double scheme_cost = 0.0, scheme_token_cost = 0.0;
+        if (c.scheme != Scheme::w4a32) {
+          const std::vector<float>& exact = exact_output(cache, *layer, x, tokens, got.routing);
+          scheme_cost = relative_l2(expected.output, exact);
+          scheme_token_cost = worst_row_relative_l2(expected.output, exact, static_cast<size_t>(layer->shape.hidden));
+        }
+        const EvalMetrics m{relative_l2(got.output, expected.output),
+                            max_abs_diff(got.output, expected.output),
+                            cosine_similarity(got.output, expected.output),
+                            agreement,
+                            scheme_cost,
+                            scheme_token_cost};
         if (first) {
           r.metrics = m;
           first = false;
@@ -203,6 +211,7 @@ EvalResult run_eval(const EvalConfig& c, EvalModelCache& cache, const EvalStepOb
           r.metrics.cosine = std::min(r.metrics.cosine, m.cosine);
           r.metrics.routing_agreement = std::min(r.metrics.routing_agreement, m.routing_agreement);
           r.metrics.scheme_relative_l2 = std::max(r.metrics.scheme_relative_l2, m.scheme_relative_l2);
+          r.metrics.scheme_token_relative_l2 = std::max(r.metrics.scheme_token_relative_l2, m.scheme_token_relative_l2);
         }
       }
     }
@@ -226,6 +235,10 @@ EvalResult run_eval(const EvalConfig& c, EvalModelCache& cache, const EvalStepOb
   }
   if (t.scheme_relative_l2 && !(r.metrics.scheme_relative_l2 <= *t.scheme_relative_l2)) {
     failures.push_back("scheme_relative_l2 " + format(r.metrics.scheme_relative_l2) + " > " + format(*t.scheme_relative_l2));
+  }
+  if (t.scheme_token_relative_l2 && !(r.metrics.scheme_token_relative_l2 <= *t.scheme_token_relative_l2)) {
+    failures.push_back("scheme_token_relative_l2 " + format(r.metrics.scheme_token_relative_l2) + " > " +
+                       format(*t.scheme_token_relative_l2));
   }
   std::string message;
   for (const auto& f : failures) message += (message.empty() ? "" : "; ") + f;

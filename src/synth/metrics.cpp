@@ -24,6 +24,18 @@ double relative_l2(std::span<const float> a, std::span<const float> b) {
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
+double worst_row_relative_l2(std::span<const float> a, std::span<const float> b, size_t row_length) {
+  expect_same_size(a.size(), b.size());
+  if (row_length == 0 || a.size() % row_length != 0) {
+    throw std::invalid_argument("metrics: " + std::to_string(a.size()) + " values are not rows of " + std::to_string(row_length));
+  }
+  double worst = 0.0;
+  for (size_t i = 0; i < a.size(); i += row_length) {
+    worst = std::max(worst, relative_l2(a.subspan(i, row_length), b.subspan(i, row_length)));
+  }
+  return worst;
+}
+
 double max_abs_diff(std::span<const float> a, std::span<const float> b) {
   expect_same_size(a.size(), b.size());
   double m = 0.0;

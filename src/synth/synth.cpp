@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "mxmoe/format.hpp"
 #include "util/parallel.hpp"
 #include "util/rng.hpp"
 
@@ -64,8 +65,20 @@ void fill_normal(std::vector<float>& v, uint64_t seed, double stddev) {
   for (auto& x : v) x = static_cast<float>(rng.normal() * stddev);
 }
 
+// The spread distribution's row and block exponents, and the factor that keeps the weights' mean
+// square that of N(0, std^2): E[4^u] for u uniform in [-a, a] is (4^a - 4^-a) / (2a ln 4), E[4^v] for
+// v ~ N(0, s^2) is exp(2 s^2 ln^2 2).
+constexpr double kRowSpread = 3.0, kBlockSpread = 1.0;
+double spread_normalization() {
+  const double ln4 = std::log(4.0);
+  const double rows = (std::pow(4.0, kRowSpread) - std::pow(4.0, -kRowSpread)) / (2.0 * kRowSpread * ln4);
+  const double blocks = std::exp(2.0 * kBlockSpread * kBlockSpread * std::log(2.0) * std::log(2.0));
+  return 1.0 / std::sqrt(rows * blocks);
+}
+
 // Row by row from per-row streams, so the result does not depend on the thread count.
-void fill_mxfp4(Mxfp4Tensor& t, uint64_t seed, int layer, uint64_t tensor, double stddev) {
+void fill_mxfp4(Mxfp4Tensor& t, uint64_t seed, int layer, uint64_t tensor, double stddev, WeightDistribution weights) {
+  const double spread_factor = weights == WeightDistribution::spread ? spread_normalization() : 1.0;
   detail::parallel_for(t.groups * t.rows, 0, 64, [&](int64_t begin, int64_t end) {
     std::vector<float> row(static_cast<size_t>(t.cols));
     for (int64_t i = begin; i < end; ++i) {
@@ -78,6 +91,13 @@ void fill_mxfp4(Mxfp4Tensor& t, uint64_t seed, int layer, uint64_t tensor, doubl
           row[j] = quantiles[bits & 0xFFFF] * scale;
         }
       }
+      if (weights == WeightDistribution::spread) {
+        const double row_gain = std::exp2(rng.uniform(-kRowSpread, kRowSpread)) * spread_factor;
+        for (size_t b = 0; b < row.size(); b += kMxBlock) {
+          const auto gain = static_cast<float>(row_gain * std::exp2(kBlockSpread * rng.normal()));
+          for (size_t j = b; j < std::min(b + kMxBlock, row.size()); ++j) row[j] *= gain;
+        }
+      }
       t.set_row(i / t.rows, i % t.rows, row);
     }
   });
@@ -85,15 +105,21 @@ void fill_mxfp4(Mxfp4Tensor& t, uint64_t seed, int layer, uint64_t tensor, doubl
 
 }  // namespace
 
-MoeLayer random_layer(const MoeShape& shape, uint64_t seed, int layer_index) {
+std::optional<WeightDistribution> parse_weight_distribution(std::string_view name) {
+  if (name == "normal") return WeightDistribution::normal;
+  if (name == "spread") return WeightDistribution::spread;
+  return std::nullopt;
+}
+
+MoeLayer random_layer(const MoeShape& shape, uint64_t seed, int layer_index, WeightDistribution weights) {
   MoeLayer layer = MoeLayer::zeros(shape);
   const double h_std = 1.0 / std::sqrt(static_cast<double>(shape.hidden));
   const double i_std = 1.0 / std::sqrt(static_cast<double>(shape.intermediate));
   fill_normal(layer.router_weight, stream_seed(seed, layer_index, 1, 0), h_std);
   fill_normal(layer.router_bias, stream_seed(seed, layer_index, 2, 0), 0.1);
-  fill_mxfp4(layer.gate_up, seed, layer_index, 3, h_std);
+  fill_mxfp4(layer.gate_up, seed, layer_index, 3, h_std, weights);
   fill_normal(layer.gate_up_bias, stream_seed(seed, layer_index, 4, 0), 0.05);
-  fill_mxfp4(layer.down, seed, layer_index, 5, i_std);
+  fill_mxfp4(layer.down, seed, layer_index, 5, i_std, weights);
   fill_normal(layer.down_bias, stream_seed(seed, layer_index, 6, 0), 0.05);
   return layer;
 }

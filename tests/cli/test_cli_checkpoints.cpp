@@ -45,6 +45,20 @@ TEST_F(CliCheckpoints, SynthThenRunMatchesTheReferenceOnTheSameLayer) {
   EXPECT_EQ(weights, expected.routing.weights);
 }
 
+// --weights spread writes the generator's spread layer, scales and all, and refuses other names.
+TEST_F(CliCheckpoints, SynthWritesSpreadWeightsWhenAsked) {
+  ASSERT_EQ(test::run_cli("synth --preset tiny --weights spread --seed 11 --output " + path("ck")).exit_code, 0);
+  const MoeLayer written = GptOssCheckpoint::open(dir_ / "ck").load_layer(0);
+  const MoeLayer spread = random_layer(find_preset("tiny")->shape, 11, 0, WeightDistribution::spread);
+  EXPECT_EQ(written.down.scales, spread.down.scales);
+  EXPECT_EQ(written.gate_up.blocks, spread.gate_up.blocks);
+  EXPECT_NE(written.down.scales, random_layer(find_preset("tiny")->shape, 11, 0).down.scales);
+  const auto r = test::run_cli("synth --preset tiny --weights wide --output " + path("ck2"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--weights"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "ck2" / "model.safetensors"));
+}
+
 TEST_F(CliCheckpoints, RunReadsBf16AndF32InputsAndChecksThem) {
   ASSERT_EQ(test::run_cli("synth --preset tiny --layout openai --output " + path("ck")).exit_code, 0);
   const std::vector<float> x = random_hidden(3, 128, 2);

@@ -88,6 +88,34 @@ TEST_F(CliEval, TheSchemesOwnCostIsReportedAndChecked) {
   EXPECT_NE(r.out.find("FAIL: scheme_relative_l2"), std::string::npos) << r.out;
 }
 
+// The scheme's cost for its worst token: a batch's relative L2 is weighted toward its largest
+// tokens, so with token norms 4096x apart the worst token's cost is above the batch's. W4A8 on
+// spread weights, per tensor and per token: the JSON carries the metric, and a tight threshold fails.
+TEST_F(CliEval, TheWorstTokensCostIsReportedAndChecked) {
+  auto w4a8 = [&](const std::string& name, const std::string& scheme, const std::string& metrics) {
+    const fs::path p = dir_ / (name + ".yaml");
+    std::ofstream(p) << "name: " << name << "\nmodel: {synth: {preset: tiny, seed: 2, weights: spread}}\nscheme: " << scheme
+                     << "\nbackend: cpu\ndevice: cpu\ninput: {tokens: [16], distribution: token_norms}\nmetrics: " << metrics
+                     << "\n";
+    return p.string();
+  };
+  const auto number_after = [](const std::string& out, const std::string& key) {
+    const auto at = out.find("\"" + key + "\": ");
+    return at == std::string::npos ? -1.0 : std::stod(out.substr(at + key.size() + 4));
+  };
+  for (const std::string scheme : {"w4a8", "w4a8_token"}) {
+    auto r = test::run_cli("eval " + w4a8("cost-" + scheme, scheme, "{scheme_token_relative_l2: 0.5}") + " --json");
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    const double batch = number_after(r.out, "scheme_relative_l2"), token = number_after(r.out, "scheme_token_relative_l2");
+    EXPECT_GT(batch, 1e-3) << scheme << ": FP8 activations cost something\n" << r.out;
+    EXPECT_GE(token, batch) << scheme << ": the worst token is at least the batch's mean\n" << r.out;
+    EXPECT_LT(token, 0.5) << scheme;
+    r = test::run_cli("eval " + w4a8("tight-" + scheme, scheme, "{scheme_token_relative_l2: 1e-4}"));
+    EXPECT_EQ(r.exit_code, 1) << r.out;
+    EXPECT_NE(r.out.find("FAIL: scheme_token_relative_l2"), std::string::npos) << r.out;
+  }
+}
+
 TEST_F(CliEval, AnUnmetDeviceRequirementIsSkippedNotPassed) {
   const auto gpu = config("needs-gpu", "{cosine: 0.9}", "sm_121");
   const auto r = test::run_cli("eval " + gpu + " --junit " + (dir_ / "r.xml").string());

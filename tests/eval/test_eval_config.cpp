@@ -37,7 +37,7 @@ class EvalConfigTest : public test::TempDirTest {
 
 const char* kValid = R"(name: ok
 model:
-  synth: {preset: tiny, seed: 4, layers: 2, experts: 6}
+  synth: {preset: tiny, seed: 4, layers: 2, experts: 6, weights: spread}
 layers: [0, 1]
 scheme: w4a8
 backend: cpu
@@ -45,7 +45,8 @@ device: sm_89+
 env: {MXMOE_BACKEND: cpu}
 padding: {hidden: 256}
 input: {tokens: [1, 9], seed: 3, distribution: heavy}
-metrics: {relative_l2: 1e-3, max_abs: 0.1, cosine: 0.999, routing_agreement: 0.98, scheme_relative_l2: 0.01}
+metrics: {relative_l2: 1e-3, max_abs: 0.1, cosine: 0.999, routing_agreement: 0.98, scheme_relative_l2: 0.01,
+          scheme_token_relative_l2: 0.02}
 )";
 
 TEST_F(EvalConfigTest, ParsesEveryField) {
@@ -55,6 +56,7 @@ TEST_F(EvalConfigTest, ParsesEveryField) {
   EXPECT_EQ(c.synth_seed, 4u);
   EXPECT_EQ(c.synth_layers, 2);
   EXPECT_EQ(c.synth_experts, 6);
+  EXPECT_EQ(c.synth_weights, WeightDistribution::spread);
   EXPECT_EQ(c.layers, (std::vector<int>{0, 1}));
   EXPECT_EQ(c.scheme, Scheme::w4a8);
   EXPECT_EQ(c.backend, "cpu");
@@ -67,6 +69,7 @@ TEST_F(EvalConfigTest, ParsesEveryField) {
   EXPECT_EQ(*c.thresholds.relative_l2, 1e-3);
   EXPECT_EQ(*c.thresholds.routing_agreement, 0.98);
   EXPECT_EQ(*c.thresholds.scheme_relative_l2, 0.01);
+  EXPECT_EQ(*c.thresholds.scheme_token_relative_l2, 0.02);
 }
 
 TEST_F(EvalConfigTest, CheckpointPathsAreRelativeToTheConfig) {
@@ -96,6 +99,16 @@ input: {tokens: 1}
 metrics: {cosine: 0.9, accuracy: 1}
 )",
                {"unknown key 'metrics.accuracy'"});
+}
+
+TEST_F(EvalConfigTest, AnUnknownWeightDistributionIsAnErrorNamingTheKey) {
+  expect_error(R"(name: x
+model: {synth: {preset: tiny, weights: wide}}
+scheme: w4a16
+input: {tokens: 1}
+metrics: {cosine: 0.9}
+)",
+               {"key 'model.synth.weights' must be normal or spread", "'wide'"});
 }
 
 TEST_F(EvalConfigTest, MissingRequiredKeysAreErrorsNamingTheKey) {
