@@ -1,12 +1,16 @@
-// The Hopper weight layout (src/backends/cuda_sm90/layout.hpp) read back on the host from its
-// documented description: every code and scale of random weights is where a wgmma A fragment wants
-// it, gate_up rows paired (gate, linear) eight rows apart. Runs without a GPU.
+// The Hopper weight layouts (src/backends/cuda_sm90/layout.hpp, layout_fp8.hpp) read back on the
+// host from their documented descriptions: every code and scale of random weights is where a wgmma
+// A fragment wants it, gate_up rows paired (gate, linear) eight rows apart; the FP8 layout's values
+// decode, through the kernels' own decode, to the weights times their row's factor. Runs without a GPU.
 #include <gtest/gtest.h>
 
 #ifdef MXMOE_WITH_CUDA
 #include <random>
 
 #include "backends/cuda_sm90/layout.hpp"
+#include "backends/cuda_sm90/layout_fp8.hpp"
+#include "mxmoe/codecs.hpp"
+#include "mxmoe/synth.hpp"
 #include "moe/padded_view.hpp"
 #include "mxmoe/padding.hpp"
 #include "mxmoe/format.hpp"
@@ -124,6 +128,128 @@ TEST(CudaPacking, WritesThePaddingOfThePlanWithoutAPaddedCopy) {
       expect_same(cuda::pack_weights(padded, layout), cuda::pack_weights(whole(copied), layout));
     }
   }
+}
+
+// Every E2M1 code at every nibble of a word, at every shift the FP8 table holds: decode_fp8_word
+// gives the E4M3 code of the folded value (codec::fp8_fold_code), sign and all.
+TEST(CudaSm90Fp8Layout, TheDecodeGivesEveryFoldedCode) {
+  for (int shift = cuda::sm90::kFp8MinShift; shift <= codec::kFoldMaxShift; ++shift) {
+    uint32_t low = 0, high = 0;
+    cuda::sm90::fp8_table(static_cast<uint32_t>(8 * (shift + 6)), low, high);
+    for (int position = 0; position < 4; ++position) {
+      for (uint32_t code = 0; code < 16; ++code) {
+        // X's value `position` and Y's value 3 - position carry the code; the others carry code 9
+        // (-0.5), so a sign or magnitude written to a neighbour shows.
+        uint32_t word = 0;
+        for (int i = 0; i < 4; ++i) {
+          const uint32_t x = i == position ? code : 9u, y = i == 3 - position ? code : 9u;
+          word |= (x & 7u) << (4 * i) | (x >> 3) << (8 * i + 7) | (y & 7u) << (16 + 4 * i) | (y >> 3) << (8 * i + 3);
+        }
+        uint32_t x = 0, y = 0;
+        cuda::sm90::decode_fp8_word(word, low, high, x, y);
+        for (int i = 0; i < 4; ++i) {
+          const uint8_t want_x = codec::fp8_fold_code(static_cast<uint8_t>(i == position ? code : 9u), shift);
+          const uint8_t want_y = codec::fp8_fold_code(static_cast<uint8_t>(i == 3 - position ? code : 9u), shift);
+          ASSERT_EQ((x >> (8 * i)) & 0xFFu, want_x) << "shift " << shift << " code " << code << " X value " << i;
+          ASSERT_EQ((y >> (8 * i)) & 0xFFu, want_y) << "shift " << shift << " code " << code << " Y value " << i;
+        }
+      }
+    }
+  }
+}
+
+// A tensor whose rows' nonzero block scales lie within `spread` binades of the row's largest.
+Mxfp4Tensor tensor_with_spread(int groups, int rows, int cols, int spread, uint64_t seed) {
+  Mxfp4Tensor t = random_tensor(groups, rows, cols, seed);
+  std::mt19937_64 rng(seed + 1);
+  for (int64_t r = 0; r < t.groups * t.rows; ++r) {
+    const int largest = 100 + static_cast<int>(rng() % 40);
+    uint8_t* scales = t.scales.data() + r * t.blocks_per_row();
+    for (int64_t b = 0; b < t.blocks_per_row(); ++b) scales[b] = static_cast<uint8_t>(largest - rng() % (spread + 1));
+    scales[rng() % t.blocks_per_row()] = static_cast<uint8_t>(largest);
+  }
+  return t;
+}
+
+// Reads the FP8 layout back as the kernels will: record, thread, word 2s + h, registers X and Y,
+// through decode_fp8_word and the block's table; every value times its tile row's factor must be
+// the MXFP4 weight at the documented (row, k), exactly.
+void expect_fp8_layout(const Mxfp4Tensor& t, bool gate_up) {
+  const cuda::sm90::Fp8PackedWeights p = cuda::sm90::pack_fp8_weights(whole(t), gate_up);
+  ASSERT_EQ(p.inexact_blocks, 0);
+  const int tiles = t.rows / 64, chunks = t.cols / 64;
+  ASSERT_EQ(p.words.size(), static_cast<size_t>(t.groups) * tiles * chunks * 544);
+  ASSERT_EQ(p.row_factors.size(), static_cast<size_t>(t.groups) * t.rows);
+  int checked = 0;
+  for (int e = 0; e < t.groups; ++e) {
+    for (int tile = 0; tile < tiles; ++tile) {
+      for (int c = 0; c < chunks; ++c) {
+        const uint32_t* words = p.words.data() + ((static_cast<size_t>(e) * tiles + tile) * chunks + c) * 544;
+        const auto* scales = reinterpret_cast<const uint8_t*>(words + 512);
+        for (int thread = 0; thread < 128; ++thread) {
+          const int warp = thread / 32, g = thread % 32 / 4, t4 = thread % 4;
+          for (int s = 0; s < 2; ++s) {
+            for (int h = 0; h < 2; ++h) {
+              const int tile_row = tile * 64 + warp * 16 + g + 8 * h;
+              const int unit = tile_row / 16 * 8 + g;
+              const int row = gate_up ? 2 * unit + h : tile_row;
+              uint32_t low = 0, high = 0, x = 0, y = 0;
+              cuda::sm90::fp8_table(scales[(warp * 8 + g) * 4 + 2 * h + s], low, high);
+              cuda::sm90::decode_fp8_word(words[thread * 4 + 2 * s + h], low, high, x, y);
+              const double factor = p.row_factors[static_cast<size_t>(e) * t.rows + tile_row];
+              for (int i = 0; i < 4; ++i) {
+                for (int part = 0; part < 2; ++part) {
+                  const int k = c * 64 + 32 * s + 16 * part + 4 * t4 + i;
+                  const auto byte = static_cast<uint8_t>(((part == 0 ? x : y) >> (8 * i)) & 0xFFu);
+                  const double want = codec::e2m1_value(mxfp4_code(t.row_blocks(e, row), k)) *
+                                      e8m0_to_double(t.row_scales(e, row)[k / 32]);
+                  ASSERT_EQ(codec::fp8_e4m3_value(byte) * factor, want) << "expert " << e << " row " << row << " k " << k;
+                  ++checked;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(checked, t.groups * t.rows * t.cols) << "every value read back exactly once";
+}
+
+TEST(CudaSm90Fp8Layout, EveryValueTimesItsRowFactorIsTheWeight) {
+  expect_fp8_layout(tensor_with_spread(2, 128, 192, 11, 3), false);
+  expect_fp8_layout(tensor_with_spread(2, 128, 192, 11, 4), true);
+  expect_fp8_layout(tensor_with_spread(1, 64, 64, 0, 5), false);
+}
+
+// Exact while a row's nonzero blocks are within 11 binades of its largest; a nonzero block further
+// down, or a NaN scale, is counted, and such a layer is not for this layout. Zero blocks fold at any
+// scale; a row of zeros has factor 1.
+TEST(CudaSm90Fp8Layout, CountsTheBlocksItCannotHold) {
+  Mxfp4Tensor t = tensor_with_spread(1, 64, 128, 0, 6);  // every block of a row at one scale
+  const auto inexact = [&] { return cuda::sm90::pack_fp8_weights(whole(t), false).inexact_blocks; };
+  ASSERT_EQ(inexact(), 0);
+  uint8_t* row0 = t.row_scales(0, 0);
+  row0[1] = static_cast<uint8_t>(row0[0] - 11);
+  EXPECT_EQ(inexact(), 0);
+  row0[1] = static_cast<uint8_t>(row0[0] - 12);
+  EXPECT_EQ(inexact(), 1);
+  std::fill(t.row_blocks(0, 0) + 16, t.row_blocks(0, 0) + 32, uint8_t{0x88});  // block 1: zeros (and -0)
+  EXPECT_EQ(inexact(), 0);
+  t.row_scales(0, 5)[2] = 0xFF;
+  EXPECT_EQ(inexact(), 1);
+  t.row_scales(0, 5)[2] = t.row_scales(0, 5)[0];
+  std::fill(t.row_blocks(0, 7), t.row_blocks(0, 7) + 64, uint8_t{0});
+  const auto p = cuda::sm90::pack_fp8_weights(whole(t), false);
+  EXPECT_EQ(p.inexact_blocks, 0);
+  EXPECT_EQ(p.row_factors[7], 1.0f);
+}
+
+// The generator's spread weights (rows up to 8-9 binades wide) fit the FP8 layout whole.
+TEST(CudaSm90Fp8Layout, SpreadSyntheticWeightsFitIt) {
+  const MoeLayer layer = random_layer({2880, 2880, 1, 1}, 20, 0, WeightDistribution::spread);
+  EXPECT_EQ(cuda::sm90::pack_fp8_weights(whole(layer.gate_up), true).inexact_blocks, 0);
+  EXPECT_EQ(cuda::sm90::pack_fp8_weights(whole(layer.down), false).inexact_blocks, 0);
 }
 
 }  // namespace

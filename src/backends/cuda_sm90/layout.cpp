@@ -7,17 +7,11 @@
 
 namespace mxmoe::cuda::sm90 {
 
-namespace {
-
-// The source row of tile-ordered row `row`: gate_up interleaves (gate, linear) rows, which the
-// kernels want 8 rows apart (layout.hpp).
 int64_t source_row(int64_t row, bool gate_up) {
   if (!gate_up) return row;
   const int64_t base = row - row % 16, r = row % 16;
   return base + (r < 8 ? 2 * r : 2 * (r - 8) + 1);
 }
-
-}  // namespace
 
 PackedWeights pack_weights(const detail::PaddedMxfp4& t, bool gate_up) {
   if (t.rows % kTileRows != 0 || t.cols % kChunkK != 0) {

@@ -41,6 +41,10 @@ constexpr int kWordBytesPerChunk = 128 * 16;
 constexpr int kScaleBytesPerChunk = 32 * 4;
 constexpr int kChunkBytes = kWordBytesPerChunk + kScaleBytesPerChunk;  // a multiple of 16, as bulk copies need
 
+// The source row of tile-ordered row `row`: gate_up interleaves (gate, linear) rows, which the
+// kernels want 8 rows apart (above).
+int64_t source_row(int64_t row, bool gate_up);
+
 // `t` at its padded dims, which must be multiples of 64 (padded rows and columns: zero codes). The
 // records are the words (PackedWeights::scales stays empty).
 PackedWeights pack_weights(const detail::PaddedMxfp4& t, bool gate_up);
