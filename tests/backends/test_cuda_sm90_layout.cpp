@@ -98,6 +98,8 @@ TEST(CudaSm90Layout, RefusesShapesThatAreNotMultiplesOf64) {
   const Mxfp4Tensor a = random_tensor(1, 96, 64, 1), b = random_tensor(1, 64, 96, 1);
   EXPECT_THROW(cuda::sm90::pack_weights(whole(a), false), std::invalid_argument);
   EXPECT_THROW(cuda::sm90::pack_weights(whole(b), false), std::invalid_argument);
+  EXPECT_THROW(cuda::sm90::pack_fp8_weights(whole(a), false), std::invalid_argument);
+  EXPECT_THROW(cuda::sm90::pack_fp8_weights(whole(b), true), std::invalid_argument);
 }
 
 // Both CUDA packers write the plan's padding while they re-lay the weights: packing a tensor through

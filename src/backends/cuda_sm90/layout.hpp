@@ -20,6 +20,9 @@
 // tile row 16w + g is gate row 2u and 16w + g + 8 is linear row 2u + 1 of unit u = (tile row base)/2 + g.
 #pragma once
 
+#include <functional>
+#include <vector>
+
 #include "backends/cuda/layout.hpp"
 #include "mxmoe/moe.hpp"
 
@@ -44,6 +47,12 @@ constexpr int kChunkBytes = kWordBytesPerChunk + kScaleBytesPerChunk;  // a mult
 // The source row of tile-ordered row `row`: gate_up interleaves (gate, linear) rows, which the
 // kernels want 8 rows apart (above).
 int64_t source_row(int64_t row, bool gate_up);
+
+// Sizes `words` for the records of `t` (dims multiples of 64, else std::invalid_argument naming
+// `layout`) and calls fill(expert, row tile, its first record) for every (expert, row tile), in
+// parallel: a packer writes the tile's chunks' records from there, kChunkBytes apart.
+void fill_row_tiles(const detail::PaddedMxfp4& t, const char* layout, std::vector<uint32_t>& words,
+                    const std::function<void(int64_t expert, int64_t tile, uint32_t* records)>& fill);
 
 // `t` at its padded dims, which must be multiples of 64 (padded rows and columns: zero codes). The
 // records are the words (PackedWeights::scales stays empty).

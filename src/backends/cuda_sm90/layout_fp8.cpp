@@ -2,10 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <stdexcept>
 
 #include "mxmoe/format.hpp"
-#include "util/parallel.hpp"
 
 namespace mxmoe::cuda::sm90 {
 
@@ -41,53 +39,46 @@ int row_reference(const detail::PaddedMxfp4& t, int64_t group, int64_t row, int6
 }  // namespace
 
 Fp8PackedWeights pack_fp8_weights(const detail::PaddedMxfp4& t, bool gate_up) {
-  if (t.rows % kTileRows != 0 || t.cols % kChunkK != 0) {
-    throw std::invalid_argument("sm90 FP8 weight layout: rows and columns must be multiples of 64");
-  }
-  const int64_t tiles = t.rows / kTileRows, chunks = t.cols / kChunkK;
+  const int64_t tiles = t.rows / kTileRows;
   Fp8PackedWeights p;
-  p.words.resize(static_cast<size_t>(t.groups * tiles * chunks * (kChunkBytes / 4)));
   p.row_factors.resize(static_cast<size_t>(t.groups * t.rows));
   std::vector<int> references(static_cast<size_t>(t.groups * t.rows));
   std::vector<int64_t> inexact(static_cast<size_t>(t.groups * tiles), 0);
-  detail::parallel_for(t.groups * tiles, 0, 4, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t e = i / tiles, tile = i % tiles;
-      for (int64_t r = tile * kTileRows; r < (tile + 1) * kTileRows; ++r) {
-        const int reference = row_reference(t, e, source_row(r, gate_up), inexact[i]);
-        references[e * t.rows + r] = reference;
-        p.row_factors[e * t.rows + r] = std::ldexp(1.0f, reference - 127);
-      }
-      for (int64_t c = 0; c < chunks; ++c) {
-        uint32_t* words = p.words.data() + (i * chunks + c) * (kChunkBytes / 4);
-        uint8_t* scales = reinterpret_cast<uint8_t*>(words) + kWordBytesPerChunk;  // little-endian, as the GPU reads them
-        for (int thread = 0; thread < 128; ++thread) {
-          const int warp = thread / 32, lane = thread % 32, g = lane / 4, t4 = lane % 4;
-          const int64_t tile_rows[2] = {tile * kTileRows + warp * 16 + g, tile * kTileRows + warp * 16 + g + 8};
-          for (int s = 0; s < 2; ++s) {
-            for (int h = 0; h < 2; ++h) {
-              const int64_t row = source_row(tile_rows[h], gate_up);
-              uint32_t word = 0;
-              for (int i4 = 0; i4 < 4; ++i4) {
-                const int64_t k = c * kChunkK + 32 * s + 4 * t4 + i4;
-                const uint32_t x = t.code(e, row, k), y = t.code(e, row, k + 16);
-                word |= (x & 7u) << (4 * i4) | (x >> 3) << (8 * i4 + 7);
-                word |= (y & 7u) << (16 + 4 * i4) | (y >> 3) << (8 * i4 + 3);
-              }
-              words[thread * 4 + 2 * s + h] = word;
+  fill_row_tiles(t, "sm90 FP8 weight layout", p.words, [&](int64_t e, int64_t tile, uint32_t* records) {
+    for (int64_t r = tile * kTileRows; r < (tile + 1) * kTileRows; ++r) {
+      const int reference = row_reference(t, e, source_row(r, gate_up), inexact[e * tiles + tile]);
+      references[e * t.rows + r] = reference;
+      p.row_factors[e * t.rows + r] = std::ldexp(1.0f, reference - 127);
+    }
+    for (int64_t c = 0; c < t.cols / kChunkK; ++c) {
+      uint32_t* words = records + c * (kChunkBytes / 4);
+      uint8_t* scales = reinterpret_cast<uint8_t*>(words) + kWordBytesPerChunk;  // little-endian, as the GPU reads them
+      for (int thread = 0; thread < 128; ++thread) {
+        const int warp = thread / 32, lane = thread % 32, g = lane / 4, t4 = lane % 4;
+        const int64_t tile_rows[2] = {tile * kTileRows + warp * 16 + g, tile * kTileRows + warp * 16 + g + 8};
+        for (int s = 0; s < 2; ++s) {
+          for (int h = 0; h < 2; ++h) {
+            const int64_t row = source_row(tile_rows[h], gate_up);
+            uint32_t word = 0;
+            for (int i = 0; i < 4; ++i) {
+              const int64_t k = c * kChunkK + 32 * s + 4 * t4 + i;
+              const uint32_t x = t.code(e, row, k), y = t.code(e, row, k + 16);
+              word |= (x & 7u) << (4 * i) | (x >> 3) << (8 * i + 7);
+              word |= (y & 7u) << (16 + 4 * i) | (y >> 3) << (8 * i + 3);
             }
+            words[thread * 4 + 2 * s + h] = word;
           }
-          if (t4 == 0) {
-            uint8_t* s = scales + (warp * 8 + g) * 4;
-            for (int h = 0; h < 2; ++h) {
-              const int reference = references[e * t.rows + tile_rows[h]];
-              for (int block = 0; block < 2; ++block) {
-                // Outside the range only where the block is zero (or the layer is inexact): any
-                // table maps code 0 to 0.
-                const int shift = std::clamp(t.scale(e, source_row(tile_rows[h], gate_up), 2 * c + block) - reference,
-                                             kFp8MinShift, codec::kFoldMaxShift);
-                s[2 * h + block] = static_cast<uint8_t>(8 * (shift + 6));
-              }
+        }
+        if (t4 == 0) {
+          uint8_t* s = scales + (warp * 8 + g) * 4;
+          for (int h = 0; h < 2; ++h) {
+            const int reference = references[e * t.rows + tile_rows[h]];
+            for (int block = 0; block < 2; ++block) {
+              // Outside the range only where the block is zero (or the layer is inexact): any
+              // table maps code 0 to 0.
+              const int shift = std::clamp(t.scale(e, source_row(tile_rows[h], gate_up), 2 * c + block) - reference,
+                                           kFp8MinShift, codec::kFoldMaxShift);
+              s[2 * h + block] = static_cast<uint8_t>(8 * (shift + 6));
             }
           }
         }
