@@ -73,6 +73,12 @@ MXMOE_HD int mx_shared_exponent(float amax) {
 // 2^shared as a float: exact for every shared exponent in [-127, 125] (its E8M0 code is shared + 127).
 MXMOE_HD float mx_scale_value(int shared) { return e8m0_value(static_cast<uint32_t>(shared + 127)); }
 
+// A value of a block with shared exponent `shared` through MXFP4 and back: its E2M1 code times the
+// block's scale (exact in bf16 and float). The device kernels that quantize activations to W4A4 use it.
+MXMOE_HD float mx_round_trip(float v, int shared) {
+  return e2m1_value(e2m1_code(v * pow2(-shared))) * mx_scale_value(shared);
+}
+
 // RNE to bf16.
 MXMOE_HD uint16_t bf16_bits(float v) {
   const uint32_t b = float_bits(v);

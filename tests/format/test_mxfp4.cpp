@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "mxmoe/codecs.hpp"
 #include "mxmoe/format.hpp"
 #include "support.hpp"
 
@@ -143,6 +144,30 @@ TEST(Mxfp4, QuantizeOfDequantizeIsIdentityOnRandomBlocks) {
 // For N(0,1) data the typical error is far lower: about 0.115 over many blocks (measured,
 // see docs/FORMATS.md); we assert the aggregate below 0.2, which a correct quantizer meets with
 // a wide margin and an off-by-one scale exponent (twice the error) does not.
+// The device kernels' one-value form of the OCP MX rule (codec::mx_round_trip, with the block's
+// shared exponent) gives what quantizing the block and dequantizing it gives, value by value.
+TEST(Mxfp4, TheRoundTripOfOneValueIsTheBlocksQuantizeThenDequantize) {
+  std::mt19937_64 rng(31);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> binade(-40, 40);
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::vector<float> values(kMxBlock);
+    const float gain = std::ldexp(1.0f, binade(rng));
+    float amax = 0.0f;
+    for (auto& v : values) {
+      v = normal(rng) * gain;
+      amax = std::fmax(amax, std::fabs(v));
+    }
+    std::vector<uint8_t> packed(kMxBlockBytes), scale(1);
+    std::vector<float> back(kMxBlock);
+    quantize_mxfp4(values, packed, scale);
+    dequantize_mxfp4(packed, scale, back);
+    const int shared = codec::mx_shared_exponent(amax);
+    ASSERT_EQ(shared + 127, scale[0]);
+    for (int i = 0; i < kMxBlock; ++i) ASSERT_EQ(codec::mx_round_trip(values[i], shared), back[i]) << "trial " << trial;
+  }
+}
+
 TEST(Mxfp4, QuantizationErrorOfNormalDataIsWithinTheDerivedBound) {
   const uint64_t seed = test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));

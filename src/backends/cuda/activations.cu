@@ -131,9 +131,7 @@ __global__ void quantize_mxfp4_kernel(const float* x, int64_t blocks, uint16_t* 
     float amax = fabsf(v);
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
-    const int shared = codec::mx_shared_exponent(amax);
-    const uint8_t code = codec::e2m1_code(v * codec::pow2(-shared));
-    out[b * 32 + lane] = codec::bf16_bits(codec::e2m1_value(code) * codec::mx_scale_value(shared));
+    out[b * 32 + lane] = codec::bf16_bits(codec::mx_round_trip(v, codec::mx_shared_exponent(amax)));
   }
 }
 

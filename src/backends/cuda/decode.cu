@@ -70,10 +70,8 @@ __device__ __forceinline__ void stage_rows(unsigned char* staged, int row_bytes,
       float amax = fabsf(v);
 #pragma unroll
       for (int offset = 16; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
-      const int shared = codec::mx_shared_exponent(amax);
-      const uint8_t code = codec::e2m1_code(v * codec::pow2(-shared));
       reinterpret_cast<uint16_t*>(staged + r * row_bytes)[kb * 32 + lane] =
-          codec::bf16_bits(codec::e2m1_value(code) * codec::mx_scale_value(shared));
+          codec::bf16_bits(codec::mx_round_trip(v, codec::mx_shared_exponent(amax)));
     }
   } else {
     const int quads = k / 4;

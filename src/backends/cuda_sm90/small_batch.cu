@@ -106,8 +106,7 @@ __device__ __forceinline__ float4 mx_quantize_quad(float4 v) {
 #pragma unroll
   for (int offset = 4; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
   const int shared = codec::mx_shared_exponent(amax);
-  const float down = codec::pow2(-shared), up = codec::mx_scale_value(shared);
-  const auto q = [&](float x) { return codec::e2m1_value(codec::e2m1_code(x * down)) * up; };
+  const auto q = [shared](float x) { return codec::mx_round_trip(x, shared); };
   return make_float4(q(v.x), q(v.y), q(v.z), q(v.w));
 }
 
