@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "mxmoe/format.hpp"
 
@@ -13,26 +14,21 @@ namespace {
 // ones below the table's range, and NaN-scaled ones (code 255: NaN values whatever their codes);
 // 127 (factor 1) for a row of zeros.
 int row_reference(const detail::PaddedMxfp4& t, int64_t group, int64_t row, int64_t& inexact) {
-  const int64_t blocks = t.cols / kMxBlock;
-  const auto nonzero = [&](int64_t b) {
-    for (int64_t k = b * kMxBlock; k < (b + 1) * kMxBlock; ++k) {
-      if ((t.code(group, row, k) & 7u) != 0) return true;
-    }
-    return false;
-  };
-  int largest = -1;
-  for (int64_t b = 0; b < blocks; ++b) {
-    if (t.scale(group, row, b) == 0xFF) {
+  // The scale codes of the row's nonzero blocks that are not NaN.
+  std::vector<int> scales;
+  for (int64_t b = 0; b < t.cols / kMxBlock; ++b) {
+    const int scale = t.scale(group, row, b);
+    bool nonzero = false;
+    for (int64_t k = b * kMxBlock; k < (b + 1) * kMxBlock && !nonzero; ++k) nonzero = (t.code(group, row, k) & 7u) != 0;
+    if (scale == 0xFF) {
       ++inexact;
-    } else if (nonzero(b)) {
-      largest = std::max<int>(largest, t.scale(group, row, b));
+    } else if (nonzero) {
+      scales.push_back(scale);
     }
   }
-  if (largest < 0) return 127;
-  const int reference = largest - codec::kFoldMaxShift;
-  for (int64_t b = 0; b < blocks; ++b) {
-    inexact += nonzero(b) && t.scale(group, row, b) != 0xFF && t.scale(group, row, b) - reference < kFp8MinShift;
-  }
+  if (scales.empty()) return 127;
+  const int reference = *std::max_element(scales.begin(), scales.end()) - codec::kFoldMaxShift;
+  for (int scale : scales) inexact += scale - reference < kFp8MinShift;
   return reference;
 }
 
