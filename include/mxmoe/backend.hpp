@@ -137,6 +137,11 @@ struct BackendDeclaration {
   // some backends), for the oracle's report.
   std::function<std::string(const Problem&)> kernel_path;
 
+  // Optional: the relative error of the GEMMs' sums where the backend accumulates them in less than
+  // fp32 for this problem (0, or absent: fp32 accumulation), which error bounds against the
+  // reference must allow for.
+  std::function<double(const Problem&)> accumulation_error;
+
   // Prepares a validated layer with the plan's real dims to run at the plan's padded dims (its
   // forward takes and returns padded hidden rows): backends that repack or upload the weights write
   // the padding as they do (src/moe/padded_view.hpp) and let go of the layer; the reference keeps

@@ -182,7 +182,7 @@ class CpuKernelIsa : public ::testing::TestWithParam<cpu::KernelIsa> {
 
 TEST_P(CpuKernelIsa, MatchesTheReference) {
   for_each_case([](const MoeLayer& layer, int tokens, Scheme scheme, uint64_t seed) {
-    test::expect_within_bound(scheme, seed, [&](uint64_t pool_seed) {
+    test::expect_within_bound(test::error_bound(scheme), seed, [&](uint64_t pool_seed) {
       const DeviceSpec cpu = DeviceSpec::detect_cpu();
       return test::check_against_reference(layer, scheme, tokens, "cpu", cpu, pool_seed).relative_error;
     });
@@ -206,20 +206,20 @@ TEST_P(CpuKernelIsa, RunsEveryPathOnOneBatch) {
 // A first pool over the bound is answered by a second on other inputs, whose error decides.
 TEST(BackendCheck, ASecondPoolAnswersAFirstOverTheBound) {
   std::vector<uint64_t> seeds;
-  test::expect_within_bound(Scheme::w4a16, 7, [&](uint64_t seed) {
+  test::expect_within_bound(test::error_bound(Scheme::w4a16), 7, [&](uint64_t seed) {
     seeds.push_back(seed);
     return seeds.size() == 1 ? 1.0 : 0.0;
   });
   ASSERT_EQ(seeds.size(), 2u);
   EXPECT_NE(seeds[0], seeds[1]);
-  EXPECT_NONFATAL_FAILURE(test::expect_within_bound(Scheme::w4a16, 7, [](uint64_t) { return 1.0; }), "first pool");
+  EXPECT_NONFATAL_FAILURE(test::expect_within_bound(test::error_bound(Scheme::w4a16), 7, [](uint64_t) { return 1.0; }), "first pool");
   seeds.clear();
-  test::expect_within_bound(Scheme::w4a16, 7, [&](uint64_t seed) {
+  test::expect_within_bound(test::error_bound(Scheme::w4a16), 7, [&](uint64_t seed) {
     seeds.push_back(seed);
     return 0.0;
   });
   EXPECT_EQ(seeds.size(), 1u);  // a pool within the bound needs no second
-  EXPECT_NONFATAL_FAILURE(test::expect_within_bound(Scheme::w4a16, 7,
+  EXPECT_NONFATAL_FAILURE(test::expect_within_bound(test::error_bound(Scheme::w4a16), 7,
                                                     [](uint64_t) { return std::numeric_limits<double>::infinity(); }),
                           "pooled error inf");
 }

@@ -94,11 +94,21 @@ class CudaMoeImpl final : public CudaMoe {
       const PackedWeights gate_up = gemms_.pack(padded.gate_up(), scheme_, true);
       gate_up_words_ = upload(gate_up.words);
       gate_up_scales_ = upload(gate_up.scales);
+      gate_up_fp8_words_ = upload(gate_up.fp8_words);
+      gate_up_row_factors_ = upload(gate_up.fp8_row_factors);
+      fp8_layout_ = !gate_up.fp8_words.empty();
     }
     {
       const PackedWeights down = gemms_.pack(padded.down(), scheme_, false);
       down_words_ = upload(down.words);
       down_scales_ = upload(down.scales);
+      down_fp8_words_ = upload(down.fp8_words);
+      down_row_factors_ = upload(down.fp8_row_factors);
+      // Both GEMMs on FP8 tensor cores or neither: one quantization format for their inputs.
+      fp8_layout_ = fp8_layout_ && !down.fp8_words.empty();
+    }
+    if (!fp8_layout_) {
+      for (DeviceBuffer* b : {&gate_up_fp8_words_, &gate_up_row_factors_, &down_fp8_words_, &down_row_factors_}) *b = {};
     }
     gate_up_bias_ = upload(padded.gate_up_bias());
     down_bias_ = upload(padded.down_bias());
@@ -348,11 +358,12 @@ class CudaMoeImpl final : public CudaMoe {
     const int64_t P = T * k;
     const SchemeTraits& traits = scheme_traits(scheme_);
     const bool fp8 = traits.activation == ActivationFormat::fp8_e4m3;
-    const bool fp8_as_bf16 = fp8 && !gemms_.fp8_inputs;
-    const bool per_token = traits.scale == ScaleGranularity::per_token;
-    const int64_t activation_bytes = fp8_as_bf16 ? 2 : traits.gemm_input_bytes;
     const int64_t active_bound = std::min(E, P);
     const GemmBatchPlan gemm_plan = gemms_.plan(scheme_, P, active_bound, shape_, sm_count_);
+    const bool fp8_words = fp8_layout_ && gemm_plan.fp8_operands;  // the family's FP8 layout
+    const bool fp8_as_bf16 = fp8 && !gemms_.fp8_inputs && !fp8_words;
+    const bool per_token = traits.scale == ScaleGranularity::per_token;
+    const int64_t activation_bytes = fp8_as_bf16 ? 2 : traits.gemm_input_bytes;
     const int tile_rows = gemm_plan.tile_rows;
     const int max_tiles = static_cast<int>((P + tile_rows - 1) / tile_rows + active_bound);
     const bool fused_intermediate = gemms_.writes_down_input(scheme_);
@@ -432,8 +443,9 @@ class CudaMoeImpl final : public CudaMoe {
     }
 
     GemmProblem gate_up;
-    gate_up.weights = gate_up_words_.as<uint32_t>();
+    gate_up.weights = fp8_words ? gate_up_fp8_words_.as<uint32_t>() : gate_up_words_.as<uint32_t>();
     gate_up.scales = gate_up_scales_.as<uint8_t>();
+    gate_up.row_factors = fp8_words ? gate_up_row_factors_.as<float>() : nullptr;
     gate_up.a = x_quantized_.as<void>();
     gate_up.a_rows = source_rows_.as<int32_t>();
     gate_up.pair_offsets = pair_offsets_.as<int32_t>();
@@ -471,8 +483,9 @@ class CudaMoeImpl final : public CudaMoe {
     }
 
     GemmProblem down = gate_up;
-    down.weights = down_words_.as<uint32_t>();
+    down.weights = fp8_words ? down_fp8_words_.as<uint32_t>() : down_words_.as<uint32_t>();
     down.scales = down_scales_.as<uint8_t>();
+    down.row_factors = fp8_words ? down_row_factors_.as<float>() : nullptr;
     down.a = y_quantized_.as<void>();
     down.a_rows = nullptr;
     down.n = static_cast<int>(H);
@@ -506,9 +519,11 @@ class CudaMoeImpl final : public CudaMoe {
   bool poison_ = false;
   int small_batch_tokens_ = 0;  // batches up to this many tokens take the small-batch path
   bool folded_scales_ = false;  // every weight scale code <= 128 (decode.hpp)
+  bool fp8_layout_ = false;     // the batched GEMMs read the family's fp8_words (PackedWeights)
   DecodeGrids decode_grids_;  // all zero: no small-batch path
   std::mutex mutex_;
   DeviceBuffer gate_up_words_, gate_up_scales_, down_words_, down_scales_;
+  DeviceBuffer gate_up_fp8_words_, gate_up_row_factors_, down_fp8_words_, down_row_factors_;
   DeviceBuffer gate_up_bias_, down_bias_, router_weight_, router_weight_parts_, router_bias_;
   DeviceBuffer input_, output_, logits_, expert_ids_, expert_weights_, counts_, pair_offsets_, tile_offsets_, source_rows_,
       position_, amax_, tensor_scales_, x_quantized_, intermediate_, y_quantized_, pair_out_, partial_, row_scales_;

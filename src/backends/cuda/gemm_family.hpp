@@ -21,6 +21,9 @@ struct GemmBatchPlan {
   int variant = 0;
   int gate_up_splits = 1;
   int down_splits = 1;
+  // FP8-activation schemes: whether this batch's GEMMs take FP8 codes from the family's fp8_words
+  // (PackedWeights), where it packed them; else their values in bf16 from `words`.
+  bool fp8_operands = false;
 };
 
 struct GemmFamily {
@@ -34,8 +37,9 @@ struct GemmFamily {
                         int sm_count) = nullptr;
   // Runs the gate_up (problem.gate_up) or the down GEMM of a batch.
   void (*launch)(const GemmProblem& problem, const GemmBatchPlan& plan, cudaStream_t stream) = nullptr;
-  // Whether the GEMMs of FP8-activation schemes read FP8 codes (FP8 tensor cores); if not, the
-  // pipeline hands them the codes' values in bf16 (exact) and they run on bf16 tensor cores.
+  // Whether the GEMMs of FP8-activation schemes read FP8 codes (FP8 tensor cores) from `words`; if
+  // not, they do from fp8_words where `pack` gave them and the plan says so (fp8_operands), else
+  // the pipeline hands them the codes' values in bf16 (exact) and they run on bf16 tensor cores.
   bool fp8_inputs = true;
   // Whether gate_up writes the down GEMM's input (bf16) itself under this scheme, so the batch needs
   // no fp32 intermediate and no quantization pass.

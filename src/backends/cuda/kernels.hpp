@@ -71,6 +71,9 @@ void launch_quantize_rows(const float* x, int64_t rows, int64_t cols, void* out,
 struct GemmProblem {
   const uint32_t* weights = nullptr;  // packed by the GEMM family (gemm_family.hpp)
   const uint8_t* scales = nullptr;
+  // Layouts that fold each block's scale into its values relative to a reference per weight row
+  // (the sm90 FP8 layout): [E][N] factors multiplying each row's sums, in the layout's row order.
+  const float* row_factors = nullptr;
   const void* a = nullptr;            // [rows][K], bf16 or FP8 codes
   const int32_t* a_rows = nullptr;    // source row per sorted pair; null: the pair itself
   const int32_t* pair_offsets = nullptr;

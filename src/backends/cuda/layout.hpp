@@ -23,6 +23,11 @@ enum class WeightLayout { bf16_mma, fp8_mma };
 struct PackedWeights {
   std::vector<uint32_t> words;
   std::vector<uint8_t> scales;  // empty where a layout keeps the scales among the words (sm90)
+  // Where a family runs FP8-activation schemes' batched GEMMs on FP8 tensor cores from a layout of
+  // its own (sm90: layout_fp8.hpp), those words and their factor per weight row, beside `words`
+  // (which its small-batch kernels read). Empty: the batched GEMMs read `words`.
+  std::vector<uint32_t> fp8_words;
+  std::vector<float> fp8_row_factors;
 };
 
 // `t` at its padded dims (padded rows and columns packed as zero codes).

@@ -12,9 +12,11 @@
 // holding fewer pairs than its width (an expert's last) runs at the narrowest MMA width that holds
 // them.
 //
-// Epilogues: gate_up applies SwiGLU to each thread's (gate, linear) row pair and writes the down
-// GEMM's bf16 input directly (w4a16) or fp32 for a separate quantization pass (w4a4); down writes
-// fp32 rows per pair for the ordered combine.
+// w4a8 batches with tiles of 64 or 128 pairs run on FP8 tensor cores instead (gemm_fp8.cu).
+//
+// Epilogues (wgmma.cuh, shared with gemm_fp8.cu): gate_up applies SwiGLU to each thread's (gate,
+// linear) row pair and writes the down GEMM's bf16 input directly (w4a16) or fp32 for a separate
+// quantization pass (w4a4, w4a8); down writes fp32 rows per pair for the ordered combine.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -29,8 +31,12 @@
 #include "backends/cuda_sm90/async_copy.cuh"
 #include "backends/cuda_sm90/family.hpp"
 #include "backends/cuda_sm90/fragments.cuh"
+#include "backends/cuda_sm90/gemm_fp8.hpp"
 #include "backends/cuda_sm90/small_batch.hpp"
+#include "backends/cuda_sm90/tile_widths.hpp"
 #include "backends/cuda_sm90/layout.hpp"
+#include "backends/cuda_sm90/layout_fp8.hpp"
+#include "backends/cuda_sm90/wgmma.cuh"
 #include "backends/cuda_sm90/wgmma_bf16.cuh"
 #include "mxmoe/codecs.hpp"
 
@@ -82,27 +88,6 @@ struct Config : S {
   static_assert((weight_slots & (weight_slots - 1)) == 0 && weight_slots >= 2);
   static_assert(smem_bytes * min_blocks <= 227 * 1024);
 };
-
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-
-// Keeps the compiler from moving accumulator accesses across the asynchronous MMAs.
-template <int N>
-__device__ __forceinline__ void fence_operands(float (&d)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
-
-// Descriptor of a K-major bf16 tile in shared memory with rows of 128 bytes, 128-byte swizzle
-// (chunk c of row r at c ^ (r % 8)), 8-row atoms 1024 bytes apart. The tile starts 1024-aligned.
-__device__ __forceinline__ uint64_t tile_descriptor(const void* tile) {
-  const uint64_t address = smem_address(tile);
-  return ((address & 0x3FFFFu) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
-}
 
 // One CTA's tile at MMA width kN <= C::BN: the tile's `rows` pairs (at most kN) of `expert` from
 // pair row0. The weight ring's barriers are initialized.
@@ -171,7 +156,7 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
       const int r = i / 8, c = i % 8;
       if (kN < C::BN && r >= kN) continue;
       const bool valid = source[j] != nullptr && chunk < chunks;
-      cp_async_16(s + r * 128 + ((c ^ (r & 7)) << 4), valid ? source[j] + chunk * kChunkK * 2 : a_base, valid);
+      cp_async_16(s + swizzled_chunk(r, c), valid ? source[j] + chunk * kChunkK * 2 : a_base, valid);
     }
   };
   // This thread's word and scale word in slot 0 (shared-space addresses: plain pointers into the
@@ -197,15 +182,7 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
   }
 
   float acc[C::m_tiles][kN / 2];
-#pragma unroll
-  for (int m = 0; m < C::m_tiles; ++m) {
-#pragma unroll
-    for (int i = 0; i < kN / 2; ++i) acc[m][i] = 0.0f;
-  }
-  auto fence_accumulators = [&] {
-#pragma unroll
-    for (int m = 0; m < C::m_tiles; ++m) fence_operands(acc[m]);
-  };
+  zero(acc);
 
   // Two fragment sets: chunk c's MMAs read set c % 2 while chunk c + 1 is decoded into the other
   // (the set is a compile-time constant: fragments must stay in registers).
@@ -219,7 +196,7 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
     __syncthreads();      // stage `chunk` is complete in every thread's part; every thread has decoded `chunk`
     const uint64_t descriptor = tile_descriptor(smem + read_stage * C::stage_bytes);
     wgmma_fence();
-    fence_accumulators();
+    fence_operands(acc);
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
 #pragma unroll
@@ -228,7 +205,7 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
       }
     }
     wgmma_commit();
-    fence_accumulators();
+    fence_operands(acc);
     // Refills while the MMAs run (measured faster than before them for the narrow tiles). The
     // weight slot of `chunk` was decoded by every thread before the barrier; the activation stage
     // overwritten was read by chunk - 2's MMAs, which the last wait retired.
@@ -247,66 +224,12 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
   }
   if (chunk < chunks) run_chunk(std::integral_constant<int, 0>{}, chunk);
   wgmma_wait<0>();
-  fence_accumulators();
+  fence_operands(acc);
   cp_async_wait<0>();
   if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(gate_up, 5) : MXMOE_STAMP(down, 5);
 
-  // Accumulator 4j + i: row g (i < 2) or g + 8 of the warp's 16, pair column 8j + 2t + (i & 1).
-  const int g = lane / 4, t = lane % 4;
-  const float tensor_scale = p.a_row_scales == nullptr ? *p.a_scale : 0.0f;
-  const auto scale_of = [&](int64_t q) { return p.a_row_scales == nullptr ? tensor_scale : row_activation_scale(p, q); };
-  float written_max = 0.0f;  // gate_up's largest |value| written to `out`, for p.out_amax
-#pragma unroll
-  for (int m = 0; m < C::m_tiles; ++m) {
-    if (!stores[m]) continue;
-    if constexpr (kGateUp) {
-      const int half_n = p.n / 2;
-      const int unit = row_tile[m] * (kTileRows / 2) + warp * 8 + g;
-      const float* bias = p.bias + static_cast<int64_t>(expert) * p.n + 2 * unit;
-      const float gate_bias = bias[0], linear_bias = bias[1];
-#pragma unroll
-      for (int j = 0; j < kN / 8; ++j) {
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int column = 8 * j + 2 * t + i;
-          if (column >= rows) continue;
-          const int64_t q = row0 + column;
-          const float a_scale = scale_of(q);
-          const float v = swiglu(acc[m][4 * j + i] * a_scale + gate_bias, acc[m][4 * j + 2 + i] * a_scale + linear_bias,
-                                 p.alpha, p.limit);
-          if (p.out_activations != nullptr) {
-            p.out_activations[q * half_n + unit] = codec::bf16_bits(v);
-          } else {
-            p.out[q * half_n + unit] = v;
-            written_max = fmaxf(written_max, fabsf(v));
-          }
-        }
-      }
-    } else {
-      const int n = row_tile[m] * kTileRows + warp * 16 + g;
-      const float* bias = p.bias + static_cast<int64_t>(expert) * p.n + n;
-      const float bias0 = bias[0], bias8 = bias[8];
-#pragma unroll
-      for (int j = 0; j < kN / 8; ++j) {
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int column = 8 * j + 2 * t + i;
-          if (column >= rows) continue;
-          float* out = p.out + static_cast<int64_t>(row0 + column) * p.n + n;
-          const float a_scale = scale_of(row0 + column);
-          out[0] = acc[m][4 * j + i] * a_scale + bias0;
-          out[8] = acc[m][4 * j + 2 + i] * a_scale + bias8;
-        }
-      }
-    }
-  }
-  if (kGateUp && p.out_amax != nullptr) {  // uniform: every thread of the CTA gets here
-#pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) {
-      written_max = fmaxf(written_max, __shfl_xor_sync(0xFFFFFFFFu, written_max, offset));
-    }
-    if (lane == 0) atomicMax(p.out_amax, __float_as_uint(written_max));  // non-negative floats order like their bits
-  }
+  const float written_max = store_tiles<kGateUp, false, kN>(p, acc, row_tile, stores, expert, row0, rows);
+  if (kGateUp) publish_written_max(p, written_max);  // uniform: every thread of the CTA gets here
   if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(gate_up, 6) : MXMOE_STAMP(down, 6);
 }
 
@@ -390,33 +313,35 @@ void launch_shape(const GemmProblem& p, cudaStream_t stream) {
 constexpr int kFewPairs16 = -16;
 constexpr int kFewPairs = 32;
 
-// Token widths by pairs per active expert: one tile should hold an expert's pairs where it can.
-constexpr int kWidths[] = {16, 32, 64, 128};
-
-int width_for(double pairs_per_expert) {
-  for (int w : kWidths) {
-    if (pairs_per_expert <= w) return w;
+// Every scheme's weights in the bf16 layout (the small-batch kernels and narrow tiles read it);
+// FP8-activation schemes' also in the FP8 layout for the GEMMs on FP8 tensor cores, where it holds
+// the layer exactly (else those run on the bf16 layout too). Until the small-batch kernels read the
+// FP8 layout, such a layer's weights are on the GPU twice.
+PackedWeights pack(const detail::PaddedMxfp4& weights, Scheme scheme, bool gate_up) {
+  PackedWeights packed = pack_weights(weights, gate_up);
+  if (scheme_traits(scheme).activation == ActivationFormat::fp8_e4m3) {
+    Fp8PackedWeights fp8 = pack_fp8_weights(weights, gate_up);
+    if (fp8.inexact_blocks == 0) {
+      packed.fp8_words = std::move(fp8.words);
+      packed.fp8_row_factors = std::move(fp8.row_factors);
+    }
   }
-  return 128;
+  return packed;
 }
 
-PackedWeights pack(const detail::PaddedMxfp4& weights, Scheme, bool gate_up) { return pack_weights(weights, gate_up); }
-
-GemmBatchPlan plan(Scheme, int64_t pairs, int64_t active_experts, const MoeShape&, int) {
+GemmBatchPlan plan(Scheme scheme, int64_t pairs, int64_t active_experts, const MoeShape&, int) {
   GemmBatchPlan plan;
-  // Routing spreads pairs unevenly: sized for the mean, about half the experts would need a second
-  // tile, which reads their weights again. 1.5 x the mean covers most of them.
-  const double mean = static_cast<double>(pairs) / static_cast<double>(std::max<int64_t>(active_experts, 1));
-  plan.tile_rows = width_for(1.5 * mean);
+  plan.tile_rows = tile_width(pairs, active_experts);
   plan.variant = plan.tile_rows == 16 && pairs <= kFewPairs ? kFewPairs16 : plan.tile_rows;
+  plan.fp8_operands = runs_on_fp8_cores(scheme, plan.tile_rows);
   return plan;
 }
 
 void launch(const GemmProblem& p, const GemmBatchPlan& plan, cudaStream_t stream) {
-  if (p.fp8) throw CudaError("the sm90 wgmma kernels take bf16 activations only (FP8 schemes' values in bf16)");
   if (p.n % kTileRows != 0 || p.k % kChunkK != 0) throw CudaError("the sm90 wgmma kernels need N and K multiples of 64");
   if (p.splits != 1) throw CudaError("the sm90 wgmma kernels do not split K");
   if (p.max_tiles == 0) return;
+  if (p.fp8) return launch_fp8(p, plan.variant, stream);
   // Measured on an H200 (docs/PERFORMANCE.md): up to width 64 the kernels are bound by the
   // instructions each chunk costs, so a warpgroup takes two row tiles (one chunk's barrier, copies
   // and MMA bookkeeping serve twice the weights) and as many CTAs share an SM as registers and

@@ -1,0 +1,133 @@
+// What the batched wgmma kernels (gemm.cu: bf16 tensor cores, gemm_fp8.cu: FP8 ones) share: the
+// warpgroup MMA's fences, the descriptor of their activation stages, and the epilogue that scales,
+// biases and stores a tile's sums.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backends/cuda/device_utils.cuh"
+#include "backends/cuda/kernels.hpp"
+#include "backends/cuda_sm90/layout.hpp"
+#include "mxmoe/codecs.hpp"
+
+namespace mxmoe::cuda::sm90 {
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+
+// Keeps the compiler from moving accumulator accesses across the asynchronous MMAs.
+template <int N>
+__device__ __forceinline__ void fence_operands(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+template <int M, int N>
+__device__ __forceinline__ void fence_operands(float (&d)[M][N]) {
+#pragma unroll
+  for (int m = 0; m < M; ++m) fence_operands(d[m]);
+}
+
+template <int M, int N>
+__device__ __forceinline__ void zero(float (&d)[M][N]) {
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) d[m][i] = 0.0f;
+  }
+}
+
+// Descriptor of a K-major tile in shared memory with rows of 128 bytes (64 bf16 or 128 FP8 values),
+// 128-byte swizzle (16-byte chunk c of row r at c ^ (r % 8)), 8-row atoms 1024 bytes apart. The tile
+// starts 1024-aligned; adding 2 advances it by 32 bytes of every row (one k16 bf16 or k32 FP8 step).
+__device__ __forceinline__ uint64_t tile_descriptor(const void* tile) {
+  const uint64_t address = smem_address(tile);
+  return ((address & 0x3FFFFu) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
+}
+
+// The 16-byte chunk c of activation row r in a stage of 128-byte swizzled rows.
+__device__ __forceinline__ int swizzled_chunk(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
+
+// Stores a warpgroup's sums of kMTiles row tiles x kN pairs (pairs row0.. of `expert`, `rows` of
+// them real): each sum times its pair's activation scale (and, with kRowFactors, its weight row's
+// factor from p.row_factors: the FP8 layout's reference scale), plus the bias; gate_up pairs a
+// thread's rows g and g + 8 (gate, linear) through SwiGLU. Accumulator 4j + i: row g (i < 2) or
+// g + 8 of the warp's 16, pair column 8j + 2t + (i & 1). Returns gate_up's largest |value| written
+// to p.out (for p.out_amax).
+template <bool kGateUp, bool kRowFactors, int kN, int kMTiles>
+__device__ __forceinline__ float store_tiles(const GemmProblem& p, float (&acc)[kMTiles][kN / 2],
+                                             const int (&row_tile)[kMTiles], const bool (&stores)[kMTiles], int expert,
+                                             int row0, int rows) {
+  const int warp = threadIdx.x % 128 / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const float tensor_scale = p.a_row_scales == nullptr ? *p.a_scale : 0.0f;
+  const auto scale_of = [&](int64_t q) { return p.a_row_scales == nullptr ? tensor_scale : row_activation_scale(p, q); };
+  float written_max = 0.0f;
+#pragma unroll
+  for (int m = 0; m < kMTiles; ++m) {
+    if (!stores[m]) continue;
+    const int tile_row = row_tile[m] * kTileRows + warp * 16 + g;  // the thread's first row; the second is 8 on
+    const float* factor = p.row_factors + static_cast<int64_t>(expert) * p.n + tile_row;
+    const float factor0 = kRowFactors ? factor[0] : 1.0f, factor8 = kRowFactors ? factor[8] : 1.0f;
+    const auto row0_sum = [&](float sum) { return kRowFactors ? sum * factor0 : sum; };
+    const auto row8_sum = [&](float sum) { return kRowFactors ? sum * factor8 : sum; };
+    if constexpr (kGateUp) {
+      const int half_n = p.n / 2;
+      const int unit = row_tile[m] * (kTileRows / 2) + warp * 8 + g;
+      const float* bias = p.bias + static_cast<int64_t>(expert) * p.n + 2 * unit;
+      const float gate_bias = bias[0], linear_bias = bias[1];
+#pragma unroll
+      for (int j = 0; j < kN / 8; ++j) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const int column = 8 * j + 2 * t + i;
+          if (column >= rows) continue;
+          const int64_t q = row0 + column;
+          const float a_scale = scale_of(q);
+          const float v = swiglu(row0_sum(acc[m][4 * j + i]) * a_scale + gate_bias,
+                                 row8_sum(acc[m][4 * j + 2 + i]) * a_scale + linear_bias, p.alpha, p.limit);
+          if (p.out_activations != nullptr) {
+            p.out_activations[q * half_n + unit] = codec::bf16_bits(v);
+          } else {
+            p.out[q * half_n + unit] = v;
+            written_max = fmaxf(written_max, fabsf(v));
+          }
+        }
+      }
+    } else {
+      const float* bias = p.bias + static_cast<int64_t>(expert) * p.n + tile_row;
+      const float bias0 = bias[0], bias8 = bias[8];
+#pragma unroll
+      for (int j = 0; j < kN / 8; ++j) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const int column = 8 * j + 2 * t + i;
+          if (column >= rows) continue;
+          float* out = p.out + static_cast<int64_t>(row0 + column) * p.n + tile_row;
+          const float a_scale = scale_of(row0 + column);
+          out[0] = row0_sum(acc[m][4 * j + i]) * a_scale + bias0;
+          out[8] = row8_sum(acc[m][4 * j + 2 + i]) * a_scale + bias8;
+        }
+      }
+    }
+  }
+  return written_max;
+}
+
+// gate_up's largest |value| written by the CTA's storing threads, into p.out_amax (uniform: every
+// thread of a warp calls it).
+__device__ __forceinline__ void publish_written_max(const GemmProblem& p, float written_max) {
+  if (p.out_amax == nullptr) return;
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    written_max = fmaxf(written_max, __shfl_xor_sync(0xFFFFFFFFu, written_max, offset));
+  }
+  if (threadIdx.x % 32 == 0) atomicMax(p.out_amax, __float_as_uint(written_max));  // non-negative floats order like their bits
+}
+
+}  // namespace mxmoe::cuda::sm90
