@@ -539,6 +539,23 @@ TEST(CudaBackend, Sm90BatchesOfEveryTopKMatchTheReference) {
   }
 }
 
+// A layer the FP8 layout cannot hold exactly (a nonzero block at least 12 binades under its row's
+// largest) keeps W4A8's batched GEMMs on bf16 tensor cores: within fp32 accumulation's bound at a
+// size whose tiles would otherwise run on FP8 cores.
+TEST(CudaBackend, Sm90W4a8StaysOnBf16CoresWhereTheFp8LayoutCannotHoldTheLayer) {
+  REQUIRE_GPU();
+  if (const std::string why = cannot_run_here("cuda_sm90", Scheme::w4a8); !why.empty()) GTEST_SKIP() << why;
+  MoeLayer layer = test::shared_layer({256, 192, 16, 4});
+  uint8_t* scales = layer.gate_up.row_scales(0, 0);
+  ASSERT_GE(scales[0], 12);
+  scales[1] = static_cast<uint8_t>(scales[0] - 12);
+  const int tokens = 300;  // 75 pairs per expert: tiles of 128
+  ASSERT_GT(test::accumulation_error(Scheme::w4a8, "cuda_sm90", layer.shape, tokens), 0) << "a size for FP8 cores";
+  cuda::PreparedCudaLayer p = prepare_cuda("cuda_sm90", layer, Scheme::w4a8);
+  p.moe->poison_buffers_for_test(true);
+  expect_matches_reference(*p.moe, layer, Scheme::w4a8, tokens, test::fresh_seed(), HiddenDistribution::normal);
+}
+
 // An expert's last tile runs at the narrowest MMA width that holds its pairs (gemm.cu): the caller's
 // routing gives one expert of each last-tile width (5, 20, 40, 70, 100 and 128 pairs past a full
 // tile of 128; 5, 20, 40, 10, 30, 30 past tiles of 64: the plan's widths for these means), every

@@ -7,6 +7,7 @@
 #ifdef MXMOE_WITH_CUDA
 #include <random>
 
+#include "backends/cuda_sm90/family.hpp"
 #include "backends/cuda_sm90/layout.hpp"
 #include "backends/cuda_sm90/layout_fp8.hpp"
 #include "mxmoe/codecs.hpp"
@@ -252,6 +253,27 @@ TEST(CudaSm90Fp8Layout, SpreadSyntheticWeightsFitIt) {
   const MoeLayer layer = random_layer({2880, 2880, 1, 1}, 20, 0, WeightDistribution::spread);
   EXPECT_EQ(cuda::sm90::pack_fp8_weights(whole(layer.gate_up), true).inexact_blocks, 0);
   EXPECT_EQ(cuda::sm90::pack_fp8_weights(whole(layer.down), false).inexact_blocks, 0);
+}
+
+// The family packs the FP8 layout beside the bf16 one for FP8-activation schemes only, and not for
+// a layer the layout cannot hold exactly (whose GEMMs then stay on bf16 tensor cores).
+TEST(CudaSm90Fp8Layout, TheFamilyPacksItForFp8SchemesAndLayersItHolds) {
+  Mxfp4Tensor t = tensor_with_spread(2, 128, 192, 11, 7);
+  const cuda::GemmFamily& family = cuda::sm90::gemm_family();
+  for (Scheme scheme : {Scheme::w4a16, Scheme::w4a4, Scheme::w4a8, Scheme::w4a8_token}) {
+    SCOPED_TRACE(scheme_name(scheme));
+    const cuda::PackedWeights packed = family.pack(whole(t), scheme, true);
+    const bool fp8 = scheme == Scheme::w4a8 || scheme == Scheme::w4a8_token;
+    EXPECT_EQ(packed.words, cuda::sm90::pack_weights(whole(t), true).words) << "the bf16 layout, always";
+    EXPECT_EQ(packed.fp8_words.size(), fp8 ? packed.words.size() : 0u);
+    EXPECT_EQ(packed.fp8_row_factors.size(), fp8 ? 2u * 128 : 0u);
+  }
+  uint8_t* scales = t.row_scales(1, 3);
+  scales[1] = static_cast<uint8_t>(scales[0] - 12);  // at least 12 binades under the row's largest
+  const cuda::PackedWeights packed = family.pack(whole(t), Scheme::w4a8, true);
+  EXPECT_FALSE(packed.words.empty());
+  EXPECT_TRUE(packed.fp8_words.empty());
+  EXPECT_TRUE(packed.fp8_row_factors.empty());
 }
 
 }  // namespace
