@@ -1,4 +1,4 @@
-// The Hopper weight layout for FP8 tensor cores (issue 12's W4A8 path; no kernel reads it yet):
+// The Hopper weight layout for FP8 tensor cores (W4A8's batched GEMMs, gemm_fp8.cu):
 // MXFP4 weights as the E4M3 A fragments of m64nNk32 wgmma (warp by warp those of mma.sync
 // m16n8k32), each 32-value block's E8M0 scale folded into its values relative to a reference per
 // weight row, whose factor 2^(reference - 127) scales the row's sums after the MMA.
