@@ -42,11 +42,8 @@ inline double error_bound(Scheme scheme) {
   return 0;
 }
 
-// The bound of `scheme` on `backend` for a batch of `tokens`: where the backend's GEMMs accumulate
-// in less than fp32 (BackendDeclaration::accumulation_error, e.g. Hopper's FP8 tensor cores), the
-// intermediate's relative error eps is theirs instead of ~1e-6, and the same argument gives the
-// bound above times sqrt(eps / 1e-6): 3e-2 for w4a8 at eps = 4e-4. Still below what a defect does
-// (a wrong fragment, scale or row moves the output by 1e-1 or more).
+// The relative error of `backend`'s GEMM sums for a batch of `tokens` where it accumulates in less
+// than fp32 (BackendDeclaration::accumulation_error, e.g. Hopper's FP8 tensor cores), else 0.
 // tokens = 0: a batch size the declaration does not know, for which it states the larger error.
 inline double accumulation_error(Scheme scheme, const std::string& backend, const MoeShape& shape, int tokens) {
   for (const BackendDeclaration& d : backend_registry()) {
@@ -56,15 +53,22 @@ inline double accumulation_error(Scheme scheme, const std::string& backend, cons
   }
   return 0;
 }
+
+// The bound of `scheme` where the GEMM sums are off by `accumulation` (relative) instead of fp32's
+// ~1e-6: the intermediate's relative error eps is that, and the argument above gives the bound times
+// sqrt(eps / 1e-6): 3e-2 for w4a8 at eps = 4e-4. Still below what a defect does (a wrong fragment,
+// scale or row moves the output by 1e-1 or more).
+inline double error_bound(Scheme scheme, double accumulation) {
+  return accumulation > 1e-6 ? error_bound(scheme) * std::sqrt(accumulation / 1e-6) : error_bound(scheme);
+}
+inline double error_bound(Scheme scheme, const std::string& backend, const MoeShape& shape, int tokens) {
+  return error_bound(scheme, accumulation_error(scheme, backend, shape, tokens));
+}
+
 // The tolerance of an intermediate's scale (its largest |value|: one GEMM sum) against the
 // reference's: fp32's accumulation order moves it by ~1e-6; accumulating in less than fp32 by up to
 // about 12x that accumulation's typical error (measured 4.9e-3 at 4e-4 on Hopper's FP8 cores).
 inline double scale_tolerance(double accumulation) { return 1e-5 + 25 * accumulation; }
-
-inline double error_bound(Scheme scheme, const std::string& backend, const MoeShape& shape, int tokens) {
-  const double eps = accumulation_error(scheme, backend, shape, tokens);
-  return eps > 1e-6 ? error_bound(scheme) * std::sqrt(eps / 1e-6) : error_bound(scheme);
-}
 
 // Random layers are costly at gpt-oss sizes: one per shape per test binary.
 inline const MoeLayer& shared_layer(const MoeShape& shape) {

@@ -360,9 +360,7 @@ void expect_matches_reference(cuda::CudaMoe& moe, const MoeLayer& layer, Scheme 
     EXPECT_NEAR(got.scales.intermediate, want.scales.intermediate,
                 test::scale_tolerance(accumulation) * want.scales.intermediate);
   };
-  const double bound = accumulation > 1e-6 ? test::error_bound(scheme) * std::sqrt(accumulation / 1e-6)
-                                           : test::error_bound(scheme);
-  test::expect_within_bound(bound, seed, [&](uint64_t pool_seed) {
+  test::expect_within_bound(test::error_bound(scheme, accumulation), seed, [&](uint64_t pool_seed) {
     return test::pooled_reference_error(
         layer, scheme, tokens, pool_seed, distribution, [&](const std::vector<float>& x) { return moe.forward(x, tokens); },
         checks);

@@ -98,16 +98,9 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
   const int warp_group = threadIdx.x / 128, thread = threadIdx.x % 128;
   const int warp = thread / 32, lane = threadIdx.x % 32;
   const int row_tiles = p.n / kTileRows, chunks = p.k / kChunkK;
-  // Tiles past N (the last CTA of a tile count that does not divide) repeat the last tile and store
-  // nothing: every warpgroup runs the same straight-line MMA code (a branch around wgmma serializes it).
   int row_tile[C::m_tiles];
   bool stores[C::m_tiles];
-#pragma unroll
-  for (int m = 0; m < C::m_tiles; ++m) {
-    const int tile_index = (blockIdx.x * C::warp_groups + warp_group) * C::m_tiles + m;
-    row_tile[m] = min(tile_index, row_tiles - 1);
-    stores[m] = tile_index < row_tiles;
-  }
+  warpgroup_row_tiles((blockIdx.x * C::warp_groups + warp_group) * C::m_tiles, row_tiles, row_tile, stores);
 
   // One thread at a time (C::filler) keeps the weight ring filled: chunk c of every row tile of the
   // CTA goes to slot c % slots, its arrival counted in bytes on that slot's barrier.

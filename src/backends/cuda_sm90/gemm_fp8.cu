@@ -164,8 +164,7 @@ __device__ __forceinline__ void produce(const GemmProblem& p, Ring<C>& ring, con
   ring.step += steps.count;
 }
 
-// A consumer warpgroup's part of an item at MMA width kN: its C::m_tiles row tiles (tiles past N
-// repeat the last one and store nothing: every consumer runs the same straight-line MMA code).
+// A consumer warpgroup's part of an item at MMA width kN: its C::m_tiles row tiles.
 // Returns gate_up's largest |value| written.
 template <class C, bool kGateUp, int kN>
 __device__ __forceinline__ float consume(const GemmProblem& p, Ring<C>& ring, const Item& item) {
@@ -175,12 +174,7 @@ __device__ __forceinline__ float consume(const GemmProblem& p, Ring<C>& ring, co
   const Steps steps(p.k);
   int row_tile[C::m_tiles];
   bool stores[C::m_tiles];
-#pragma unroll
-  for (int m = 0; m < C::m_tiles; ++m) {
-    const int tile_index = (item.row_block * C::consumers + warp_group) * C::m_tiles + m;
-    row_tile[m] = min(tile_index, row_tiles - 1);
-    stores[m] = tile_index < row_tiles;
-  }
+  warpgroup_row_tiles((item.row_block * C::consumers + warp_group) * C::m_tiles, row_tiles, row_tile, stores);
   // This thread's word and scale word of its first tile's first record in stage 0.
   const uint32_t first_record =
       smem_address(ring.smem) + C::activation_bytes + warp_group * C::m_tiles * C::records * kChunkBytes;

@@ -50,6 +50,19 @@ __device__ __forceinline__ uint64_t tile_descriptor(const void* tile) {
   return ((address & 0x3FFFFu) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
 }
 
+// The kMTiles row tiles a warpgroup owns, from row tile `first`. Tiles past N (where the tile
+// count does not divide) repeat the last tile and store nothing: every warpgroup runs the same
+// straight-line MMA code (a branch around wgmma serializes it).
+template <int kMTiles>
+__device__ __forceinline__ void warpgroup_row_tiles(int first, int row_tiles, int (&row_tile)[kMTiles],
+                                                    bool (&stores)[kMTiles]) {
+#pragma unroll
+  for (int m = 0; m < kMTiles; ++m) {
+    row_tile[m] = min(first + m, row_tiles - 1);
+    stores[m] = first + m < row_tiles;
+  }
+}
+
 // The 16-byte chunk c of activation row r in a stage of 128-byte swizzled rows.
 __device__ __forceinline__ int swizzled_chunk(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
 
