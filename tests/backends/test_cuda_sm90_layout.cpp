@@ -276,6 +276,31 @@ TEST(CudaSm90Fp8Layout, TheFamilyPacksItForFp8SchemesAndLayersItHolds) {
   EXPECT_TRUE(packed.fp8_row_factors.empty());
 }
 
+// The family's batch plan: tiles of 256 pairs only on FP8 tensor cores, so only for FP8-activation
+// schemes whose layer holds the FP8 layout, and only past the mean where they measured faster.
+TEST(CudaSm90Plan, TilesOf256PairsOnlyOnFp8CoresWithTheFp8Layout) {
+  const cuda::GemmFamily& family = cuda::sm90::gemm_family();
+  const MoeShape shape{2880, 2880, 32, 4};
+  const auto width = [&](Scheme scheme, int64_t pairs, bool fp8_layout) {
+    return family.plan(scheme, pairs, 32, shape, 132, fp8_layout).tile_rows;
+  };
+  for (Scheme scheme : {Scheme::w4a8, Scheme::w4a8_token}) {
+    SCOPED_TRACE(scheme_name(scheme));
+    EXPECT_EQ(width(scheme, 4 * 8192, true), 256);   // 1024 pairs per expert
+    EXPECT_EQ(width(scheme, 32 * 171, true), 256);   // just past kWideTileMeanPairs
+    EXPECT_EQ(width(scheme, 32 * 170, true), 128);
+    EXPECT_EQ(width(scheme, 4 * 1024, true), 128);   // 128 per expert
+    EXPECT_EQ(width(scheme, 4 * 256, true), 64);     // 32 per expert
+    EXPECT_EQ(width(scheme, 4 * 8192, false), 128);  // a layer the FP8 layout cannot hold: bf16 cores
+    EXPECT_TRUE(family.plan(scheme, 4 * 8192, 32, shape, 132, true).fp8_operands);
+  }
+  for (Scheme scheme : {Scheme::w4a16, Scheme::w4a4}) {
+    SCOPED_TRACE(scheme_name(scheme));
+    EXPECT_EQ(width(scheme, 4 * 8192, true), 128) << "bf16 cores have no tile of 256";
+    EXPECT_FALSE(family.plan(scheme, 4 * 8192, 32, shape, 132, true).fp8_operands);
+  }
+}
+
 }  // namespace
 }  // namespace mxmoe
 #endif  // MXMOE_WITH_CUDA

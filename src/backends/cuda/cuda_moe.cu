@@ -359,7 +359,7 @@ class CudaMoeImpl final : public CudaMoe {
     const SchemeTraits& traits = scheme_traits(scheme_);
     const bool fp8 = traits.activation == ActivationFormat::fp8_e4m3;
     const int64_t active_bound = std::min(E, P);
-    const GemmBatchPlan gemm_plan = gemms_.plan(scheme_, P, active_bound, shape_, sm_count_);
+    const GemmBatchPlan gemm_plan = gemms_.plan(scheme_, P, active_bound, shape_, sm_count_, fp8_layout_);
     const bool fp8_words = fp8_layout_ && gemm_plan.fp8_operands;  // the family's FP8 layout
     const bool fp8_as_bf16 = fp8 && !gemms_.fp8_inputs && !fp8_words;
     const bool per_token = traits.scale == ScaleGranularity::per_token;

@@ -305,7 +305,7 @@ PackedWeights pack(const detail::PaddedMxfp4& weights, Scheme scheme, bool /*gat
   return pack_weights(weights, fp8 ? WeightLayout::fp8_mma : WeightLayout::bf16_mma);
 }
 
-GemmBatchPlan plan(Scheme scheme, int64_t pairs, int64_t active_experts, const MoeShape& shape, int sm_count) {
+GemmBatchPlan plan(Scheme scheme, int64_t pairs, int64_t active_experts, const MoeShape& shape, int sm_count, bool) {
   const GemmTile tile = choose_gemm_tile(static_cast<double>(pairs) / static_cast<double>(std::max<int64_t>(active_experts, 1)));
   GemmBatchPlan plan;
   plan.variant = static_cast<int>(tile);

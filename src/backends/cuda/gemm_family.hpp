@@ -33,8 +33,9 @@ struct GemmFamily {
   // Re-lays one MXFP4 tensor for the kernels at its padded dims. gate_up tensors hold (gate,
   // linear) rows in pairs.
   PackedWeights (*pack)(const detail::PaddedMxfp4& weights, Scheme scheme, bool gate_up) = nullptr;
-  GemmBatchPlan (*plan)(Scheme scheme, int64_t pairs, int64_t active_experts, const MoeShape& shape,
-                        int sm_count) = nullptr;
+  // fp8_layout: the layer holds the weights `pack` gave in fp8_words.
+  GemmBatchPlan (*plan)(Scheme scheme, int64_t pairs, int64_t active_experts, const MoeShape& shape, int sm_count,
+                        bool fp8_layout) = nullptr;
   // Runs the gate_up (problem.gate_up) or the down GEMM of a batch.
   void (*launch)(const GemmProblem& problem, const GemmBatchPlan& plan, cudaStream_t stream) = nullptr;
   // Whether the GEMMs of FP8-activation schemes read FP8 codes (FP8 tensor cores) from `words`; if

@@ -322,9 +322,11 @@ PackedWeights pack(const detail::PaddedMxfp4& weights, Scheme scheme, bool gate_
   return packed;
 }
 
-GemmBatchPlan plan(Scheme scheme, int64_t pairs, int64_t active_experts, const MoeShape&, int) {
+GemmBatchPlan plan(Scheme scheme, int64_t pairs, int64_t active_experts, const MoeShape&, int, bool fp8_layout) {
   GemmBatchPlan plan;
-  plan.tile_rows = tile_width(pairs, active_experts);
+  // Tiles of 256 pairs exist on FP8 tensor cores only, so only for a layer held in the FP8 layout.
+  const bool fp8_scheme = scheme_traits(scheme).activation == ActivationFormat::fp8_e4m3;
+  plan.tile_rows = tile_width(pairs, active_experts, fp8_scheme && fp8_layout ? 256 : 128);
   plan.variant = plan.tile_rows == 16 && pairs <= kFewPairs ? kFewPairs16 : plan.tile_rows;
   plan.fp8_operands = runs_on_fp8_cores(scheme, plan.tile_rows);
   return plan;

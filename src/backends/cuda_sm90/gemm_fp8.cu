@@ -9,8 +9,10 @@
 // per row tile: one bulk copy per tile; BN activation rows of 128 FP8 bytes gathered by cp.async
 // into 128-byte-swizzled rows), signalling a stage's "full" mbarrier by the bulk copies' bytes and
 // the cp.asyncs' completion; consumer warpgroups wait on it, decode their weight rows into
-// registers, issue the stage's MMAs, and release the stage on its "empty" mbarrier once those MMAs
-// retired. No CTA-wide barrier in the main loop: consumers run as far ahead as the ring allows.
+// registers one row tile at a time, issue that tile's MMAs while decoding the next, and release
+// the stage on its "empty" mbarrier once its MMAs retired. No CTA-wide barrier in the main loop:
+// consumers run as far ahead as the ring allows. Where the sums need more registers than an even
+// share (wide tiles, two row tiles), the producer gives its spare ones to the consumers (setmaxnreg).
 #include "backends/cuda_sm90/gemm_fp8.hpp"
 
 #include <algorithm>
@@ -32,11 +34,20 @@ namespace {
 
 // A kernel configuration. BN: pairs per tile (wgmma's N). Consumers x MTiles 64-row weight tiles
 // per CTA, one consumer warpgroup per MTiles of them. Stages: the ring's depth. MinBlocks: resident
-// CTAs per SM the registers must allow.
-template <int kBN, int kConsumers, int kMTiles, int kStages, int kMinBlocks>
+// CTAs per SM the registers must allow. ProducerRegisters: nonzero, the producer warpgroup gives all
+// but that many of its registers to the consumers (setmaxnreg).
+template <int kBN, int kConsumers, int kMTiles, int kStages, int kMinBlocks, int kProducerRegisters = 0>
 struct Fp8Config {
   static constexpr int BN = kBN, consumers = kConsumers, m_tiles = kMTiles, stages = kStages, min_blocks = kMinBlocks;
   static constexpr int threads = 128 * (consumers + 1);
+  // ptxas allocates every thread the launch bound's share (a multiple of 8); setmaxnreg moves
+  // registers between warpgroups within the CTA's allocation, never beyond it.
+  static constexpr int entry_registers = 65536 / (threads * min_blocks) / 8 * 8;
+  static constexpr int producer_registers = kProducerRegisters;
+  static constexpr int consumer_registers =
+      kProducerRegisters == 0 ? entry_registers
+                              : (entry_registers * (consumers + 1) - kProducerRegisters) / consumers / 8 * 8;
+  static_assert(kProducerRegisters % 8 == 0 && consumer_registers <= 256);
   static constexpr int tiles = consumers * m_tiles;
   static constexpr int step_k = 128;  // one 128-byte swizzled activation row of FP8
   static constexpr int records = step_k / kChunkK;
@@ -180,27 +191,34 @@ __device__ __forceinline__ float consume(const GemmProblem& p, Ring<C>& ring, co
       smem_address(ring.smem) + C::activation_bytes + warp_group * C::m_tiles * C::records * kChunkBytes;
   const uint32_t words_address = first_record + thread * 16;
   const uint32_t scales_address = first_record + kWordBytesPerChunk + (warp * 8 + lane / 4) * 4;
-  // The A fragments of step s ([m][k32 step][register]), once its stage is full.
-  auto decode_step = [&](int s, uint32_t (&fragments)[C::m_tiles][2 * C::records][4]) {
+  // The MMAs run in groups, one per (step, row tile): group g is row tile g % m_tiles of step
+  // g / m_tiles. Two fragment sets: group g's MMAs read set g % 2 while group g + 1 is decoded into
+  // the other, so one group stays in flight (the set and the row tile are compile-time constants:
+  // fragments and sums must stay in registers). A third set, two groups in flight, measured the same
+  // at one row tile per consumer; a set per row tile of both steps ran ptxas out of registers.
+  static_assert(C::m_tiles <= 2, "a group's row tile is its fragment set's parity");
+  const int groups = steps.count * C::m_tiles;
+  // The A fragments of group g ([k32 step][register]); a step's first group waits for its stage.
+  auto decode_group = [&](int g, uint32_t (&fragments)[2 * C::records][4]) {
+    const int s = g / C::m_tiles, m = g % C::m_tiles;
     const int stage = ring.stage(s);
-    barrier_wait(&ring.full[stage], ring.parity(s));
-    fence_async_proxy();  // the cp.async rows are read next by the tensor cores (async proxy)
+    if (m == 0) {
+      barrier_wait(&ring.full[stage], ring.parity(s));
+      fence_async_proxy();  // the cp.async rows are read next by the tensor cores (async proxy)
+    }
     const bool half = steps.half(s);
     const uint32_t offset = stage * C::stage_bytes;
 #pragma unroll
-    for (int m = 0; m < C::m_tiles; ++m) {
+    for (int r = 0; r < C::records; ++r) {
+      const uint32_t record = offset + (m * C::records + r) * kChunkBytes;
+      uint32_t(&first)[4] = fragments[2 * r];
+      uint32_t(&second)[4] = fragments[2 * r + 1];
+      decode_record(words_address + record, scales_address + record, first, second);
+      if (r > 0) {
 #pragma unroll
-      for (int r = 0; r < C::records; ++r) {
-        const uint32_t record = offset + (m * C::records + r) * kChunkBytes;
-        uint32_t(&first)[4] = fragments[m][2 * r];
-        uint32_t(&second)[4] = fragments[m][2 * r + 1];
-        decode_record(words_address + record, scales_address + record, first, second);
-        if (r > 0) {
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {  // a last step of one record: the second was not brought
-            first[i] = half ? 0u : first[i];
-            second[i] = half ? 0u : second[i];
-          }
+        for (int i = 0; i < 4; ++i) {  // a last step of one record: the second was not brought
+          first[i] = half ? 0u : first[i];
+          second[i] = half ? 0u : second[i];
         }
       }
     }
@@ -212,33 +230,28 @@ __device__ __forceinline__ float consume(const GemmProblem& p, Ring<C>& ring, co
 
   float acc[C::m_tiles][kN / 2];
   zero(acc);
-  // Two fragment sets: step s's MMAs read set s % 2 while step s + 1 is decoded into the other
-  // (the set is a compile-time constant: fragments must stay in registers). Keeping two steps of
-  // MMAs running while decoding (three sets) measured the same.
-  uint32_t a[2][C::m_tiles][2 * C::records][4];
-  decode_step(0, a[0]);
-  auto run_step = [&](auto set_constant, int s) {
-    constexpr int set = decltype(set_constant)::value;
+  uint32_t a[2][2 * C::records][4];
+  decode_group(0, a[0]);
+  auto run_group = [&](auto set_constant, int g) {
+    constexpr int set = decltype(set_constant)::value, m = set % C::m_tiles;
+    const int s = g / C::m_tiles;
     const uint64_t descriptor = tile_descriptor(ring.smem + ring.stage(s) * C::stage_bytes);
     wgmma_fence();
-    fence_operands(acc);
+    fence_operands(acc[m]);
 #pragma unroll
-    for (int k = 0; k < 2 * C::records; ++k) {
-#pragma unroll
-      for (int m = 0; m < C::m_tiles; ++m) WgmmaFp8<kN>::run(acc[m], a[set][m][k], descriptor + 2 * k);  // +32 bytes per k32
-    }
+    for (int k = 0; k < 2 * C::records; ++k) WgmmaFp8<kN>::run(acc[m], a[set][k], descriptor + 2 * k);  // +32 bytes per k32
     wgmma_commit();
-    fence_operands(acc);
-    wgmma_wait<1>();  // step s - 1 retired: its stage and fragment set are free
-    if (s > 0) release(s - 1);
-    if (s + 1 < steps.count) decode_step(s + 1, a[1 - set]);
+    fence_operands(acc[m]);
+    wgmma_wait<1>();  // group g - 1 retired: its fragment set is free, and with it its step's last reads
+    if (g > 0 && (g - 1) % C::m_tiles == C::m_tiles - 1) release((g - 1) / C::m_tiles);
+    if (g + 1 < groups) decode_group(g + 1, a[1 - set]);
   };
-  int s = 0;
-  for (; s + 1 < steps.count; s += 2) {
-    run_step(std::integral_constant<int, 0>{}, s);
-    run_step(std::integral_constant<int, 1>{}, s + 1);
+  int g = 0;
+  for (; g + 1 < groups; g += 2) {
+    run_group(std::integral_constant<int, 0>{}, g);
+    run_group(std::integral_constant<int, 1>{}, g + 1);
   }
-  if (s < steps.count) run_step(std::integral_constant<int, 0>{}, s);
+  if (g < groups) run_group(std::integral_constant<int, 0>{}, g);
   wgmma_wait<0>();
   fence_operands(acc);
   release(steps.count - 1);
@@ -261,6 +274,10 @@ struct NarrowWidths<64> {
 template <>
 struct NarrowWidths<128> {
   using type = std::integer_sequence<int, 64, 128>;
+};
+template <>
+struct NarrowWidths<256> {
+  using type = std::integer_sequence<int, 128, 256>;
 };
 
 template <class C, bool kGateUp, int... kWidths>
@@ -315,11 +332,13 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) fp8_moe_kernel(cons
   __syncthreads();  // the barriers are initialized
   using Widths = typename NarrowWidths<C::BN>::type;
   if (threadIdx.x / 128 == C::consumers) {
+    if constexpr (C::producer_registers != 0) release_registers<C::producer_registers>();
     for (int index = blockIdx.x; index < items; index += gridDim.x) {
       produce_narrowest<C, kGateUp>(p, ring, item_of(index), index == blockIdx.x, Widths{});
     }
     cp_async_wait<0>();
   } else {
+    if constexpr (C::producer_registers != 0) claim_registers<C::consumer_registers>();
     if constexpr (!kGateUp) wait_for_previous_grid();  // the epilogue reads the quantization's scales
     float written_max = 0.0f;
     for (int index = blockIdx.x; index < items; index += gridDim.x) {
@@ -358,13 +377,17 @@ void launch_both(const GemmProblem& p, cudaStream_t stream) {
 void launch_fp8(const GemmProblem& p, int variant, cudaStream_t stream) {
   if (p.row_factors == nullptr) throw CudaError("the sm90 FP8 kernels need the FP8 layout's row factors");
   if (p.out_activations != nullptr) throw CudaError("the sm90 FP8 kernels write gate_up's output in fp32 only");
-  // The sort's tile width (gemm.cu's variants), 64 or 128 (tile_widths.hpp: narrower tiles run on
-  // bf16 tensor cores). One CTA per SM: two consumer warpgroups of one row tile each and the
-  // producer, a six-stage ring (a four- or eight-stage one measured the same within 2%; two row
-  // tiles per consumer no faster at width 64 and out of registers at 128).
+  // The sort's tile width (gemm.cu's variants), 64 to 256 (tile_widths.hpp: narrower tiles run on
+  // bf16 tensor cores). One CTA per SM: two consumer warpgroups and the producer. Measured on an
+  // H200 (docs/PERFORMANCE.md, twenty-second session): at width 64 two row tiles per consumer with
+  // the producer's spare registers (120b T=1024 13% faster than one row tile; 2% without the
+  // registers); at 128 one row tile (two were 10% slower at 20b T=1024, half as many CTA tiles to
+  // fill the waves, and 6% faster at T=8192, where width 256 now runs: 16%); at 256 one row tile of
+  // m64n256k32 (128 sums a thread, with the producer's registers), four stages (five the same).
   switch (variant) {
-    case 64: return launch_both<Fp8Config<64, 2, 1, 6, 1>>(p, stream);
+    case 64: return launch_both<Fp8Config<64, 2, 2, 6, 1, 56>>(p, stream);
     case 128: return launch_both<Fp8Config<128, 2, 1, 6, 1>>(p, stream);
+    case 256: return launch_both<Fp8Config<256, 2, 1, 4, 1, 64>>(p, stream);
     default: throw CudaError("sm90 FP8 kernels: no variant for tile width " + std::to_string(variant));
   }
 }

@@ -21,6 +21,17 @@ __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 
+// A warpgroup's registers per thread from here on (setmaxnreg: every thread of the warpgroup runs
+// it; the CTA's total stays what the launch bound gave).
+template <int kRegisters>
+__device__ __forceinline__ void claim_registers() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+}
+template <int kRegisters>
+__device__ __forceinline__ void release_registers() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+}
+
 // Keeps the compiler from moving accumulator accesses across the asynchronous MMAs.
 template <int N>
 __device__ __forceinline__ void fence_operands(float (&d)[N]) {
