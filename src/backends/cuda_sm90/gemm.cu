@@ -21,7 +21,6 @@
 
 #include <algorithm>
 #include <stdexcept>
-#include <type_traits>
 #include <utility>
 
 #include "backends/cuda/cuda_check.hpp"
@@ -210,12 +209,7 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
     wgmma_wait<1>();  // chunk - 1 retired: its fragment set is free
     if (chunk + 1 < chunks) decode_chunk(chunk + 1, a[1 - set]);
   };
-  int chunk = 0;
-  for (; chunk + 1 < chunks; chunk += 2) {
-    run_chunk(std::integral_constant<int, 0>{}, chunk);
-    run_chunk(std::integral_constant<int, 1>{}, chunk + 1);
-  }
-  if (chunk < chunks) run_chunk(std::integral_constant<int, 0>{}, chunk);
+  alternate_fragment_sets(chunks, run_chunk);
   wgmma_wait<0>();
   fence_operands(acc);
   cp_async_wait<0>();

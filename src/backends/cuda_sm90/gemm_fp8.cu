@@ -16,7 +16,6 @@
 #include "backends/cuda_sm90/gemm_fp8.hpp"
 
 #include <algorithm>
-#include <type_traits>
 #include <utility>
 
 #include "backends/cuda/cuda_check.hpp"
@@ -246,12 +245,7 @@ __device__ __forceinline__ float consume(const GemmProblem& p, Ring<C>& ring, co
     if (g > 0 && (g - 1) % C::m_tiles == C::m_tiles - 1) release((g - 1) / C::m_tiles);
     if (g + 1 < groups) decode_group(g + 1, a[1 - set]);
   };
-  int g = 0;
-  for (; g + 1 < groups; g += 2) {
-    run_group(std::integral_constant<int, 0>{}, g);
-    run_group(std::integral_constant<int, 1>{}, g + 1);
-  }
-  if (g < groups) run_group(std::integral_constant<int, 0>{}, g);
+  alternate_fragment_sets(groups, run_group);
   wgmma_wait<0>();
   fence_operands(acc);
   release(steps.count - 1);

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "backends/cuda/device_utils.cuh"
 #include "backends/cuda/kernels.hpp"
@@ -30,6 +31,19 @@ __device__ __forceinline__ void claim_registers() {
 template <int kRegisters>
 __device__ __forceinline__ void release_registers() {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+}
+
+// Runs step(set, i) for i = 0 .. count - 1, set = i % 2 as a compile-time constant: the batched
+// kernels decode fragments for i + 1 into one set while i's MMAs read the other, and fragments
+// indexed by a runtime set would leave registers.
+template <class Step>
+__device__ __forceinline__ void alternate_fragment_sets(int count, Step&& step) {
+  int i = 0;
+  for (; i + 1 < count; i += 2) {
+    step(std::integral_constant<int, 0>{}, i);
+    step(std::integral_constant<int, 1>{}, i + 1);
+  }
+  if (i < count) step(std::integral_constant<int, 0>{}, i);
 }
 
 // Keeps the compiler from moving accumulator accesses across the asynchronous MMAs.
