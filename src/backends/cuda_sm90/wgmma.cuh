@@ -114,42 +114,33 @@ __device__ __forceinline__ float store_tiles(const GemmProblem& p, float (&acc)[
     const float factor0 = kRowFactors ? factor[0] : 1.0f, factor8 = kRowFactors ? factor[8] : 1.0f;
     const auto row0_sum = [&](float sum) { return kRowFactors ? sum * factor0 : sum; };
     const auto row8_sum = [&](float sum) { return kRowFactors ? sum * factor8 : sum; };
-    if constexpr (kGateUp) {
-      const int half_n = p.n / 2;
-      const int unit = row_tile[m] * (kTileRows / 2) + warp * 8 + g;
-      const float* bias = p.bias + static_cast<int64_t>(expert) * p.n + 2 * unit;
-      const float gate_bias = bias[0], linear_bias = bias[1];
+    // gate_up: the unit's (gate, linear) bias pair; down: the biases of rows g and g + 8.
+    const int unit = row_tile[m] * (kTileRows / 2) + warp * 8 + g;
+    const float* bias = p.bias + static_cast<int64_t>(expert) * p.n + (kGateUp ? 2 * unit : tile_row);
+    const float bias0 = bias[0], bias8 = bias[kGateUp ? 1 : 8];
 #pragma unroll
-      for (int j = 0; j < kN / 8; ++j) {
+    for (int j = 0; j < kN / 8; ++j) {
 #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int column = 8 * j + 2 * t + i;
-          if (column >= rows) continue;
-          const int64_t q = row0 + column;
-          const float a_scale = scale_of(q);
-          const float v = swiglu(row0_sum(acc[m][4 * j + i]) * a_scale + gate_bias,
-                                 row8_sum(acc[m][4 * j + 2 + i]) * a_scale + linear_bias, p.alpha, p.limit);
+      for (int i = 0; i < 2; ++i) {
+        const int column = 8 * j + 2 * t + i;
+        if (column >= rows) continue;
+        const int64_t q = row0 + column;
+        const float a_scale = scale_of(q);
+        const float sum0 = row0_sum(acc[m][4 * j + i]) * a_scale + bias0;
+        const float sum8 = row8_sum(acc[m][4 * j + 2 + i]) * a_scale + bias8;
+        if constexpr (kGateUp) {
+          const int half_n = p.n / 2;
+          const float v = swiglu(sum0, sum8, p.alpha, p.limit);
           if (p.out_activations != nullptr) {
             p.out_activations[q * half_n + unit] = codec::bf16_bits(v);
           } else {
             p.out[q * half_n + unit] = v;
             written_max = fmaxf(written_max, fabsf(v));
           }
-        }
-      }
-    } else {
-      const float* bias = p.bias + static_cast<int64_t>(expert) * p.n + tile_row;
-      const float bias0 = bias[0], bias8 = bias[8];
-#pragma unroll
-      for (int j = 0; j < kN / 8; ++j) {
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int column = 8 * j + 2 * t + i;
-          if (column >= rows) continue;
-          float* out = p.out + static_cast<int64_t>(row0 + column) * p.n + tile_row;
-          const float a_scale = scale_of(row0 + column);
-          out[0] = row0_sum(acc[m][4 * j + i]) * a_scale + bias0;
-          out[8] = row8_sum(acc[m][4 * j + 2 + i]) * a_scale + bias8;
+        } else {
+          float* out = p.out + q * p.n + tile_row;
+          out[0] = sum0;
+          out[8] = sum8;
         }
       }
     }
