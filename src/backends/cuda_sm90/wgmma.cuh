@@ -91,61 +91,86 @@ __device__ __forceinline__ void warpgroup_row_tiles(int first, int row_tiles, in
 // The 16-byte chunk c of activation row r in a stage of 128-byte swizzled rows.
 __device__ __forceinline__ int swizzled_chunk(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
 
-// Stores a warpgroup's sums of kMTiles row tiles x kN pairs (pairs row0.. of `expert`, `rows` of
-// them real): each sum times its pair's activation scale (and, with kRowFactors, its weight row's
-// factor from p.row_factors: the FP8 layout's reference scale), plus the bias; gate_up pairs a
-// thread's rows g and g + 8 (gate, linear) through SwiGLU. Accumulator 4j + i: row g (i < 2) or
-// g + 8 of the warp's 16, pair column 8j + 2t + (i & 1). Returns gate_up's largest |value| written
-// to p.out (for p.out_amax).
-template <bool kGateUp, bool kRowFactors, int kN, int kMTiles>
-__device__ __forceinline__ float store_tiles(const GemmProblem& p, float (&acc)[kMTiles][kN / 2],
-                                             const int (&row_tile)[kMTiles], const bool (&stores)[kMTiles], int expert,
-                                             int row0, int rows) {
+// store_tiles with the launch's choices fixed: kRowScales, each pair's activation scale from
+// p.a_row_scales (else the tensor's); kBf16Out, gate_up writes p.out_activations in bf16 (else
+// fp32 to p.out). Columns past the item's pairs hold sums of zero-filled rows: computed with the
+// others, never stored.
+template <bool kGateUp, bool kRowFactors, bool kRowScales, bool kBf16Out, int kN, int kMTiles>
+__device__ __forceinline__ float store_tiles_as(const GemmProblem& p, float (&acc)[kMTiles][kN / 2],
+                                                const int (&row_tile)[kMTiles], const bool (&stores)[kMTiles], int expert,
+                                                int row0, int rows) {
   const int warp = threadIdx.x % 128 / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
-  const float tensor_scale = p.a_row_scales == nullptr ? *p.a_scale : 0.0f;
-  const auto scale_of = [&](int64_t q) { return p.a_row_scales == nullptr ? tensor_scale : row_activation_scale(p, q); };
+  const float tensor_scale = kRowScales ? 1.0f : *p.a_scale;
+  const float alpha = p.alpha, limit = p.limit;
+  const int64_t out_stride = kGateUp ? p.n / 2 : p.n;  // between pairs' rows of the output
   float written_max = 0.0f;
 #pragma unroll
   for (int m = 0; m < kMTiles; ++m) {
     if (!stores[m]) continue;
     const int tile_row = row_tile[m] * kTileRows + warp * 16 + g;  // the thread's first row; the second is 8 on
+    // The FP8 layout's row factors are powers of two: folded into the tensor scale, the sums round
+    // as they did multiplied by each in turn.
     const float* factor = p.row_factors + static_cast<int64_t>(expert) * p.n + tile_row;
-    const float factor0 = kRowFactors ? factor[0] : 1.0f, factor8 = kRowFactors ? factor[8] : 1.0f;
-    const auto row0_sum = [&](float sum) { return kRowFactors ? sum * factor0 : sum; };
-    const auto row8_sum = [&](float sum) { return kRowFactors ? sum * factor8 : sum; };
+    const float scale0 = (kRowFactors ? factor[0] : 1.0f) * tensor_scale;
+    const float scale8 = (kRowFactors ? factor[8] : 1.0f) * tensor_scale;
     // gate_up: the unit's (gate, linear) bias pair; down: the biases of rows g and g + 8.
     const int unit = row_tile[m] * (kTileRows / 2) + warp * 8 + g;
     const float* bias = p.bias + static_cast<int64_t>(expert) * p.n + (kGateUp ? 2 * unit : tile_row);
     const float bias0 = bias[0], bias8 = bias[kGateUp ? 1 : 8];
+    const int64_t first = (row0 + 2 * t) * out_stride + (kGateUp ? unit : tile_row);  // column 2t's output
 #pragma unroll
     for (int j = 0; j < kN / 8; ++j) {
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         const int column = 8 * j + 2 * t + i;
-        if (column >= rows) continue;
-        const int64_t q = row0 + column;
-        const float a_scale = scale_of(q);
-        const float sum0 = row0_sum(acc[m][4 * j + i]) * a_scale + bias0;
-        const float sum8 = row8_sum(acc[m][4 * j + 2 + i]) * a_scale + bias8;
+        const bool real = column < rows;
+        const float a_scale = kRowScales ? (real ? row_activation_scale(p, row0 + column) : 0.0f) : 1.0f;
+        const float sum0 = fmaf(acc[m][4 * j + i], scale0 * a_scale, bias0);
+        const float sum8 = fmaf(acc[m][4 * j + 2 + i], scale8 * a_scale, bias8);
+        const int64_t at = first + (8 * j + i) * out_stride;
         if constexpr (kGateUp) {
-          const int half_n = p.n / 2;
-          const float v = swiglu(sum0, sum8, p.alpha, p.limit);
-          if (p.out_activations != nullptr) {
-            p.out_activations[q * half_n + unit] = codec::bf16_bits(v);
+          const float v = swiglu(sum0, sum8, alpha, limit);
+          if constexpr (kBf16Out) {
+            if (real) p.out_activations[at] = codec::bf16_bits(v);
           } else {
-            p.out[q * half_n + unit] = v;
-            written_max = fmaxf(written_max, fabsf(v));
+            if (real) p.out[at] = v;
+            written_max = real ? fmaxf(written_max, fabsf(v)) : written_max;
           }
-        } else {
-          float* out = p.out + q * p.n + tile_row;
-          out[0] = sum0;
-          out[8] = sum8;
+        } else if (real) {
+          p.out[at] = sum0;
+          p.out[at + 8] = sum8;
         }
       }
     }
   }
   return written_max;
+}
+
+// Stores a warpgroup's sums of kMTiles row tiles x kN pairs (pairs row0.. of `expert`, `rows` of
+// them real): each sum times its pair's activation scale (and, with kRowFactors, its weight row's
+// factor from p.row_factors: the FP8 layout's reference scale), plus the bias; gate_up pairs a
+// thread's rows g and g + 8 (gate, linear) through SwiGLU. Accumulator 4j + i: row g (i < 2) or
+// g + 8 of the warp's 16, pair column 8j + 2t + (i & 1). Returns gate_up's largest |value| written
+// to p.out (for p.out_amax). The launch's choices are taken once, not per value: tested per value,
+// they and the IEEE exp and division made ~95 instructions a value while the tensor cores waited
+// (docs/PERFORMANCE.md, twenty-third session).
+template <bool kGateUp, bool kRowFactors, int kN, int kMTiles>
+__device__ __forceinline__ float store_tiles(const GemmProblem& p, float (&acc)[kMTiles][kN / 2],
+                                             const int (&row_tile)[kMTiles], const bool (&stores)[kMTiles], int expert,
+                                             int row0, int rows) {
+  const auto as = [&](auto row_scales, auto bf16_out) {
+    return store_tiles_as<kGateUp, kRowFactors, decltype(row_scales)::value, decltype(bf16_out)::value, kN, kMTiles>(
+        p, acc, row_tile, stores, expert, row0, rows);
+  };
+  using Yes = std::true_type;
+  using No = std::false_type;
+  const bool row_scales = p.a_row_scales != nullptr;
+  // The FP8 kernels (kRowFactors) write fp32 only: launch_fp8 refuses bf16 activations.
+  if constexpr (kGateUp && !kRowFactors) {
+    if (p.out_activations != nullptr) return row_scales ? as(Yes{}, Yes{}) : as(No{}, Yes{});
+  }
+  return row_scales ? as(Yes{}, No{}) : as(No{}, No{});
 }
 
 // gate_up's largest |value| written by the CTA's storing threads, into p.out_amax (uniform: every
