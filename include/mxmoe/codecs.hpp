@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <type_traits>
 
 #if defined(__CUDACC__)
 #define MXMOE_HD __host__ __device__ __forceinline__
@@ -171,24 +170,19 @@ MXMOE_HD uint8_t fp8_fold_code(uint8_t e2m1_code, int shift) {
 
 // gpt-oss SwiGLU: the gate clamped above at `limit` and the linear part to [-limit, limit], then
 // gate * sigmoid(alpha * gate) * (linear + 1). One formula for the float64 reference and the CPU
-// and CUDA kernels (float); NaN propagates (a clamp must not turn it into a finite value).
-// On the GPU in fp32, exp and the division are the hardware's approximations (ex2 and reciprocal, a
-// few ulp, far below the bf16 or FP8 rounding the value meets next): the IEEE forms cost about 20
-// instructions more per value, and the batched GEMM epilogues, which run while the tensor cores
-// wait, compute one per output (docs/PERFORMANCE.md, twenty-third session).
+// and CUDA kernels (float; the GEMM epilogues on the GPU compute it with the hardware's approximate
+// exp2 and reciprocal: cuda::swiglu in device_utils.cuh); NaN propagates (a clamp must not turn it
+// into a finite value).
 template <class T>
 MXMOE_HD T swiglu(T gate, T linear, T alpha, T limit) {
   gate = gate > limit ? limit : gate;
   linear = linear > limit ? limit : (linear < -limit ? -limit : linear);
 #if defined(__CUDA_ARCH__)
-  if constexpr (std::is_same_v<T, float>) {
-    return __fdividef(gate, 1.0f + __expf(-alpha * gate)) * (linear + 1.0f);
-  } else {
-    return gate / (T(1) + exp(-alpha * gate)) * (linear + T(1));
-  }
+  const T e = exp(-alpha * gate);
 #else
-  return gate / (T(1) + std::exp(-alpha * gate)) * (linear + T(1));
+  const T e = std::exp(-alpha * gate);
 #endif
+  return gate / (T(1) + e) * (linear + T(1));
 }
 
 }  // namespace mxmoe::codec

@@ -126,9 +126,22 @@ __device__ __forceinline__ int owner_of(const int32_t* offsets, int count, int64
   return lo;
 }
 
-// gpt-oss SwiGLU in fp32 (codecs.hpp), for the GEMM epilogues of every CUDA path.
+// gpt-oss SwiGLU in fp32, codec::swiglu's formula, for the GEMM epilogues of every CUDA path, with
+// the hardware's approximate exp2 and reciprocal (a few ulp, far below the bf16 or FP8 rounding the
+// value meets next) and clamps by NaN-propagating min and max: one instruction each where the IEEE
+// exp, the division and the clamps' compare-and-select took about 30 per value, in epilogues that
+// run while the tensor cores wait (docs/PERFORMANCE.md, twenty-third session).
 __device__ __forceinline__ float swiglu(float gate, float linear, float alpha, float limit) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  float e, r;
+  asm("min.NaN.f32 %0, %0, %1;" : "+f"(gate) : "f"(limit));
+  asm("min.NaN.f32 %0, %0, %1;\n\tmax.NaN.f32 %0, %0, %2;" : "+f"(linear) : "f"(limit), "f"(-limit));
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(gate * (-alpha * 1.44269504f)));  // exp(-alpha gate)
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.0f + e));
+  return gate * r * (linear + 1.0f);
+#else
   return codec::swiglu(gate, linear, alpha, limit);
+#endif
 }
 
 // The FP8 tensor scale from a largest magnitude gathered as float bits by atomicMax (non-negative
