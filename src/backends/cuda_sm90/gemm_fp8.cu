@@ -105,7 +105,7 @@ struct Ring {
 };
 
 // K in steps of C::step_k; K an odd number of chunks: the last step holds one record (its second
-// half of the activation rows zero-filled, its second record's fragments zero).
+// half of the activation rows and its second record's words zero-filled by the producer).
 struct Steps {
   int count, chunks;
   bool half_last;
@@ -169,6 +169,13 @@ __device__ __forceinline__ void produce(const GemmProblem& p, Ring<C>& ring, con
       const bool valid = source[j] != nullptr && k_valid;
       cp_async_16(rows + swizzled_chunk(r, c), valid ? source[j] + s * C::step_k : a_base, valid);
     }
+    if (steps.half(s)) {
+      // The step's second record is not brought: zeros in its words decode to zero fragments under
+      // any scale, so the consumers need no select in every group.
+      unsigned char* second = ring.smem + stage * C::stage_bytes + C::activation_bytes + kChunkBytes + thread * 16;
+#pragma unroll
+      for (int i = 0; i < C::tiles; ++i) cp_async_16(second + i * C::records * kChunkBytes, a_base, false);
+    }
     cp_async_arrive(&ring.full[stage]);
   }
   ring.step += steps.count;
@@ -205,7 +212,6 @@ __device__ __forceinline__ float consume(const GemmProblem& p, Ring<C>& ring, co
       barrier_wait(&ring.full[stage], ring.parity(s));
       fence_async_proxy();  // the cp.async rows are read next by the tensor cores (async proxy)
     }
-    const bool half = steps.half(s);
     const uint32_t offset = stage * C::stage_bytes;
 #pragma unroll
     for (int r = 0; r < C::records; ++r) {
@@ -213,13 +219,6 @@ __device__ __forceinline__ float consume(const GemmProblem& p, Ring<C>& ring, co
       uint32_t(&first)[4] = fragments[2 * r];
       uint32_t(&second)[4] = fragments[2 * r + 1];
       decode_record(words_address + record, scales_address + record, first, second);
-      if (r > 0) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {  // a last step of one record: the second was not brought
-          first[i] = half ? 0u : first[i];
-          second[i] = half ? 0u : second[i];
-        }
-      }
     }
   };
   auto release = [&](int s) {
