@@ -375,12 +375,11 @@ void launch_fp8(const GemmProblem& p, int variant, cudaStream_t stream) {
   // H200 (docs/PERFORMANCE.md, twenty-second session): at width 64 two row tiles per consumer with
   // the producer's spare registers (120b T=1024 13% faster than one row tile; 2% without the
   // registers); at 128 one row tile (two were 10% slower at 20b T=1024, half as many CTA tiles to
-  // fill the waves, and 6% faster at T=8192, where width 256 now runs: 16%), eight stages
-  // (20b T=1024 2.8% faster than six, twenty-fourth session: a deeper ring, and a power of two whose
-  // stage and phase are a mask and a shift, not told apart; at width 64 eight were 1.2% slower than
-  // six at 120b T=1024); at 256
-  // one row tile of m64n256k32 (128 sums a thread, with the producer's registers), four stages
-  // (five the same).
+  // fill the waves, and 6% faster at T=8192, where width 256 now runs: 16%), eight stages (20b
+  // T=1024 2.8% faster than six, twenty-fourth session: a deeper ring, and a power of two whose stage
+  // and phase are a mask and a shift, not told apart; at width 64 eight were 1.2% slower than six at
+  // 120b T=1024); at 256 one row tile of m64n256k32 (128 sums a thread, with the producer's
+  // registers), four stages (five the same).
   switch (variant) {
     case 64: return launch_both<Fp8Config<64, 2, 2, 6, 1, 56>>(p, stream);
     case 128: return launch_both<Fp8Config<128, 2, 1, 8, 1>>(p, stream);
