@@ -11,8 +11,8 @@
 // the cp.asyncs' completion; consumer warpgroups wait on it, decode their weight rows into
 // registers one row tile at a time, issue that tile's MMAs while decoding the next, and release
 // the stage on its "empty" mbarrier once its MMAs retired. No CTA-wide barrier in the main loop:
-// consumers run as far ahead as the ring allows. Where the sums need more registers than an even
-// share (wide tiles, two row tiles), the producer gives its spare ones to the consumers (setmaxnreg).
+// consumers run as far ahead as the ring allows. The producer gives its spare registers to the
+// consumers (setmaxnreg): the wide tiles' sums need them, and the others' decode runs faster with them.
 #include "backends/cuda_sm90/gemm_fp8.hpp"
 
 #include <algorithm>
