@@ -377,11 +377,12 @@ void launch_fp8(const GemmProblem& p, int variant, cudaStream_t stream) {
   // registers); at 128 one row tile (two were 10% slower at 20b T=1024, half as many CTA tiles to
   // fill the waves, and 6% faster at T=8192, where width 256 now runs: 16%), eight stages (20b
   // T=1024 2.8% faster than six, twenty-fourth session: a deeper ring, and a power of two whose stage
-  // and phase are a mask and a shift, not told apart; at width 64 eight were 1.2% slower than six at
-  // 120b T=1024), and the producer's spare registers (6-8% faster at 20b T=1024 and 120b T=2048 and
-  // 4096, twenty-fifth session, although the consumers' code fit the even share without spilling:
-  // ptxas schedules it under the larger limit; below 56 the producer spills); at 256 one row tile
-  // of m64n256k32 (128 sums a thread, with the producer's registers), four stages (five the same).
+  // and phase are shifts, not a division by six, not told apart; at width 64 eight were 1.2% slower
+  // than six at 120b T=1024), and the producer's spare registers (6-8% faster at 20b T=1024 and
+  // 120b T=2048 and 4096, twenty-fifth session, although the consumers' code fit the even share
+  // without spilling: ptxas schedules it under the larger limit; below 56 the producer spills); at
+  // 256 one row tile of m64n256k32 (128 sums a thread, with the producer's registers), four stages
+  // (five the same).
   switch (variant) {
     case 64: return launch_both<Fp8Config<64, 2, 2, 6, 1, 56>>(p, stream);
     case 128: return launch_both<Fp8Config<128, 2, 1, 8, 1, 56>>(p, stream);
