@@ -33,9 +33,9 @@ namespace {
 
 // A kernel configuration. BN: pairs per tile (wgmma's N). Consumers x MTiles 64-row weight tiles
 // per CTA, one consumer warpgroup per MTiles of them. Stages: the ring's depth. MinBlocks: resident
-// CTAs per SM the registers must allow. ProducerRegisters: nonzero, the producer warpgroup gives all
-// but that many of its registers to the consumers (setmaxnreg).
-template <int kBN, int kConsumers, int kMTiles, int kStages, int kMinBlocks, int kProducerRegisters = 0>
+// CTAs per SM the registers must allow. ProducerRegisters: the producer warpgroup gives all but that
+// many of its registers to the consumers (setmaxnreg).
+template <int kBN, int kConsumers, int kMTiles, int kStages, int kMinBlocks, int kProducerRegisters>
 struct Fp8Config {
   static constexpr int BN = kBN, consumers = kConsumers, m_tiles = kMTiles, stages = kStages, min_blocks = kMinBlocks;
   static constexpr int threads = 128 * (consumers + 1);
@@ -44,9 +44,8 @@ struct Fp8Config {
   static constexpr int entry_registers = 65536 / (threads * min_blocks) / 8 * 8;
   static constexpr int producer_registers = kProducerRegisters;
   static constexpr int consumer_registers =
-      kProducerRegisters == 0 ? entry_registers
-                              : (entry_registers * (consumers + 1) - kProducerRegisters) / consumers / 8 * 8;
-  static_assert(kProducerRegisters % 8 == 0 && consumer_registers <= 256);
+      (entry_registers * (consumers + 1) - kProducerRegisters) / consumers / 8 * 8;
+  static_assert(kProducerRegisters > 0 && kProducerRegisters % 8 == 0 && consumer_registers <= 256);
   static constexpr int tiles = consumers * m_tiles;
   static constexpr int step_k = 128;  // one 128-byte swizzled activation row of FP8
   static constexpr int records = step_k / kChunkK;
@@ -325,13 +324,13 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) fp8_moe_kernel(cons
   __syncthreads();  // the barriers are initialized
   using Widths = typename NarrowWidths<C::BN>::type;
   if (threadIdx.x / 128 == C::consumers) {
-    if constexpr (C::producer_registers != 0) release_registers<C::producer_registers>();
+    release_registers<C::producer_registers>();
     for (int index = blockIdx.x; index < items; index += gridDim.x) {
       produce_narrowest<C, kGateUp>(p, ring, item_of(index), index == blockIdx.x, Widths{});
     }
     cp_async_wait<0>();
   } else {
-    if constexpr (C::producer_registers != 0) claim_registers<C::consumer_registers>();
+    claim_registers<C::consumer_registers>();
     if constexpr (!kGateUp) wait_for_previous_grid();  // the epilogue reads the quantization's scales
     float written_max = 0.0f;
     for (int index = blockIdx.x; index < items; index += gridDim.x) {
