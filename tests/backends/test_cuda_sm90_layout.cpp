@@ -10,6 +10,7 @@
 #include "backends/cuda_sm90/family.hpp"
 #include "backends/cuda_sm90/layout.hpp"
 #include "backends/cuda_sm90/layout_fp8.hpp"
+#include "backends/cuda_sm90/tile_widths.hpp"
 #include "mxmoe/codecs.hpp"
 #include "mxmoe/synth.hpp"
 #include "moe/padded_view.hpp"
@@ -287,8 +288,9 @@ TEST(CudaSm90Plan, TilesOf256PairsOnlyOnFp8CoresWithTheFp8Layout) {
   for (Scheme scheme : {Scheme::w4a8, Scheme::w4a8_token}) {
     SCOPED_TRACE(scheme_name(scheme));
     EXPECT_EQ(width(scheme, 4 * 8192, true), 256);   // 1024 pairs per expert
-    EXPECT_EQ(width(scheme, 32 * 171, true), 256);   // just past kWideTileMeanPairs
-    EXPECT_EQ(width(scheme, 32 * 170, true), 128);
+    const auto wide_from = static_cast<int64_t>(cuda::sm90::kWideTileMeanPairs) + 1;
+    EXPECT_EQ(width(scheme, 32 * wide_from, true), 256);  // just past kWideTileMeanPairs
+    EXPECT_EQ(width(scheme, 32 * (wide_from - 1), true), 128);
     EXPECT_EQ(width(scheme, 4 * 1024, true), 128);   // 128 per expert
     EXPECT_EQ(width(scheme, 4 * 256, true), 64);     // 32 per expert
     EXPECT_EQ(width(scheme, 4 * 8192, false), 128);  // a layer the FP8 layout cannot hold: bf16 cores

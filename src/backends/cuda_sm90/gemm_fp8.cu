@@ -8,10 +8,10 @@
 // Warp-specialized: a producer warpgroup fills a ring of stages, each 128 deep (two weight records
 // per row tile: one bulk copy per tile; BN activation rows of 128 FP8 bytes gathered by cp.async
 // into 128-byte-swizzled rows), signalling a stage's "full" mbarrier by the bulk copies' bytes and
-// the cp.asyncs' completion; consumer warpgroups wait on it, decode their weight rows into
-// registers one row tile at a time, issue that tile's MMAs while decoding the next, and release
-// the stage on its "empty" mbarrier once its MMAs retired. No CTA-wide barrier in the main loop:
-// consumers run as far ahead as the ring allows. The producer gives its spare registers to the
+// the cp.asyncs' completion; consumer warpgroups, one per row tile, wait on it, decode their
+// tile's weights into registers, issue the stage's MMAs while decoding the next stage's, and
+// release the stage on its "empty" mbarrier once its MMAs retired. No CTA-wide barrier in the
+// main loop: consumers run as far ahead as the ring allows. The producer gives its spare registers to the
 // consumers (setmaxnreg): the wide tiles' sums need them, and the others' decode runs faster with them.
 #include "backends/cuda_sm90/gemm_fp8.hpp"
 
@@ -31,13 +31,13 @@ namespace mxmoe::cuda::sm90 {
 
 namespace {
 
-// A kernel configuration. BN: pairs per tile (wgmma's N). Consumers x MTiles 64-row weight tiles
-// per CTA, one consumer warpgroup per MTiles of them. Stages: the ring's depth. MinBlocks: resident
-// CTAs per SM the registers must allow. ProducerRegisters: the producer warpgroup gives all but that
-// many of its registers to the consumers (setmaxnreg).
-template <int kBN, int kConsumers, int kMTiles, int kStages, int kMinBlocks, int kProducerRegisters>
+// A kernel configuration. BN: pairs per tile (wgmma's N). Consumers: 64-row weight tiles per CTA,
+// one consumer warpgroup each. Stages: the ring's depth. MinBlocks: resident CTAs per SM the
+// registers must allow. ProducerRegisters: the producer warpgroup gives all but that many of its
+// registers to the consumers (setmaxnreg).
+template <int kBN, int kConsumers, int kStages, int kMinBlocks, int kProducerRegisters>
 struct Fp8Config {
-  static constexpr int BN = kBN, consumers = kConsumers, m_tiles = kMTiles, stages = kStages, min_blocks = kMinBlocks;
+  static constexpr int BN = kBN, consumers = kConsumers, stages = kStages, min_blocks = kMinBlocks;
   static constexpr int threads = 128 * (consumers + 1);
   // ptxas allocates every thread the launch bound's share (a multiple of 8); setmaxnreg moves
   // registers between warpgroups within the CTA's allocation, never beyond it.
@@ -46,7 +46,7 @@ struct Fp8Config {
   static constexpr int consumer_registers =
       (entry_registers * (consumers + 1) - kProducerRegisters) / consumers / 8 * 8;
   static_assert(kProducerRegisters > 0 && kProducerRegisters % 8 == 0 && consumer_registers <= 256);
-  static constexpr int tiles = consumers * m_tiles;
+  static constexpr int tiles = consumers;  // row tiles per CTA, one per consumer warpgroup
   static constexpr int step_k = 128;  // one 128-byte swizzled activation row of FP8
   static constexpr int records = step_k / kChunkK;
   static constexpr int activation_bytes = BN * step_k;
@@ -155,7 +155,7 @@ __device__ __forceinline__ void produce(const GemmProblem& p, Ring<C>& ring, con
   }
   for (int s = 0; s < steps.count; ++s) {
     const int stage = ring.stage(s);
-    // The stage's previous round, released by every consumer warp (a fresh barrier passes parity 1).
+    // The stage's previous round, released by every consumer thread (a fresh barrier passes parity 1).
     barrier_wait(&ring.empty[stage], ring.parity(s) ^ 1);
     if (s >= prefetched) issue_weights(s);
     unsigned char* rows = ring.smem + stage * C::stage_bytes;
@@ -180,7 +180,7 @@ __device__ __forceinline__ void produce(const GemmProblem& p, Ring<C>& ring, con
   ring.step += steps.count;
 }
 
-// A consumer warpgroup's part of an item at MMA width kN: its C::m_tiles row tiles.
+// A consumer warpgroup's part of an item at MMA width kN: its row tile.
 // Returns gate_up's largest |value| written.
 template <class C, bool kGateUp, int kN>
 __device__ __forceinline__ float consume(const GemmProblem& p, Ring<C>& ring, const Item& item) {
@@ -188,62 +188,49 @@ __device__ __forceinline__ float consume(const GemmProblem& p, Ring<C>& ring, co
   const int warp = thread / 32, lane = threadIdx.x % 32;
   const int row_tiles = p.n / kTileRows;
   const Steps steps(p.k);
-  int row_tile[C::m_tiles];
-  bool stores[C::m_tiles];
-  warpgroup_row_tiles((item.row_block * C::consumers + warp_group) * C::m_tiles, row_tiles, row_tile, stores);
-  // This thread's word and scale word of its first tile's first record in stage 0.
-  const uint32_t first_record =
-      smem_address(ring.smem) + C::activation_bytes + warp_group * C::m_tiles * C::records * kChunkBytes;
+  int row_tile[1];
+  bool stores[1];
+  warpgroup_row_tiles(item.row_block * C::consumers + warp_group, row_tiles, row_tile, stores);
+  // This thread's word and scale word of its tile's first record in stage 0.
+  const uint32_t first_record = smem_address(ring.smem) + C::activation_bytes + warp_group * C::records * kChunkBytes;
   const uint32_t words_address = first_record + thread * 16;
   const uint32_t scales_address = first_record + kWordBytesPerChunk + (warp * 8 + lane / 4) * 4;
-  // The MMAs run in groups, one per (step, row tile): group g is row tile g % m_tiles of step
-  // g / m_tiles. Two fragment sets: group g's MMAs read set g % 2 while group g + 1 is decoded into
-  // the other, so one group stays in flight (the set and the row tile are compile-time constants:
-  // fragments and sums must stay in registers). A third set, two groups in flight, measured the same
-  // at one row tile per consumer; a set per row tile of both steps ran ptxas out of registers.
-  static_assert(C::m_tiles <= 2, "a group's row tile is its fragment set's parity");
-  const int groups = steps.count * C::m_tiles;
-  // The A fragments of group g ([k32 step][register]); a step's first group waits for its stage.
-  auto decode_group = [&](int g, uint32_t (&fragments)[2 * C::records][4]) {
-    const int s = g / C::m_tiles, m = g % C::m_tiles;
+  // Two fragment sets: step s's MMAs read set s % 2 while step s + 1 is decoded into the other, so
+  // one step's MMAs stay in flight (the set is a compile-time constant: fragments must stay in
+  // registers). A third set, two steps in flight, measured the same.
+  // The A fragments of step s ([k32 step][register]), once its stage is full.
+  auto decode_step = [&](int s, uint32_t (&fragments)[2 * C::records][4]) {
     const int stage = ring.stage(s);
-    if (m == 0) {
-      barrier_wait(&ring.full[stage], ring.parity(s));
-      fence_async_proxy();  // the cp.async rows are read next by the tensor cores (async proxy)
-    }
+    barrier_wait(&ring.full[stage], ring.parity(s));
+    fence_async_proxy();  // the cp.async rows are read next by the tensor cores (async proxy)
     const uint32_t offset = stage * C::stage_bytes;
 #pragma unroll
     for (int r = 0; r < C::records; ++r) {
-      const uint32_t record = offset + (m * C::records + r) * kChunkBytes;
-      uint32_t(&first)[4] = fragments[2 * r];
-      uint32_t(&second)[4] = fragments[2 * r + 1];
-      decode_record(words_address + record, scales_address + record, first, second);
+      const uint32_t record = offset + r * kChunkBytes;
+      decode_record(words_address + record, scales_address + record, fragments[2 * r], fragments[2 * r + 1]);
     }
   };
-  auto release = [&](int s) {
-    __syncwarp();
-    if (lane == 0) barrier_arrive(&ring.empty[ring.stage(s)]);
-  };
+  // Each thread releases its own reads (racecheck does not follow __syncwarp and lane 0's arrival).
+  auto release = [&](int s) { barrier_arrive(&ring.empty[ring.stage(s)]); };
 
-  float acc[C::m_tiles][kN / 2];
+  float acc[1][kN / 2];
   zero(acc);
   uint32_t a[2][2 * C::records][4];
-  decode_group(0, a[0]);
-  auto run_group = [&](auto set_constant, int g) {
-    constexpr int set = decltype(set_constant)::value, m = set % C::m_tiles;
-    const int s = g / C::m_tiles;
+  decode_step(0, a[0]);
+  auto run_step = [&](auto set_constant, int s) {
+    constexpr int set = decltype(set_constant)::value;
     const uint64_t descriptor = tile_descriptor(ring.smem + ring.stage(s) * C::stage_bytes);
     wgmma_fence();
-    fence_operands(acc[m]);
+    fence_operands(acc[0]);
 #pragma unroll
-    for (int k = 0; k < 2 * C::records; ++k) WgmmaFp8<kN>::run(acc[m], a[set][k], descriptor + 2 * k);  // +32 bytes per k32
+    for (int k = 0; k < 2 * C::records; ++k) WgmmaFp8<kN>::run(acc[0], a[set][k], descriptor + 2 * k);  // +32 bytes per k32
     wgmma_commit();
-    fence_operands(acc[m]);
-    wgmma_wait<1>();  // group g - 1 retired: its fragment set is free, and with it its step's last reads
-    if (g > 0 && (g - 1) % C::m_tiles == C::m_tiles - 1) release((g - 1) / C::m_tiles);
-    if (g + 1 < groups) decode_group(g + 1, a[1 - set]);
+    fence_operands(acc[0]);
+    wgmma_wait<1>();  // step s - 1 retired: its fragment set and its stage are free
+    if (s > 0) release(s - 1);
+    if (s + 1 < steps.count) decode_step(s + 1, a[1 - set]);
   };
-  alternate_fragment_sets(groups, run_group);
+  alternate_fragment_sets(steps.count, run_step);
   wgmma_wait<0>();
   fence_operands(acc);
   release(steps.count - 1);
@@ -299,8 +286,8 @@ __global__ void __launch_bounds__(C::threads, C::min_blocks) fp8_moe_kernel(cons
   if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(gate_up, 0) : MXMOE_STAMP(down, 0);
   if (threadIdx.x == 0) {
     for (int s = 0; s < C::stages; ++s) {
-      barrier_init(&ring.full[s], 128 + 1);           // the producer threads' cp.asyncs, the weights' bytes
-      barrier_init(&ring.empty[s], C::consumers * 4);  // every consumer warp
+      barrier_init(&ring.full[s], 128 + 1);             // the producer threads' cp.asyncs, the weights' bytes
+      barrier_init(&ring.empty[s], C::consumers * 128);  // every consumer thread
     }
     barrier_init_fence();
   }
@@ -370,22 +357,19 @@ void launch_fp8(const GemmProblem& p, int variant, cudaStream_t stream) {
   if (p.row_factors == nullptr) throw CudaError("the sm90 FP8 kernels need the FP8 layout's row factors");
   if (p.out_activations != nullptr) throw CudaError("the sm90 FP8 kernels write gate_up's output in fp32 only");
   // The sort's tile width (gemm.cu's variants), 64 to 256 (tile_widths.hpp: narrower tiles run on
-  // bf16 tensor cores). One CTA per SM: two consumer warpgroups and the producer. Measured on an
-  // H200 (docs/PERFORMANCE.md, twenty-second session): at width 64 two row tiles per consumer with
-  // the producer's spare registers (120b T=1024 13% faster than one row tile; 2% without the
-  // registers); at 128 one row tile (two were 10% slower at 20b T=1024, half as many CTA tiles to
-  // fill the waves, and 6% faster at T=8192, where width 256 now runs: 16%), eight stages (20b
-  // T=1024 2.8% faster than six, twenty-fourth session: a deeper ring, and a power of two whose stage
-  // and phase are shifts, not a division by six, not told apart; at width 64 eight were 1.2% slower
-  // than six at 120b T=1024), and the producer's spare registers (6-8% faster at 20b T=1024 and
-  // 120b T=2048 and 4096, twenty-fifth session, although the consumers' code fit the even share
-  // without spilling: ptxas schedules it under the larger limit; below 56 the producer spills); at
-  // 256 one row tile of m64n256k32 (128 sums a thread, with the producer's registers), four stages
-  // (five the same).
+  // bf16 tensor cores). One CTA per SM, a row tile per consumer warpgroup, and the producer's spare
+  // registers with the consumers (below 56 the producer spills). Measured on an H200
+  // (docs/PERFORMANCE.md): at widths 64 and 128 the consumers are bound by the latency of what they
+  // issue, so three consumer warpgroups, more warps to issue from, beat two (twenty-sixth session:
+  // 120b T=1024 7% faster than two warpgroups of two row tiles, 20b T=1024 and 120b T=2048 and 4096
+  // 9-11% faster than two of one; four, at width 64, 2% slower than three; four at width 128 and six
+  // at 64 spill), six stages (seven 1.5-2% slower at width 128). At width 256 two warpgroups, each
+  // m64n256k32 (128 sums a thread, with the producer's registers: three would not hold them), four
+  // stages (five the same).
   switch (variant) {
-    case 64: return launch_both<Fp8Config<64, 2, 2, 6, 1, 56>>(p, stream);
-    case 128: return launch_both<Fp8Config<128, 2, 1, 8, 1, 56>>(p, stream);
-    case 256: return launch_both<Fp8Config<256, 2, 1, 4, 1, 64>>(p, stream);
+    case 64: return launch_both<Fp8Config<64, 3, 6, 1, 56>>(p, stream);
+    case 128: return launch_both<Fp8Config<128, 3, 6, 1, 56>>(p, stream);
+    case 256: return launch_both<Fp8Config<256, 2, 4, 1, 64>>(p, stream);
     default: throw CudaError("sm90 FP8 kernels: no variant for tile width " + std::to_string(variant));
   }
 }

@@ -14,10 +14,11 @@ namespace mxmoe::cuda::sm90 {
 // it can. Routing spreads pairs unevenly: sized for the mean, about half the experts would need a
 // second tile, which reads their weights again; 1.5 x the mean covers most of them. `widest`: 128,
 // or 256 where the GEMMs run on FP8 tensor cores (gemm_fp8.cu), which take tiles of 256 once the
-// mean passes kWideTileMeanPairs: each decoded weight then meets twice the pairs (20b T=8192 16%
-// faster, 120b 9%), while at a mean of 128 the tiles of 128 fill more waves of CTAs and were 7%
-// faster (docs/PERFORMANCE.md, twenty-second session).
-constexpr double kWideTileMeanPairs = 170.0;
+// mean passes kWideTileMeanPairs: each decoded weight then meets twice the pairs (20b T=8192, a
+// mean of 1024, 5% faster), while below it the tiles of 128, with three consumer warpgroups, fill
+// more waves of CTAs (a mean of 256: 20b T=2048 6% faster, 120b T=8192 the same; a mean of 512,
+// 20b T=4096, the same; docs/PERFORMANCE.md, twenty-sixth session).
+constexpr double kWideTileMeanPairs = 384.0;
 inline int tile_width(int64_t pairs, int64_t active_experts, int widest = 128) {
   const double mean = static_cast<double>(pairs) / static_cast<double>(std::max<int64_t>(active_experts, 1));
   for (int width : {16, 32, 64}) {
