@@ -361,9 +361,9 @@ void launch_fp8(const GemmProblem& p, int variant, cudaStream_t stream) {
   // registers with the consumers (below 56 the producer spills). Measured on an H200
   // (docs/PERFORMANCE.md): at widths 64 and 128 the consumers are bound by the latency of what they
   // issue, so three consumer warpgroups, more warps to issue from, beat two (twenty-sixth session:
-  // 120b T=1024 7% faster than two warpgroups of two row tiles, 20b T=1024 and 120b T=2048 and 4096
-  // 9-11% faster than two of one; four, at width 64, 2% slower than three; four at width 128 and six
-  // at 64 spill), six stages (seven 1.5-2% slower at width 128). At width 256 two warpgroups, each
+  // 120b T=1024 9% faster than two warpgroups of two row tiles, 20b T=1024 and 120b T=2048 and 4096
+  // 10-12% faster than two of one; four, at width 64, 2% slower than three; four at width 128 and
+  // six at 64 spill), six stages (seven 1.5-2% slower at width 128). At width 256 two warpgroups, each
   // m64n256k32 (128 sums a thread, with the producer's registers: three would not hold them), four
   // stages (five the same).
   switch (variant) {
