@@ -11,8 +11,9 @@
 // the cp.asyncs' completion; consumer warpgroups, one per row tile, wait on it, decode their
 // tile's weights into registers, issue the stage's MMAs while decoding the next stage's, and
 // release the stage on its "empty" mbarrier once its MMAs retired. No CTA-wide barrier in the
-// main loop: consumers run as far ahead as the ring allows. The producer gives its spare registers to the
-// consumers (setmaxnreg): the wide tiles' sums need them, and the others' decode runs faster with them.
+// main loop: consumers run as far ahead as the ring allows. The producer gives its spare registers
+// to the consumers (setmaxnreg): the wide tiles' sums need them, and the others' decode runs faster
+// with them.
 #include "backends/cuda_sm90/gemm_fp8.hpp"
 
 #include <algorithm>
@@ -155,7 +156,8 @@ __device__ __forceinline__ void produce(const GemmProblem& p, Ring<C>& ring, con
   }
   for (int s = 0; s < steps.count; ++s) {
     const int stage = ring.stage(s);
-    // The stage's previous round, released by every consumer thread (a fresh barrier passes parity 1).
+    // The stage's previous round, released by every consumer thread (a fresh barrier passes
+    // parity 1).
     barrier_wait(&ring.empty[stage], ring.parity(s) ^ 1);
     if (s >= prefetched) issue_weights(s);
     unsigned char* rows = ring.smem + stage * C::stage_bytes;
@@ -363,9 +365,9 @@ void launch_fp8(const GemmProblem& p, int variant, cudaStream_t stream) {
   // issue, so three consumer warpgroups, more warps to issue from, beat two (twenty-sixth session:
   // 120b T=1024 9% faster than two warpgroups of two row tiles, 20b T=1024 and 120b T=2048 and 4096
   // 10-12% faster than two of one; four, at width 64, 2% slower than three; four at width 128 and
-  // six at 64 spill), six stages (seven 1.5-2% slower at width 128). At width 256 two warpgroups, each
-  // m64n256k32 (128 sums a thread, with the producer's registers: three would not hold them), four
-  // stages (five the same).
+  // six at 64 spill), six stages (seven 1.5-2% slower at width 128). At width 256 two warpgroups,
+  // each m64n256k32 (128 sums a thread, with the producer's registers: three would not hold them),
+  // four stages (five the same).
   switch (variant) {
     case 64: return launch_both<Fp8Config<64, 3, 6, 1, 56>>(p, stream);
     case 128: return launch_both<Fp8Config<128, 3, 6, 1, 56>>(p, stream);
