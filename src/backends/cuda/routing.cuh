@@ -123,18 +123,18 @@ __device__ __forceinline__ void warp_top_k(const float* logits, int t, int exper
   for (int j = 0; j < top_k; ++j) {
     float best = -INFINITY;
     int best_e = experts;
-    auto consider = [&](int e, float v) {
-      const bool after_previous = v < previous || (v == previous && e > previous_e);
-      if (after_previous && (best_e == experts || v > best)) {  // ascending e per lane: ties keep the lower
-        best = v;
-        best_e = e;
-      }
+    // Selects, not branches: the lanes disagree on every test, and short-circuit branches put each
+    // candidate behind divergent jumps in the round's dependent chain (0.5-3.7% off the small-batch
+    // layer at T=1-8 on an H200, docs/PERFORMANCE.md, twenty-ninth session).
+    auto consider = [&](int e, float v, bool valid) {
+      const bool after_previous = (v < previous) | ((v == previous) & (e > previous_e));
+      const bool take = valid & after_previous & ((best_e == experts) | (v > best));  // ties keep the lower e
+      best = take ? v : best;
+      best_e = take ? e : best_e;
     };
 #pragma unroll
-    for (int i = 0; i < kCached; ++i) {
-      if (lane + 32 * i < experts) consider(lane + 32 * i, cached[i]);
-    }
-    for (int e = lane + 32 * kCached; e < experts; e += 32) consider(e, read(e));
+    for (int i = 0; i < kCached; ++i) consider(lane + 32 * i, cached[i], lane + 32 * i < experts);
+    for (int e = lane + 32 * kCached; e < experts; e += 32) consider(e, read(e), true);
     // The warp's best by two reductions (redux) instead of five rounds of shuffles: the largest
     // logit by its order-preserving bits, then the lowest expert holding it.
     const unsigned key = best_e < experts ? ordered_bits(best) : 0u;  // 0: the lane has none left
