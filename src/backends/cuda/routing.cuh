@@ -128,7 +128,8 @@ __device__ __forceinline__ void warp_top_k(const float* logits, int t, int exper
     // layer at T=1-8 on an H200, docs/PERFORMANCE.md, twenty-ninth session).
     auto consider = [&](int e, float v, bool valid) {
       const bool after_previous = (v < previous) | ((v == previous) & (e > previous_e));
-      const bool take = valid & after_previous & ((best_e == experts) | (v > best));  // ties keep the lower e
+      // Ascending e per lane: a strict > keeps the lower expert of a tie.
+      const bool take = valid & after_previous & ((best_e == experts) | (v > best));
       best = take ? v : best;
       best_e = take ? e : best_e;
     };
