@@ -147,7 +147,7 @@ TEST(CudaBackend, Sm90StatesTheFp8AccumulationWhereItRuns) {
       {Scheme::w4a8, 32, 1024, true},        // tiles of 128
       {Scheme::w4a8, 32, 8192, true},        // tiles of 256
       {Scheme::w4a8, 32, 0, true},           // a size it does not know: the larger error
-      {Scheme::w4a8_token, 32, 8, false},    // batched at every size, tiles of 16
+      {Scheme::w4a8_token, 32, 8, false},    // small batch
       {Scheme::w4a8_token, 32, 1024, true},  //
       {Scheme::w4a16, 32, 8192, false},      // bf16 activations
       {Scheme::w4a4, 32, 8192, false},       // MXFP4 activations on bf16 cores
@@ -320,12 +320,15 @@ struct SmallBatchCase {
 std::vector<SmallBatchCase> small_batch_cases() {
   const auto tokens = {1, 2, 3, 4, 7, 16, 33, 64};
   std::vector<SmallBatchCase> all;
-  for (const test::BackendCase& c : test::backend_cases({{128, 96, 8, 2}, {2880, 2880, 32, 4}, {2880, 2880, 128, 4}}, tokens)) {
-    all.push_back({"cuda", c});
-  }
   // The Hopper kernels' shapes are multiples of 64 (others reach them padded: test_conformance.cpp).
-  for (const test::BackendCase& c : test::backend_cases({{128, 192, 8, 2}, {2880, 2880, 32, 4}, {2880, 2880, 128, 4}}, tokens)) {
-    all.push_back({"cuda_sm90", c});
+  const std::pair<std::string, MoeShape> tiny[] = {{"cuda", {128, 96, 8, 2}}, {"cuda_sm90", {128, 192, 8, 2}}};
+  for (const auto& [backend, tiny_shape] : tiny) {
+    for (test::BackendCase c : test::backend_cases({tiny_shape, {2880, 2880, 32, 4}, {2880, 2880, 128, 4}}, tokens)) {
+      all.push_back({backend, c});
+      if (c.scheme != Scheme::w4a8) continue;
+      c.scheme = Scheme::w4a8_token;  // each row under its own scale
+      all.push_back({backend, c});
+    }
   }
   return all;
 }
@@ -357,9 +360,16 @@ void expect_matches_reference(cuda::CudaMoe& moe, const MoeLayer& layer, Scheme 
       same_sets += test::token_experts(got.routing, t, k) == test::token_experts(expected_routing, t, k);
     }
     EXPECT_GE(same_sets, tokens - std::max(1, tokens / 200)) << "routing agrees on " << same_sets << " of " << tokens;
+    const double scale_tolerance = test::scale_tolerance(accumulation);
     EXPECT_FLOAT_EQ(got.scales.hidden, want.scales.hidden);
-    EXPECT_NEAR(got.scales.intermediate, want.scales.intermediate,
-                test::scale_tolerance(accumulation) * want.scales.intermediate);
+    EXPECT_NEAR(got.scales.intermediate, want.scales.intermediate, scale_tolerance * want.scales.intermediate);
+    // Per-token schemes: every token's and every pair's scale, in (token, slot) order.
+    EXPECT_EQ(got.scales.hidden_rows, want.scales.hidden_rows);
+    ASSERT_EQ(got.scales.intermediate_rows.size(), want.scales.intermediate_rows.size());
+    for (size_t p = 0; p < want.scales.intermediate_rows.size(); ++p) {
+      const float w = want.scales.intermediate_rows[p];
+      EXPECT_NEAR(got.scales.intermediate_rows[p], w, scale_tolerance * w) << "pair " << p;
+    }
   };
   test::expect_within_bound(test::error_bound(scheme, accumulation), seed, [&](uint64_t pool_seed) {
     return test::pooled_reference_error(
@@ -417,7 +427,6 @@ TEST(CudaSmallBatchEdges, EveryTokenOnTheSameExperts) {
     for (Scheme scheme : declaration(backend).schemes) {
       if (!cannot_run_here(backend, scheme).empty()) continue;
       SCOPED_TRACE(backend + " " + std::string(scheme_name(scheme)));
-      if (!cuda::small_batch_takes(scheme)) continue;  // per-token schemes run batched at every size
       auto moe = prepare_small_batch(backend, layer, scheme);
       moe->poison_buffers_for_test(true);
       for (int tokens : {9, 64}) {
@@ -443,7 +452,6 @@ TEST(CudaSmallBatchEdges, AgreesWithTheBatchedPath) {
     for (Scheme scheme : declaration(backend).schemes) {
       if (!cannot_run_here(backend, scheme).empty()) continue;
       SCOPED_TRACE(backend + " " + std::string(scheme_name(scheme)));
-      if (!cuda::small_batch_takes(scheme)) continue;  // per-token schemes run batched at every size
       auto moe = prepare_small_batch(backend, layer, scheme);
       const double bound = test::error_bound(scheme, backend, layer.shape, 0);  // the batched path's, at any size
       test::expect_within_bound(bound, test::fresh_seed(), [&](uint64_t seed) {

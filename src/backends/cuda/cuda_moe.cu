@@ -120,8 +120,7 @@ class CudaMoeImpl final : public CudaMoe {
     MXMOE_CUDA_CHECK(cudaStreamSynchronize(nullptr));  // runs go to other streams
     router_bias_ = upload(layer->router_bias);
     MXMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    if (gemms_.small_batch && small_batch_takes(scheme_) &&
-        small_batch_supports(shape_.hidden, shape_.intermediate, shape_.experts, shape_.top_k)) {
+    if (gemms_.small_batch && small_batch_supports(shape_.hidden, shape_.intermediate, shape_.experts, shape_.top_k)) {
       allocate_small_batch_path();
       small_batch_tokens_ = gemms_.small_batch->max_tokens;
     }
@@ -166,8 +165,9 @@ class CudaMoeImpl final : public CudaMoe {
     float scales[2];
     MXMOE_CUDA_CHECK(cudaMemcpyAsync(scales, tensor_scales_.as<void>(), sizeof scales, cudaMemcpyDeviceToHost, stream_));
     // Per-token schemes: the tokens' scales, and the pairs' in (token, slot) order as the reference
-    // gives them (the GPU holds them in sorted pair order: position maps one to the other).
+    // gives them (the batched path holds them in sorted pair order: position maps one to the other).
     const bool per_token = scheme_traits(scheme_).scale == ScaleGranularity::per_token;
+    const bool small_batch = tokens <= small_batch_tokens_;  // as run() decides
     std::vector<float> sorted_pair_scales;
     std::vector<int32_t> position;
     if (per_token) {
@@ -179,15 +179,19 @@ class CudaMoeImpl final : public CudaMoe {
                                        cudaMemcpyDeviceToHost, stream_));
       MXMOE_CUDA_CHECK(cudaMemcpyAsync(sorted_pair_scales.data(), row_scales + T, T * k * sizeof(float),
                                        cudaMemcpyDeviceToHost, stream_));
-      MXMOE_CUDA_CHECK(cudaMemcpyAsync(position.data(), position_.as<void>(), T * k * sizeof(int32_t),
-                                       cudaMemcpyDeviceToHost, stream_));
+      if (!small_batch) {
+        MXMOE_CUDA_CHECK(cudaMemcpyAsync(position.data(), position_.as<void>(), T * k * sizeof(int32_t),
+                                         cudaMemcpyDeviceToHost, stream_));
+      }
     }
     MXMOE_CUDA_CHECK(cudaStreamSynchronize(stream_));  // also surfaces errors raised while kernels ran
     result.scales.hidden = scales[0];
     result.scales.intermediate = scales[1];
     if (per_token) {
       result.scales.intermediate_rows.resize(T * k);
-      for (int64_t p = 0; p < T * k; ++p) result.scales.intermediate_rows[p] = sorted_pair_scales[position[p]];
+      for (int64_t p = 0; p < T * k; ++p) {
+        result.scales.intermediate_rows[p] = sorted_pair_scales[small_batch ? p : position[p]];
+      }
     }
     return result;
   }
@@ -296,6 +300,7 @@ class CudaMoeImpl final : public CudaMoe {
     expert_ids_.reserve(P * sizeof(int32_t));
     expert_weights_.reserve(P * sizeof(float));
     tensor_scales_.reserve(2 * sizeof(float));
+    if (scheme_traits(scheme_).scale == ScaleGranularity::per_token) row_scales_.reserve((T + P) * sizeof(float));
     intermediate_.reserve(P * I * sizeof(float));
     pair_out_.reserve(kDownMaxParts * P * H * sizeof(float));
     decode_control_.reserve(sizeof(DecodeControl));
@@ -309,7 +314,8 @@ class CudaMoeImpl final : public CudaMoe {
   void run_small_batch(const float* x, int tokens, float* out, GivenRouting given, cudaStream_t stream) {
     const int64_t T = tokens, H = shape_.hidden;
     if (poison_) {
-      for (DeviceBuffer* b : {&logits_, &expert_ids_, &expert_weights_, &tensor_scales_, &intermediate_, &pair_out_}) {
+      for (DeviceBuffer* b :
+           {&logits_, &expert_ids_, &expert_weights_, &tensor_scales_, &intermediate_, &pair_out_, &row_scales_}) {
         MXMOE_CUDA_CHECK(cudaMemsetAsync(b->as<void>(), 0xFF, b->bytes(), stream));
       }
       MXMOE_CUDA_CHECK(cudaMemsetAsync(out, 0xFF, T * H * sizeof(float), stream));
@@ -342,6 +348,7 @@ class CudaMoeImpl final : public CudaMoe {
     a.pair_out = pair_out_.as<float>();
     a.combine_counts = decode_counts_.as<uint32_t>();
     a.tensor_scales = tensor_scales_.as<float>();
+    a.row_scales = row_scales_.as<float>();
     a.out = out;
     a.gate_up_grid = decode_grids_.gate_up_for(tokens);
     a.down_grid = decode_grids_.down_for(tokens);

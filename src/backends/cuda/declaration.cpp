@@ -20,7 +20,7 @@ BackendDeclaration cuda_backend() {
   b.intermediate_alignment = 32;
   b.rank = 20;
   b.kernel_path = [](const Problem& p) {
-    return cuda::kernel_path(p.scheme, p.tokens, p.hidden, p.intermediate, p.experts, p.top_k, cuda::kSmallBatchTokens,
+    return cuda::kernel_path(p.tokens, p.hidden, p.intermediate, p.experts, p.top_k, cuda::kSmallBatchTokens,
                              "batched kernels (router, sort, quantize, grouped GEMMs, combine)");
   };
 #ifdef MXMOE_WITH_CUDA

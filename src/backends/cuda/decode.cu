@@ -54,13 +54,16 @@ __global__ void __launch_bounds__(kRouteThreads) decode_route_kernel(DecodeLayer
 
 template <Scheme S>
 struct Act {
-  static constexpr bool fp8 = S == Scheme::w4a8;
+  static constexpr bool per_token = S == Scheme::w4a8_token;
+  static constexpr bool fp8 = per_token || S == Scheme::w4a8;
 };
 
-// Quantizes `count` rows of `k` fp32 values (rows[r]) into the staged format of the scheme.
+// Quantizes `count` rows of `k` fp32 values (rows[r]) into the staged format of the scheme: w4a8
+// under the tensor's `scale`, w4a8_token under each row's own (its largest magnitude, gathered into
+// row_bits by a first read of the rows).
 template <Scheme S>
 __device__ __forceinline__ void stage_rows(unsigned char* staged, int row_bytes, const float* const* rows, int count,
-                                           int k, float scale) {
+                                           int k, float scale, uint32_t* row_bits) {
   if constexpr (S == Scheme::w4a4) {
     // The OCP MX rule per 32-value block, one warp per block; values stored dequantized as bf16.
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, blocks_per_row = k / 32;
@@ -75,10 +78,24 @@ __device__ __forceinline__ void stage_rows(unsigned char* staged, int row_bytes,
     }
   } else {
     const int quads = k / 4;
+    if constexpr (Act<S>::per_token) {
+      // Whole warps per step (row_max_into takes every lane).
+      for (int base = threadIdx.x - threadIdx.x % 32; base < count * quads; base += kThreads) {
+        const int i = base + threadIdx.x % 32;
+        float m = 0.0f;
+        if (i < count * quads) {
+          const float4 v = reinterpret_cast<const float4*>(rows[i / quads])[i % quads];
+          m = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+        }
+        row_max_into(row_bits, min(i / quads, count - 1), m);
+      }
+      __syncthreads();
+    }
     for (int i = threadIdx.x; i < count * quads; i += kThreads) {
       const int r = i / quads, c = i % quads;
       const float4 v = reinterpret_cast<const float4*>(rows[r])[c];
-      if constexpr (S == Scheme::w4a8) {
+      if constexpr (Act<S>::fp8) {
+        if constexpr (Act<S>::per_token) scale = fp8_scale_from_bits(row_bits[r]);
         const uint32_t q =
             fp8_e4m3_codes_x2(v.x / scale, v.y / scale) | fp8_e4m3_codes_x2(v.z / scale, v.w / scale) << 16;
         reinterpret_cast<uint32_t*>(staged + r * row_bytes)[c] = q;
@@ -115,12 +132,13 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
   constexpr int kWarpPairs = kGroups / 2;
   static_assert(kWarpPairs * kSplit * 32 == kThreads);
   static_assert(kDecodeMaxTopK <= kMaxTopK);
-  constexpr bool fp8 = Act<S>::fp8;
+  constexpr bool fp8 = Act<S>::fp8, per_token = Act<S>::per_token;
   constexpr int kBlockBytes = fp8 ? 32 : 64;  // one k block of one staged token row
   extern __shared__ __align__(16) unsigned char staged[];
   __shared__ const float* s_rows[kChunkTokens];
   __shared__ int32_t s_pairs[kChunkTokens];
   __shared__ bool s_complete[kChunkTokens];
+  __shared__ uint32_t s_row_max[kChunkTokens];  // w4a8_token: the staged rows' largest magnitudes
   __shared__ float2 s_partial[kSplit > 1 ? kSplit - 1 : 1][kGroups][32];
 
   // gate_up reads the route's logits; down's routing reads them too (final before gate_up got past
@@ -138,13 +156,15 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
   const uint32_t* words = kGateUp ? a.gate_up_words : a.down_words;
   const uint8_t* scales = kGateUp ? a.gate_up_scales : a.down_scales;
   const float* bias = kGateUp ? a.gate_up_bias : a.down_bias;
-  // Tokens enter gate_up scaled by the hidden states' scale; the intermediate's scale comes from the
-  // largest value gate_up wrote (read once gate_up is done).
-  float a_scale = fp8 && kGateUp ? fp8_scale_from_bits(__ldcg(&a.control->amax_bits[0])) : 1.0f;
+  // w4a8: tokens enter gate_up scaled by the hidden states' scale; the intermediate's scale comes
+  // from the largest value gate_up wrote (read once gate_up is done). w4a8_token: each staged row
+  // under its own (s_row_max); the tensor scales are 1.
+  constexpr bool per_tensor = fp8 && !per_token;
+  float a_scale = per_tensor && kGateUp ? fp8_scale_from_bits(__ldcg(&a.control->amax_bits[0])) : 1.0f;
   if (blockIdx.x == 0 && threadIdx.x == 0) {  // the scales, for the caller
     if constexpr (kGateUp) {
       a.tensor_scales[0] = a_scale;
-    } else if constexpr (fp8) {
+    } else if constexpr (per_tensor) {
       wait_for_previous_grid();
       a.tensor_scales[1] = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
       a.control->amax_bits[0] = 0;  // every gate_up block has read it: zero for the next run
@@ -198,11 +218,12 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
         __syncthreads();  // the previous chunk's readers are done with the staged rows
         if constexpr (!kGateUp) {
           wait_for_previous_grid();  // gate_up's intermediates and their largest magnitude
-          if (fp8) a_scale = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
+          if (per_tensor) a_scale = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
         }
         look_up_pass<kGateUp>(a, routing, first, count, k, s_pairs, s_rows);
+        if (per_token && threadIdx.x < count) s_row_max[threadIdx.x] = 0;
         __syncthreads();
-        stage_rows<S>(staged, row_bytes, s_rows, count, k, a_scale);
+        stage_rows<S>(staged, row_bytes, s_rows, count, k, a_scale, s_row_max);
         __syncthreads();
         staged_first = first;
       }
@@ -291,8 +312,9 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
         const int col = (group0 + g) * 8 + 2 * c;
         if (split == 0 && has_rows[g] && r < count) {
           const int p = s_pairs[r];
-          const float v0 = acc[g][0] * a_scale + bias[static_cast<int64_t>(expert) * n + col];
-          const float v1 = acc[g][1] * a_scale + bias[static_cast<int64_t>(expert) * n + col + 1];
+          const float scale = per_token ? fp8_scale_from_bits(s_row_max[r]) : a_scale;
+          const float v0 = acc[g][0] * scale + bias[static_cast<int64_t>(expert) * n + col];
+          const float v1 = acc[g][1] * scale + bias[static_cast<int64_t>(expert) * n + col + 1];
           if constexpr (kGateUp) {
             const float y = swiglu(v0, v1, a.alpha, a.limit);
             a.intermediate_out[static_cast<int64_t>(p) * (n / 2) + col / 2] = y;
@@ -302,13 +324,16 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
           }
         }
       }
+      if (per_token && tile == 0 && threadIdx.x < count) {
+        publish_row_scale<kGateUp>(a, s_pairs[threadIdx.x], fp8_scale_from_bits(s_row_max[threadIdx.x]));
+      }
       if constexpr (!kGateUp) {
         sum_completed_tokens<kThreads>(a, routing, s_pairs, s_complete, count, tile, tiles, tile * 8 * kGroups,
                                        8 * kGroups, n, 1, [] { __syncthreads(); });
       }
     }
   }
-  if constexpr (kGateUp && fp8) {
+  if constexpr (kGateUp && per_tensor) {
     __shared__ uint32_t warp_max[kThreads / 32];
     block_max_into<kThreads>(&a.control->amax_bits[1], intermediate_max, warp_max, [] { __syncthreads(); });
   }
@@ -365,17 +390,17 @@ void launch_experts(const DecodeLayerArgs& a, cudaStream_t stream) {
 }
 
 // The scheme and the scale fold as template arguments: FP8 weights take their scale in fp32 after
-// the MMA, so w4a8 has no folded variant.
+// the MMA, so the FP8 schemes have no folded variant.
 template <class F>
 void dispatch(Scheme scheme, bool folded_scales, F&& f) {
   switch (scheme) {
     case Scheme::w4a16:
       return folded_scales ? f.template operator()<Scheme::w4a16, true>() : f.template operator()<Scheme::w4a16, false>();
     case Scheme::w4a8: return f.template operator()<Scheme::w4a8, false>();
+    case Scheme::w4a8_token: return f.template operator()<Scheme::w4a8_token, false>();
     case Scheme::w4a4:
       return folded_scales ? f.template operator()<Scheme::w4a4, true>() : f.template operator()<Scheme::w4a4, false>();
-    case Scheme::w4a32:
-    case Scheme::w4a8_token: break;
+    case Scheme::w4a32: break;
   }
   throw CudaError("the small-batch path does not run scheme " + std::string(scheme_name(scheme)));
 }

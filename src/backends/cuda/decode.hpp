@@ -1,12 +1,14 @@
 // The small-batch path of the CUDA backends: for a few tokens the layer is a stream of expert
 // weights, so it runs as three kernels and no scratch passes:
 //   1. route (shared by every GEMM family): the router logits, a block per (expert, 8 tokens) (and
-//      the w4a8 hidden states' largest magnitude); none when the caller gives the routing;
+//      the w4a8 hidden states' largest magnitude); none when the caller gives the routing (unless
+//      w4a8 needs that magnitude);
 //   2. gate_up: a persistent grid over (active expert, row tile) items streaming the expert's MXFP4
 //      weights into tensor-core fragments, tokens gathered and quantized into shared memory; SwiGLU
 //      in the epilogue. Each block first takes the top-k from the logits and lists the active
 //      experts and their pairs in its own shared memory (decode_device.cuh: every block builds the
-//      same tables, so none waits on a serial step);
+//      same tables, so none waits on a serial step). Per-token FP8 (w4a8_token) takes each staged
+//      row's scale from the row as the block stages it: no pass and no other block is waited on;
 //   3. down: the same over (active expert, 64 rows of H); its blocks build the routing and start
 //      streaming weights while gate_up finishes (they wait for it only to read the intermediates);
 //      the block that completes a token's k experts for a row tile sums them in slot order, so the
@@ -60,6 +62,7 @@ struct DecodeLayerArgs {
   float* pair_out = nullptr;         // [kDownMaxParts][T k][H]: each pair's down rows, by K part
   uint32_t* combine_counts = nullptr;  // [T][H / kDecodeDownRows], zeroed once when allocated
   float* tensor_scales = nullptr;    // [2]
+  float* row_scales = nullptr;       // per-token schemes: [T] the tokens', then [T k] the pairs' (pair order)
   float* out = nullptr;              // [T][H]
   int gate_up_grid = 0, down_grid = 0;  // the family's grids for this batch (DecodeGrids)
   // Every weight scale code is at most 128: the decode's 2^126 and the block scale are one bf16

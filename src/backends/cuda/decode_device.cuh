@@ -1,6 +1,6 @@
 // Device code shared by every GEMM family's small-batch expert kernels (decode.hpp): the batch's
 // routing as each block builds it, which rows a pass of pairs reads, the largest magnitudes that
-// set w4a8's scales, and the top-k sum that ends the down kernel.
+// set the FP8 schemes' scales, and the top-k sum that ends the down kernel.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -192,6 +192,33 @@ __device__ __forceinline__ void block_max_into(uint32_t* target, float value, ui
 #pragma unroll
     for (int w = 0; w < kThreads / 32; ++w) most = max(most, scratch[w]);
     atomicMax(target, most);
+  }
+}
+
+// Per-token FP8 (w4a8_token): each staged row's largest magnitude, gathered in shared memory while
+// the block stages the row (row_bits[row], zeroed before; non-negative floats order as their bits),
+// so a row's scale needs no pass and no other block. Called by every lane of a warp, each with the
+// row its values belong to and their largest magnitude (0 for none): one shared atomic per warp
+// where all of its lanes hold one row.
+__device__ __forceinline__ void row_max_into(uint32_t* row_bits, int row, float m) {
+  const uint32_t bits = __float_as_uint(m);
+  if (__all_sync(0xFFFFFFFFu, row == __shfl_sync(0xFFFFFFFFu, row, 0))) {
+    const uint32_t most = __reduce_max_sync(0xFFFFFFFFu, bits);
+    if (threadIdx.x % 32 == 0) atomicMax(&row_bits[row], most);
+  } else {
+    atomicMax(&row_bits[row], bits);
+  }
+}
+
+// A staged row's per-token scale for the caller (DecodeLayerArgs::row_scales), by the pass of the
+// expert's first row tile that staged it: a pair's from down, a token's from the gate_up pass of
+// its slot-0 pair, so that each is written once.
+template <bool kGateUp>
+__device__ __forceinline__ void publish_row_scale(const DecodeLayerArgs& a, int pair, float scale) {
+  if constexpr (kGateUp) {
+    if (pair % a.top_k == 0) a.row_scales[pair / a.top_k] = scale;
+  } else {
+    a.row_scales[a.tokens + pair] = scale;
   }
 }
 

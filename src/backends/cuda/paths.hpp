@@ -4,7 +4,6 @@
 
 #include <string>
 
-#include "mxmoe/scheme.hpp"
 
 namespace mxmoe::cuda {
 
@@ -27,18 +26,12 @@ inline bool small_batch_supports(int hidden, int intermediate, int experts, int 
          8 * (2 * k + 16) <= 100 * 1024;
 }
 
-// The small-batch kernels scale activations per tensor: per-token schemes take the batched pipeline.
-inline bool small_batch_takes(Scheme scheme) { return scheme_traits(scheme).scale != ScaleGranularity::per_token; }
-
 // What a batch of `tokens` runs (0: the rule for every size), for `mxmoe explain`: the small-batch
-// kernels up to `small_batch_tokens` where the shape and scheme allow them, else the `batched` pipeline.
-inline std::string kernel_path(Scheme scheme, int tokens, int hidden, int intermediate, int experts, int top_k,
+// kernels up to `small_batch_tokens` where the shape allows them (every scheme of the backends runs
+// there), else the `batched` pipeline.
+inline std::string kernel_path(int tokens, int hidden, int intermediate, int experts, int top_k,
                                int small_batch_tokens, const std::string& batched) {
   const std::string small = "small-batch kernels (route; gate_up + SwiGLU; down + top-k sum)";
-  if (!small_batch_takes(scheme)) {
-    return batched + (tokens > 0 ? " at T=" + std::to_string(tokens) : std::string()) +
-           " (the small-batch kernels scale activations per tensor, " + std::string(scheme_name(scheme)) + " per token)";
-  }
   if (!small_batch_supports(hidden, intermediate, experts, top_k)) return batched + " (shape too large for small-batch)";
   if (tokens <= 0) {
     return small + " up to " + std::to_string(small_batch_tokens) + " tokens, " + batched + " above";

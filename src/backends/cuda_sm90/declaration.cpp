@@ -38,7 +38,7 @@ BackendDeclaration cuda_sm90_backend() {
   b.rank = 30;  // preferred over the generic cuda backend where both can run
   b.kernel_path = [](const Problem& p) {
     const std::string gemms = batched_on_fp8_cores(p) ? "FP8 wgmma" : "wgmma";
-    return cuda::kernel_path(p.scheme, p.tokens, p.hidden, p.intermediate, p.experts, p.top_k, cuda::sm90::kSmallBatchTokens,
+    return cuda::kernel_path(p.tokens, p.hidden, p.intermediate, p.experts, p.top_k, cuda::sm90::kSmallBatchTokens,
                              "batched kernels (router, sort, quantize, " + gemms + " gate_up + SwiGLU, " + gemms +
                                  " down, combine)");
   };
@@ -49,8 +49,7 @@ BackendDeclaration cuda_sm90_backend() {
   // session, H200), against fp32's 1e-7. Where the FP8 layout cannot hold a layer exactly, its w4a8
   // GEMMs run on bf16 tensor cores and stay well within that.
   b.accumulation_error = [](const Problem& p) {
-    const bool small_batch = cuda::small_batch_takes(p.scheme) &&
-                             cuda::small_batch_supports(p.hidden, p.intermediate, p.experts, p.top_k) && p.tokens > 0 &&
+    const bool small_batch = cuda::small_batch_supports(p.hidden, p.intermediate, p.experts, p.top_k) && p.tokens > 0 &&
                              p.tokens <= cuda::sm90::kSmallBatchTokens;
     return !small_batch && batched_on_fp8_cores(p) ? 4e-4 : 0.0;
   };

@@ -50,9 +50,10 @@ struct Ring {
   static constexpr int slot_bytes = kChunksPerSlot * kChunkBytes;
   static constexpr int barriers_offset = kSplit * kSlots * slot_bytes;
   static constexpr int partials_offset = barriers_offset + 2 * kSplit * kSlots * 8;  // [kSplit - 1][4 warps][32] float4
-  static constexpr int pass_offset = partials_offset + (kSplit - 1) * 4 * 32 * 16;   // a pass's rows, pairs, flags
-  static constexpr int staged_offset = pass_offset + 128;
-  static_assert(kTokensPerPass * (8 + 4 + 1) <= 128);
+  // A pass's rows, pairs, rows' largest magnitudes (w4a8_token) and flags.
+  static constexpr int pass_offset = partials_offset + (kSplit - 1) * 4 * 32 * 16;
+  static constexpr int staged_offset = pass_offset + 160;
+  static_assert(kTokensPerPass * (8 + 4 + 4 + 1) <= 160);
 };
 
 // Staged rows are 16 bytes longer than their values, so the eight rows a quarter-warp reads sit in
@@ -111,51 +112,78 @@ __device__ __forceinline__ float4 mx_quantize_quad(float4 v) {
 }
 
 // `count` rows of `k` fp32 values as the scheme's GEMM input: w4a16 rounds them to bf16; w4a8 takes
-// their FP8 values under the tensor's `scale`; w4a4 quantizes each 32-value block by the OCP MX rule
-// first, its values exact in bf16. Each thread has kStageLoads 16-byte loads in flight before it
-// converts: the rows come from L2 or memory, and one round trip per value would put the whole
-// staging on the critical path (w4a4 took a 32-value block per warp and load: 12 us more than w4a16
-// at T=1 on an H100, docs/PERFORMANCE.md, nineteenth session).
+// their FP8 values under the tensor's `scale`, w4a8_token under each row's own (its largest
+// magnitude, gathered into row_bits by a first read of the rows); w4a4 quantizes each 32-value
+// block by the OCP MX rule first, its values exact in bf16. Each thread has kStageLoads 16-byte
+// loads in flight before it converts: the rows come from L2 or memory, and one round trip per value
+// would put the whole staging on the critical path (w4a4 took a 32-value block per warp and load:
+// 12 us more than w4a16 at T=1 on an H100, docs/PERFORMANCE.md, nineteenth session).
 constexpr int kStageLoads = 4;
 
 // `loads_issued` runs once per thread, warp-uniformly: after the warp's first round of loads is
-// issued, or at the end for a warp with none.
-template <Scheme S, class LoadsIssued>
+// issued, or at the end for a warp with none. `sync` is the consumers' barrier (between w4a8_token's
+// two reads).
+template <Scheme S, class Sync, class LoadsIssued>
 __device__ void stage_rows(unsigned char* staged, const float* const* rows, int count, int k, float scale,
-                           LoadsIssued loads_issued) {
+                           uint32_t* row_bits, Sync sync, LoadsIssued loads_issued) {
+  constexpr bool per_token = S == Scheme::w4a8_token, fp8 = per_token || S == Scheme::w4a8;
   const int row_bytes = staged_row_bytes(k);
-  bool first_round = true;
   // A warp's 32 quads of a round are four whole 32-value blocks (k is a multiple of 64: no block
   // straddles two rows).
   const int quads = k / 4, total = count * quads;
-  // Rounds run per warp (base is warp-uniform; each lane checks its own index).
-  for (int base = threadIdx.x - threadIdx.x % 32; base < total; base += kStageLoads * kConsumers) {
-    const int i0 = base + threadIdx.x % 32;
-    float4 v[kStageLoads];
+  // The rows in rounds, per warp: kStageLoads loads per lane in flight, then `use(i, v)` by every
+  // lane of a warp with quads left (lanes past the rows too: i >= total).
+  const auto rounds = [&](auto use, auto after_first_loads) {
+    bool first_round = true;
+    for (int base = threadIdx.x - threadIdx.x % 32; base < total; base += kStageLoads * kConsumers) {
+      const int i0 = base + threadIdx.x % 32;
+      float4 v[kStageLoads];
 #pragma unroll
-    for (int u = 0; u < kStageLoads; ++u) {
-      const int i = i0 + u * kConsumers;
-      v[u] = i < total ? reinterpret_cast<const float4*>(rows[i / quads])[i % quads] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    }
-    __syncwarp();
-    if (first_round) loads_issued();
-    first_round = false;
+      for (int u = 0; u < kStageLoads; ++u) {
+        const int i = i0 + u * kConsumers;
+        v[u] = i < total ? reinterpret_cast<const float4*>(rows[i / quads])[i % quads] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+      __syncwarp();
+      if (first_round) after_first_loads();
+      first_round = false;
 #pragma unroll
-    for (int u = 0; u < kStageLoads; ++u) {
-      const int i = i0 + u * kConsumers;
-      if (i - threadIdx.x % 32 >= total) break;  // warp-uniform: the warp's quads are all past the rows
-      if constexpr (S == Scheme::w4a4) v[u] = mx_quantize_quad(v[u]);
-      if (i >= total) continue;
-      unsigned char* row = staged + i / quads * row_bytes;
-      const int k4 = i % quads * 4;
-      constexpr bool fp8 = S == Scheme::w4a8;
-      *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4)) =
-          fp8 ? fp8_bf16_pair(v[u].x, v[u].y, scale) : bf16_pair(v[u].x, v[u].y);
-      *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4 + 2)) =
-          fp8 ? fp8_bf16_pair(v[u].z, v[u].w, scale) : bf16_pair(v[u].z, v[u].w);
+      for (int u = 0; u < kStageLoads; ++u) {
+        const int i = i0 + u * kConsumers;
+        if (i - threadIdx.x % 32 >= total) break;  // warp-uniform: the warp's quads are all past the rows
+        use(i, v[u]);
+      }
     }
+    if (first_round) after_first_loads();  // a warp with no rows to load
+  };
+  if constexpr (per_token) {
+    rounds(
+        [&](int i, float4 v) {
+          const float m = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+          row_max_into(row_bits, min(i / quads, count - 1), i < total ? m : 0.0f);
+        },
+        loads_issued);
+    sync();
   }
-  if (first_round) loads_issued();  // a warp with no rows to load
+  int scale_row = -1;
+  rounds(
+      [&](int i, float4 v) {
+        if constexpr (S == Scheme::w4a4) v = mx_quantize_quad(v);
+        if (i >= total) return;
+        const int r = i / quads;
+        if (per_token && r != scale_row) {
+          scale_row = r;
+          scale = fp8_scale_from_bits(row_bits[r]);
+        }
+        unsigned char* row = staged + r * row_bytes;
+        const int k4 = i % quads * 4;
+        *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4)) =
+            fp8 ? fp8_bf16_pair(v.x, v.y, scale) : bf16_pair(v.x, v.y);
+        *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4 + 2)) =
+            fp8 ? fp8_bf16_pair(v.z, v.w, scale) : bf16_pair(v.z, v.w);
+      },
+      [&] {
+        if constexpr (!per_token) loads_issued();
+      });
 }
 
 // kParts: the K parts each (expert, tile) item is cut in (down only; 2 when, even with every pair on
@@ -177,7 +205,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   // All of the block's shared memory is dynamic (smem_bytes), so that the host can count it exactly.
   const float** s_rows = reinterpret_cast<const float**>(smem + R::pass_offset);
   int32_t* s_pairs = reinterpret_cast<int32_t*>(smem + R::pass_offset + 8 * kTokensPerPass);
-  bool* s_complete = reinterpret_cast<bool*>(smem + R::pass_offset + 12 * kTokensPerPass);
+  uint32_t* s_row_max = reinterpret_cast<uint32_t*>(smem + R::pass_offset + 12 * kTokensPerPass);
+  bool* s_complete = reinterpret_cast<bool*>(smem + R::pass_offset + 16 * kTokensPerPass);
   auto s_partial = reinterpret_cast<float4 (*)[4][32]>(smem + R::partials_offset);
 
   // Timeline events (decode_gate_up, decode_down): 0 start, 1 waited (gate_up: for the route; down:
@@ -225,9 +254,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
     c1 = min(p1, c0 + per_slice);
   };
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  constexpr bool fp8 = S == Scheme::w4a8;
+  constexpr bool fp8 = S == Scheme::w4a8, per_token = S == Scheme::w4a8_token;
   // w4a8: tokens enter gate_up under the hidden states' scale (the route kernel's largest |x|), down
   // under the intermediate's (the largest value gate_up wrote, read once gate_up is done).
+  // w4a8_token: each staged row under its own (s_row_max); the tensor scales are 1.
   float a_scale = fp8 && kGateUp ? fp8_scale_from_bits(__ldcg(&a.control->amax_bits[0])) : 1.0f;
   if (kGateUp && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[0] = a_scale;  // for the caller
   if (!kGateUp && !fp8 && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[1] = 1.0f;
@@ -313,9 +343,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
           if constexpr (fp8) a_scale = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
         }
         look_up_pass<kGateUp>(a, routing, first, count, k, s_pairs, s_rows);
+        if (per_token && threadIdx.x < count) s_row_max[threadIdx.x] = 0;
         consumers_sync();
         const bool block_first = staged_first < 0;
-        stage_rows<S>(staged, s_rows, count, k, a_scale, [&] {
+        stage_rows<S>(staged, s_rows, count, k, a_scale, s_row_max, [] { consumers_sync(); }, [&] {
           if (kGateUp && block_first) first_loads_issued();
         });
         consumers_sync();
@@ -369,20 +400,24 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
           const int column = 2 * t + i;
           if (column >= count) continue;
           const int64_t p = s_pairs[column];
+          const float scale = per_token ? fp8_scale_from_bits(s_row_max[column]) : a_scale;
           if constexpr (kGateUp) {  // rows g and g + 8 are the gate and linear rows of one unit
             const int unit = tile * (kTileRows / 2) + slice_warp * 8 + g;
             const float* bias = a.gate_up_bias + static_cast<int64_t>(expert) * n + 2 * unit;
-            const float y = swiglu(acc[i] * a_scale + bias[0], acc[2 + i] * a_scale + bias[1], a.alpha, a.limit);
+            const float y = swiglu(acc[i] * scale + bias[0], acc[2 + i] * scale + bias[1], a.alpha, a.limit);
             a.intermediate_out[p * (n / 2) + unit] = y;
             intermediate_max = fmaxf(intermediate_max, fabsf(y));
           } else {
             const int h = tile * kTileRows + slice_warp * 16 + g;
             const float* bias = a.down_bias + static_cast<int64_t>(expert) * n + h;
             float* out = a.pair_out + (static_cast<int64_t>(part) * routing.pairs + p) * n + h;
-            out[0] = part == 0 ? acc[i] * a_scale + bias[0] : acc[i] * a_scale;  // the bias goes with the first part
-            out[8] = part == 0 ? acc[2 + i] * a_scale + bias[8] : acc[2 + i] * a_scale;
+            out[0] = part == 0 ? acc[i] * scale + bias[0] : acc[i] * scale;  // the bias goes with the first part
+            out[8] = part == 0 ? acc[2 + i] * scale + bias[8] : acc[2 + i] * scale;
           }
         }
+      }
+      if (per_token && tile == 0 && part == 0 && threadIdx.x < count) {
+        publish_row_scale<kGateUp>(a, s_pairs[threadIdx.x], fp8_scale_from_bits(s_row_max[threadIdx.x]));
       }
       if constexpr (kGateUp) {
         consumers_sync();  // s_partial is read before the next item writes it
@@ -491,6 +526,9 @@ auto dispatch(Scheme scheme, bool folded_scales, F&& f) {
       return folded_scales ? f.template operator()<Scheme::w4a16, true>() : f.template operator()<Scheme::w4a16, false>();
     case Scheme::w4a8:
       return folded_scales ? f.template operator()<Scheme::w4a8, true>() : f.template operator()<Scheme::w4a8, false>();
+    case Scheme::w4a8_token:
+      return folded_scales ? f.template operator()<Scheme::w4a8_token, true>()
+                           : f.template operator()<Scheme::w4a8_token, false>();
     case Scheme::w4a4:
       return folded_scales ? f.template operator()<Scheme::w4a4, true>() : f.template operator()<Scheme::w4a4, false>();
     default: break;
