@@ -131,51 +131,58 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
   // A warp's 32 quads of a round are four whole 32-value blocks (k is a multiple of 64: no block
   // straddles two rows).
   const int quads = k / 4, total = count * quads;
-  // The rows in rounds, per warp: kStageLoads loads per lane in flight, then `use(i, v)` by every
-  // lane of a warp with quads left (lanes past the rows too: i >= total).
+  // The rows in rounds, per warp: kStageLoads loads per lane in flight, then `use(r, c, v)` (quad c
+  // of row r) by every lane of a warp with quads left (lanes past the rows too: r >= count). A
+  // lane's quads are kConsumers apart: one division per round finds the first one's row, steps find
+  // the others (a division by the runtime `quads` per quad was about 25 instructions of code each,
+  // and the layer's time grows with its kernels' code: docs/PERFORMANCE.md, thirty-first session).
   const auto rounds = [&](auto use, auto after_first_loads) {
     bool first_round = true;
     for (int base = threadIdx.x - threadIdx.x % 32; base < total; base += kStageLoads * kConsumers) {
-      const int i0 = base + threadIdx.x % 32;
+      int r[kStageLoads], c[kStageLoads];
+      r[0] = (base + threadIdx.x % 32) / quads;
+      c[0] = base + threadIdx.x % 32 - r[0] * quads;
+#pragma unroll
+      for (int u = 1; u < kStageLoads; ++u) {
+        r[u] = r[u - 1];
+        for (c[u] = c[u - 1] + kConsumers; c[u] >= quads; c[u] -= quads) ++r[u];
+      }
       float4 v[kStageLoads];
 #pragma unroll
       for (int u = 0; u < kStageLoads; ++u) {
-        const int i = i0 + u * kConsumers;
-        v[u] = i < total ? reinterpret_cast<const float4*>(rows[i / quads])[i % quads] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        v[u] = r[u] < count ? reinterpret_cast<const float4*>(rows[r[u]])[c[u]] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       }
       __syncwarp();
       if (first_round) after_first_loads();
       first_round = false;
 #pragma unroll
       for (int u = 0; u < kStageLoads; ++u) {
-        const int i = i0 + u * kConsumers;
-        if (i - threadIdx.x % 32 >= total) break;  // warp-uniform: the warp's quads are all past the rows
-        use(i, v[u]);
+        if (base + u * kConsumers >= total) break;  // warp-uniform: the warp's quads are all past the rows
+        use(r[u], c[u], v[u]);
       }
     }
     if (first_round) after_first_loads();  // a warp with no rows to load
   };
   if constexpr (per_token) {
     rounds(
-        [&](int i, float4 v) {
+        [&](int r, int, float4 v) {
           const float m = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-          row_max_into(row_bits, min(i / quads, count - 1), i < total ? m : 0.0f);
+          row_max_into(row_bits, min(r, count - 1), r < count ? m : 0.0f);
         },
         loads_issued);
     sync();
   }
   int scale_row = -1;
   rounds(
-      [&](int i, float4 v) {
+      [&](int r, int c, float4 v) {
         if constexpr (S == Scheme::w4a4) v = mx_quantize_quad(v);
-        if (i >= total) return;
-        const int r = i / quads;
+        if (r >= count) return;
         if (per_token && r != scale_row) {
           scale_row = r;
           scale = fp8_scale_from_bits(row_bits[r]);
         }
         unsigned char* row = staged + r * row_bytes;
-        const int k4 = i % quads * 4;
+        const int k4 = c * 4;
         *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4)) =
             fp8 ? fp8_bf16_pair(v.x, v.y, scale) : bf16_pair(v.x, v.y);
         *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4 + 2)) =
