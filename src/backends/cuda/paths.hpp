@@ -4,7 +4,6 @@
 
 #include <string>
 
-
 namespace mxmoe::cuda {
 
 // Batches of up to this many tokens take the generic family's small-batch path (decode.hpp).
