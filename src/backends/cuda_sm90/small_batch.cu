@@ -261,13 +261,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
     c1 = min(p1, c0 + per_slice);
   };
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  constexpr bool fp8 = S == Scheme::w4a8, per_token = S == Scheme::w4a8_token;
+  constexpr bool per_tensor = S == Scheme::w4a8, per_token = S == Scheme::w4a8_token;
   // w4a8: tokens enter gate_up under the hidden states' scale (the route kernel's largest |x|), down
   // under the intermediate's (the largest value gate_up wrote, read once gate_up is done).
   // w4a8_token: each staged row under its own (s_row_max); the tensor scales are 1.
-  float a_scale = fp8 && kGateUp ? fp8_scale_from_bits(__ldcg(&a.control->amax_bits[0])) : 1.0f;
+  float a_scale = per_tensor && kGateUp ? fp8_scale_from_bits(__ldcg(&a.control->amax_bits[0])) : 1.0f;
   if (kGateUp && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[0] = a_scale;  // for the caller
-  if (!kGateUp && !fp8 && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[1] = 1.0f;
+  if (!kGateUp && !per_tensor && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[1] = 1.0f;
   float intermediate_max = 0.0f;
   auto passes = [&](int item) {
     const int slot = item / kParts / tiles;
@@ -276,7 +276,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
 
   if (warp == kConsumers / 32) {
     // The producer: lane 0 fills every slice's ring with the chunks its consumers take, in their order.
-    if constexpr (fp8 && !kGateUp) {
+    if constexpr (per_tensor && !kGateUp) {
       if (blockIdx.x == 0 && lane == kSplit) {  // a lane the rings do not need waits for gate_up
         wait_for_previous_grid();
         a.tensor_scales[1] = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
@@ -347,7 +347,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
         if constexpr (!kGateUp) {
           wait_for_previous_grid();  // gate_up's intermediates, and their largest value
           if (staged_first < 0 && threadIdx.x == 0) stamp(1);
-          if constexpr (fp8) a_scale = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
+          if constexpr (per_tensor) a_scale = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
         }
         look_up_pass<kGateUp>(a, routing, first, count, k, s_pairs, s_rows);
         if (per_token && threadIdx.x < count) s_row_max[threadIdx.x] = 0;
@@ -435,7 +435,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
     }
   }
   if (threadIdx.x == 0) stamp(5);
-  if constexpr (kGateUp && fp8) {  // the intermediate's largest magnitude, for down's scale
+  if constexpr (kGateUp && per_tensor) {  // the intermediate's largest magnitude, for down's scale
     // s_partial is free: every item ended with a consumers_sync.
     block_max_into<kConsumers>(&a.control->amax_bits[1], intermediate_max, reinterpret_cast<uint32_t*>(s_partial),
                                [] { consumers_sync(); });
