@@ -167,7 +167,7 @@ class CudaMoeImpl final : public CudaMoe {
     // Per-token schemes: the tokens' scales, and the pairs' in (token, slot) order as the reference
     // gives them (the batched path holds them in sorted pair order: position maps one to the other).
     const bool per_token = scheme_traits(scheme_).scale == ScaleGranularity::per_token;
-    const bool small_batch = tokens <= small_batch_tokens_;  // as run() decides
+    const bool small_batch = takes_small_batch(tokens);
     std::vector<float> sorted_pair_scales;
     std::vector<int32_t> position;
     if (per_token) {
@@ -360,7 +360,7 @@ class CudaMoeImpl final : public CudaMoe {
   // Enqueues the whole layer on stream.
   void run(const float* x, int tokens, float* out, GivenRouting given, cudaStream_t stream) {
     if (tokens == 0) return;
-    if (tokens <= small_batch_tokens_) return run_small_batch(x, tokens, out, given, stream);
+    if (takes_small_batch(tokens)) return run_small_batch(x, tokens, out, given, stream);
     const int64_t T = tokens, H = shape_.hidden, I = shape_.intermediate, E = shape_.experts, k = shape_.top_k;
     const int64_t P = T * k;
     const SchemeTraits& traits = scheme_traits(scheme_);
@@ -525,6 +525,7 @@ class CudaMoeImpl final : public CudaMoe {
   cudaStream_t stream_ = nullptr;
   bool poison_ = false;
   int small_batch_tokens_ = 0;  // batches up to this many tokens take the small-batch path
+  bool takes_small_batch(int tokens) const { return tokens <= small_batch_tokens_; }
   bool folded_scales_ = false;  // every weight scale code <= 128 (decode.hpp)
   bool fp8_layout_ = false;     // the batched GEMMs read the family's fp8_words (PackedWeights)
   DecodeGrids decode_grids_;  // all zero: no small-batch path
