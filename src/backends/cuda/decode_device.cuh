@@ -107,18 +107,17 @@ __device__ __forceinline__ void route_few_pairs(const DecodeLayerArgs& a, const 
   __syncthreads();
 }
 
-// Called by every thread of the block (kThreads of them) once the logits (or the caller's routing)
-// are final: the top-k and softmax per token (warp_top_k, as the batched path's router) or the
-// caller's pairs, then the active experts in expert order and each one's pairs in pair order (a
-// stable counting sort: the order does not depend on the order the counts' atomics ran in). With
-// `publish`, the block also writes the routing to a.expert_ids and a.expert_weights (the layer's
-// routing output). `stamp(event)`, called by every thread, marks the top-k done (0) and the barrier
-// after it passed (1), for the kernels' timelines (timeline.hpp).
-template <int kThreads, class Stamp = NoStamp>
-__device__ __forceinline__ void route_in_block(const DecodeLayerArgs& a, const BlockRouting& r, bool publish,
-                                               Stamp stamp = {}) {
+// Any number of pairs: called by every thread of the block (kThreads of them) once the logits (or
+// the caller's routing) are final: the top-k and softmax per token (warp_top_k, as the batched
+// path's router) or the caller's pairs, then the active experts in expert order and each one's
+// pairs in pair order (a stable counting sort: the order does not depend on the order the counts'
+// atomics ran in). With `publish`, the block also writes the routing to a.expert_ids and
+// a.expert_weights (the layer's routing output). `stamp(event)`, called by every thread, marks the
+// top-k done (0) and the barrier after it passed (1), for the kernels' timelines (timeline.hpp).
+template <int kThreads, class Stamp>
+__device__ __forceinline__ void route_many_pairs(const DecodeLayerArgs& a, const BlockRouting& r, bool publish,
+                                                 Stamp stamp) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, pairs = a.tokens * a.top_k;
-  if (pairs <= kFewPairs) return route_few_pairs<kThreads>(a, r, publish, stamp);
   for (int e = threadIdx.x; e < a.experts; e += kThreads) r.counts()[e] = 0;
   __syncthreads();
   if (a.given_ids) {
@@ -176,6 +175,27 @@ __device__ __forceinline__ void route_in_block(const DecodeLayerArgs& a, const B
     }
   }
   __syncthreads();
+}
+
+// The block's routing by its pair count. A kernel that knows the count's side at compile time
+// (kRoutes) holds only that side's code: the many-pairs sort is over 20 KB of a kernel's code that
+// never runs at T <= 4, and a decode layer's time grows with its kernels' code
+// (docs/PERFORMANCE.md, thirty-first and thirty-second sessions).
+enum class Routes { any, few, many };
+constexpr Routes routes_for(int pairs) { return pairs <= kFewPairs ? Routes::few : Routes::many; }
+
+template <int kThreads, Routes kRoutes = Routes::any, class Stamp = NoStamp>
+__device__ __forceinline__ void route_in_block(const DecodeLayerArgs& a, const BlockRouting& r, bool publish,
+                                               Stamp stamp = {}) {
+  if constexpr (kRoutes == Routes::few) {
+    route_few_pairs<kThreads>(a, r, publish, stamp);
+  } else if constexpr (kRoutes == Routes::many) {
+    route_many_pairs<kThreads>(a, r, publish, stamp);
+  } else if (a.tokens * a.top_k <= kFewPairs) {
+    route_few_pairs<kThreads>(a, r, publish, stamp);
+  } else {
+    route_many_pairs<kThreads>(a, r, publish, stamp);
+  }
 }
 
 // The largest `value` of the kThreads threads that call this (each >= 0 and not NaN: an fmaxf chain

@@ -195,10 +195,12 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
 
 // kParts: the K parts each (expert, tile) item is cut in (down only; 2 when, even with every pair on
 // an expert of its own, there are at most half as many items as blocks: in practice a single token.
-// The stream then runs on every block; the top-k sum adds the parts).
-template <Scheme S, bool kGateUp, bool kFolded, class R, int kParts>
+// The stream then runs on every block; the top-k sum adds the parts). kRoutes: the side of
+// kFewPairs the batch's pairs are on, so that the kernel holds one routing's code.
+template <Scheme S, bool kGateUp, bool kFolded, class R, int kParts, Routes kRoutes>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(DecodeLayerArgs a) {
-  static_assert(kParts == 1 || (!kGateUp && kParts <= kDownMaxParts));
+  static_assert(kParts == 1 || (!kGateUp && kParts <= kDownMaxParts && kRoutes == Routes::few));
+  static_assert(kRoutes != Routes::any);
   constexpr int kSlots = R::slots, kPerSlot = R::chunks_per_slot;
   extern __shared__ __align__(128) unsigned char smem[];
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + R::barriers_offset);
@@ -242,7 +244,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   if (kGateUp && threadIdx.x == 0) stamp(1);
   allow_dependent_launch();
   // Its __syncthreads publish the barriers too.
-  route_in_block<kThreads>(a, routing, kGateUp && blockIdx.x == 0, [&](int event) {
+  route_in_block<kThreads, kRoutes>(a, routing, kGateUp && blockIdx.x == 0, [&](int event) {
     if (threadIdx.x == 0) stamp(6 + event);
   });
   if (threadIdx.x == 0) stamp(2);
@@ -463,11 +465,19 @@ bool takes_small_ring(int k, int tokens, int experts, int top_k) {
          blocks_per_sm(smem_bytes<LargeRing>(k, rows, routed, experts, top_k));
 }
 
-template <Scheme S, bool kGateUp, bool kFolded, int kParts>
-auto kernel_for(bool small_ring) {
-  return small_ring ? small_batch_kernel<S, kGateUp, kFolded, SmallRing, kParts>
-                    : small_batch_kernel<S, kGateUp, kFolded, LargeRing, kParts>;
+// The one-part kernel of a ring and a routing.
+template <Scheme S, bool kGateUp, bool kFolded>
+auto kernel_for(bool small_ring, Routes routes) {
+  if (routes == Routes::few) {
+    return small_ring ? small_batch_kernel<S, kGateUp, kFolded, SmallRing, 1, Routes::few>
+                      : small_batch_kernel<S, kGateUp, kFolded, LargeRing, 1, Routes::few>;
+  }
+  return small_ring ? small_batch_kernel<S, kGateUp, kFolded, SmallRing, 1, Routes::many>
+                    : small_batch_kernel<S, kGateUp, kFolded, LargeRing, 1, Routes::many>;
 }
+// Two K parts for down: with the large ring and few pairs only (launch_kernels).
+template <Scheme S, bool kFolded>
+constexpr auto two_part_down = small_batch_kernel<S, false, kFolded, LargeRing, kDownMaxParts, Routes::few>;
 int ring_smem_bytes(bool small_ring, int k, int rows, int tokens, int experts, int top_k) {
   return small_ring ? smem_bytes<SmallRing>(k, rows, tokens, experts, top_k)
                     : smem_bytes<LargeRing>(k, rows, tokens, experts, top_k);
@@ -476,18 +486,17 @@ int ring_smem_bytes(bool small_ring, int k, int rows, int tokens, int experts, i
 // Grids by the staged rows of a batch (its tokens up to kTokensPerPass) and its ring.
 template <Scheme S, bool kFolded>
 DecodeGrids grids_for(int hidden, int intermediate, int experts, int top_k, int sm_count) {
+  const auto allow = [&](auto kernel, bool small, int k) {
+    const int most = ring_smem_bytes(small, k, kTokensPerPass, kDecodeMaxTokens, experts, top_k);
+    MXMOE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, most));
+  };
   for (const bool small : {false, true}) {
-    const auto allow = [&](auto kernel, int k) {
-      const int most = ring_smem_bytes(small, k, kTokensPerPass, kDecodeMaxTokens, experts, top_k);
-      MXMOE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, most));
-    };
-    allow(kernel_for<S, true, kFolded, 1>(small), hidden);
-    allow(kernel_for<S, false, kFolded, 1>(small), intermediate);
+    for (const Routes routes : {Routes::few, Routes::many}) {
+      allow(kernel_for<S, true, kFolded>(small, routes), small, hidden);
+      allow(kernel_for<S, false, kFolded>(small, routes), small, intermediate);
+    }
   }
-  // The two-part down kernel exists with the large ring only (launch_kernels).
-  MXMOE_CUDA_CHECK(cudaFuncSetAttribute(small_batch_kernel<S, false, kFolded, LargeRing, kDownMaxParts>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        smem_bytes<LargeRing>(intermediate, kTokensPerPass, kDecodeMaxTokens, experts, top_k)));
+  allow(two_part_down<S, kFolded>, false, intermediate);
   const auto grid = [&](auto kernel, bool small, int k, int tokens) {
     const int smem = ring_smem_bytes(small, k, std::min(tokens, kTokensPerPass), bucket_tokens(tokens), experts, top_k);
     int per_sm = 0;
@@ -498,9 +507,11 @@ DecodeGrids grids_for(int hidden, int intermediate, int experts, int top_k, int 
   for (int tokens = 1; tokens <= kDecodeGridTokens; ++tokens) {
     const bool small_up = takes_small_ring(hidden, tokens, experts, top_k);
     const bool small_down = takes_small_ring(intermediate, tokens, experts, top_k);
-    // The two-part down kernel uses the same resources as the one-part one.
-    grids.gate_up[tokens - 1] = grid(kernel_for<S, true, kFolded, 1>(small_up), small_up, hidden, tokens);
-    grids.down[tokens - 1] = grid(kernel_for<S, false, kFolded, 1>(small_down), small_down, intermediate, tokens);
+    // The two-part down kernel uses the same resources as the one-part one, and the bucket's
+    // kernels of either routing the same (the launch bound's registers; the same shared memory).
+    const Routes routes = routes_for(bucket_tokens(tokens) * top_k);
+    grids.gate_up[tokens - 1] = grid(kernel_for<S, true, kFolded>(small_up, routes), small_up, hidden, tokens);
+    grids.down[tokens - 1] = grid(kernel_for<S, false, kFolded>(small_down, routes), small_down, intermediate, tokens);
   }
   return grids;
 }
@@ -510,16 +521,16 @@ void launch_kernels(const DecodeLayerArgs& a, cudaStream_t stream) {
   const int rows = std::min(a.tokens, kTokensPerPass);  // staged token rows
   const bool small_up = takes_small_ring(a.hidden, a.tokens, a.experts, a.top_k);
   const bool small_down = takes_small_ring(a.intermediate, a.tokens, a.experts, a.top_k);
-  launch_after_previous(kernel_for<S, true, kFolded, 1>(small_up), dim3(a.gate_up_grid), dim3(kThreads),
+  const Routes routes = routes_for(a.tokens * a.top_k);
+  launch_after_previous(kernel_for<S, true, kFolded>(small_up, routes), dim3(a.gate_up_grid), dim3(kThreads),
                         ring_smem_bytes(small_up, a.hidden, rows, a.tokens, a.experts, a.top_k), a.overlap_launches,
                         stream, a);
   // The most items down can have: every pair on its own expert. Two K parts only with the large
-  // ring: the small one serves four or five staged rows, too many items for two parts at gpt-oss
-  // shapes (so no small-ring two-part kernel is built).
+  // ring and few pairs: the small ring serves four or five staged rows, too many items for two
+  // parts at gpt-oss shapes, as are more than kFewPairs pairs (so neither two-part kernel is built).
   const int64_t most_items = std::min(a.experts, a.tokens * a.top_k) * static_cast<int64_t>(a.hidden / kTileRows);
-  const bool two_parts = !small_down && kDownMaxParts * most_items <= a.down_grid;
-  const auto down = two_parts ? small_batch_kernel<S, false, kFolded, LargeRing, kDownMaxParts>
-                              : kernel_for<S, false, kFolded, 1>(small_down);
+  const bool two_parts = !small_down && routes == Routes::few && kDownMaxParts * most_items <= a.down_grid;
+  const auto down = two_parts ? two_part_down<S, kFolded> : kernel_for<S, false, kFolded>(small_down, routes);
   launch_after_previous(down, dim3(a.down_grid), dim3(kThreads),
                         ring_smem_bytes(small_down, a.intermediate, rows, a.tokens, a.experts, a.top_k),
                         a.overlap_launches, stream, a);
