@@ -269,16 +269,18 @@ __device__ __forceinline__ void sum_completed_tokens(const DecodeLayerArgs& a, c
   sync();  // every thread's pair_out rows are written...
   if (threadIdx.x < count) {
     const int token = s_pairs[threadIdx.x] / a.top_k;
-    // ...and a counting thread's fence orders them all (cumulative, after the barrier) before its
-    // count: one fence per pair instead of one per thread of the block (CUTLASS's semaphores
-    // release the same way).
-    __threadfence();
-    const uint32_t done = atomicAdd(&a.combine_counts[token * tiles + tile], 1u);
+    // ...and a counting thread's release orders them all (cumulative, after the barrier) before its
+    // count, as CUTLASS's semaphores release; its acquire orders the other blocks' rows before the
+    // sum that the barrier below passes on. One acq_rel atomic per pair: a __threadfence (fence.sc)
+    // before a relaxed atomic waited longer (docs/PERFORMANCE.md, thirty-second session).
+    uint32_t done;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;\n"
+                 : "=r"(done)
+                 : "l"(&a.combine_counts[token * tiles + tile])
+                 : "memory");
     s_complete[threadIdx.x] = done == static_cast<uint32_t>(a.top_k * parts - 1);
-    if (s_complete[threadIdx.x]) {
-      a.combine_counts[token * tiles + tile] = 0;  // ready for the next run
-      __threadfence();
-    }
+    // Ready for the next run, which reads it only after this grid has ended.
+    if (s_complete[threadIdx.x]) a.combine_counts[token * tiles + tile] = 0;
   }
   sync();
   for (int i = 0; i < count; ++i) {

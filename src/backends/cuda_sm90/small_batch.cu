@@ -68,11 +68,13 @@ __host__ __device__ constexpr int smem_bytes(int k, int rows, int tokens, int ex
 
 // Named barrier 1: the consumer warps alone (the producer warp streams on).
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory"); }
-// Named barrier 2, once per gate_up block: its consumers arrive when the loads of their first
-// staging are issued, and the producer waits for them before its first weight copy, so that the
-// token rows enter the memory system ahead of the block's weight stream (issued first, the 20 MB of
-// a single token's first ring fills over the GPU put the rows' reads 5.8 us behind, and the full
-// rings waited for the consumers: docs/PERFORMANCE.md, sixteenth session).
+// Named barrier 2, once per gate_up or two-part down block with items: its consumers arrive when
+// the loads of their first staging are issued, and the producer waits for them before its first
+// weight copy (gate_up) or after its first slot of each slice (down, whose first slots stream while
+// gate_up finishes), so that the rows enter the memory system ahead of the rest of the block's
+// weight stream (issued first, the 20 MB of a single token's first ring fills over the GPU put
+// gate_up's rows 5.8 us behind, and the full rings waited for the consumers: docs/PERFORMANCE.md,
+// sixteenth session).
 __device__ __forceinline__ void first_loads_issued() { asm volatile("bar.arrive 2, %0;\n" ::"n"(kThreads) : "memory"); }
 __device__ __forceinline__ void wait_first_loads_issued() { asm volatile("bar.sync 2, %0;\n" ::"n"(kThreads) : "memory"); }
 
@@ -264,6 +266,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   };
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   constexpr bool per_tensor = S == Scheme::w4a8, per_token = S == Scheme::w4a8_token;
+  // The two-part down kernel (a single token: the rings hold a block's whole share of the weights)
+  // holds its stream for the intermediate rows' loads (first_loads_issued): 1.7-5.6% off T=1 on an
+  // H200; holding every down kernel cost w4a8_token's T=2 1.4-2.2% (docs/PERFORMANCE.md,
+  // thirty-second session).
+  constexpr bool holds_for_rows = !kGateUp && kParts > 1;
   // w4a8: tokens enter gate_up under the hidden states' scale (the route kernel's largest |x|), down
   // under the intermediate's (the largest value gate_up wrote, read once gate_up is done).
   // w4a8_token: each staged row under its own (s_row_max); the tensor scales are 1.
@@ -295,6 +302,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
     if (lane != 0) return;
     const uint32_t* words = kGateUp ? a.gate_up_words : a.down_words;
     int fills[kSplit] = {}, issued = 0;
+    // Two-part down holds its stream once, where its consumers arrive: at a block with items.
+    bool hold = holds_for_rows && item_begin < item_end;
     // The weights are read once per pass: evict-first, so that they stream through L2 without
     // pushing out what the next layer call reads again (the router's weights, the kernels' code,
     // the token rows): 2-5% off every decode size on an H200 (docs/PERFORMANCE.md, eighteenth session).
@@ -322,9 +331,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
             if (issued++ == 0) stamp(3);
             ++fills[s];
           }
+          if (hold) {  // after every slice's first slot (slice 0, which has the most chunks, has one)
+            wait_first_loads_issued();
+            hold = false;
+          }
         }
       }
     }
+    if (hold) wait_first_loads_issued();  // items without chunks (a K part past a short K)
     return;
   }
 
@@ -356,7 +370,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
         consumers_sync();
         const bool block_first = staged_first < 0;
         stage_rows<S>(staged, s_rows, count, k, a_scale, s_row_max, [] { consumers_sync(); }, [&] {
-          if (kGateUp && block_first) first_loads_issued();
+          if (block_first && (kGateUp || holds_for_rows)) first_loads_issued();
         });
         consumers_sync();
         if (staged_first < 0 && threadIdx.x == 0) stamp(4);
