@@ -113,7 +113,8 @@ __device__ __forceinline__ float4 mx_quantize_quad(float4 v) {
   return make_float4(q(v.x), q(v.y), q(v.z), q(v.w));
 }
 
-// `count` rows of `k` fp32 values as the scheme's GEMM input: w4a16 rounds them to bf16; w4a8 takes
+// The values [k_begin, k_end) of `count` rows of `k` fp32 values as the scheme's GEMM input (the
+// ends multiples of 64, kChunkK): w4a16 rounds them to bf16; w4a8 takes
 // their FP8 values under the tensor's `scale`, w4a8_token under each row's own (its largest
 // magnitude, gathered into row_bits by a first read of the rows); w4a4 quantizes each 32-value
 // block by the OCP MX rule first, its values exact in bf16. Each thread has kStageLoads 16-byte
@@ -126,19 +127,19 @@ constexpr int kStageLoads = 4;
 // issued, or at the end for a warp with none. `sync` is the consumers' barrier (between w4a8_token's
 // two reads).
 template <Scheme S, class Sync, class LoadsIssued>
-__device__ void stage_rows(unsigned char* staged, const float* const* rows, int count, int k, float scale,
-                           uint32_t* row_bits, Sync sync, LoadsIssued loads_issued) {
+__device__ void stage_rows(unsigned char* staged, const float* const* rows, int count, int k, int k_begin, int k_end,
+                           float scale, uint32_t* row_bits, Sync sync, LoadsIssued loads_issued) {
   constexpr bool per_token = S == Scheme::w4a8_token, fp8 = per_token || S == Scheme::w4a8;
   const int row_bytes = staged_row_bytes(k);
-  // A warp's 32 quads of a round are four whole 32-value blocks (k is a multiple of 64: no block
-  // straddles two rows).
-  const int quads = k / 4, total = count * quads;
   // The rows in rounds, per warp: kStageLoads loads per lane in flight, then `use(r, c, v)` (quad c
   // of row r) by every lane of a warp with quads left (lanes past the rows too: r >= count). A
   // lane's quads are kConsumers apart: one division per round finds the first one's row, steps find
   // the others (a division by the runtime `quads` per quad was about 25 instructions of code each,
   // and the layer's time grows with its kernels' code: docs/PERFORMANCE.md, thirty-first session).
-  const auto rounds = [&](auto use, auto after_first_loads) {
+  // A warp's 32 quads of a round are four whole 32-value blocks (the range's ends are multiples of
+  // 64: no block straddles two rows).
+  const auto rounds = [&](int quad_begin, int quad_end, auto use, auto after_first_loads) {
+    const int quads = quad_end - quad_begin, total = count * quads;
     bool first_round = true;
     for (int base = threadIdx.x - threadIdx.x % 32; base < total; base += kStageLoads * kConsumers) {
       int r[kStageLoads], c[kStageLoads];
@@ -152,7 +153,8 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
       float4 v[kStageLoads];
 #pragma unroll
       for (int u = 0; u < kStageLoads; ++u) {
-        v[u] = r[u] < count ? reinterpret_cast<const float4*>(rows[r[u]])[c[u]] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        v[u] = r[u] < count ? reinterpret_cast<const float4*>(rows[r[u]])[quad_begin + c[u]]
+                            : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       }
       __syncwarp();
       if (first_round) after_first_loads();
@@ -160,14 +162,14 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
 #pragma unroll
       for (int u = 0; u < kStageLoads; ++u) {
         if (base + u * kConsumers >= total) break;  // warp-uniform: the warp's quads are all past the rows
-        use(r[u], c[u], v[u]);
+        use(r[u], quad_begin + c[u], v[u]);
       }
     }
     if (first_round) after_first_loads();  // a warp with no rows to load
   };
-  if constexpr (per_token) {
+  if constexpr (per_token) {  // the scale is the whole row's
     rounds(
-        [&](int r, int, float4 v) {
+        0, k / 4, [&](int r, int, float4 v) {
           const float m = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
           row_max_into(row_bits, min(r, count - 1), r < count ? m : 0.0f);
         },
@@ -176,7 +178,7 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
   }
   int scale_row = -1;
   rounds(
-      [&](int r, int c, float4 v) {
+      k_begin / 4, k_end / 4, [&](int r, int c, float4 v) {
         if constexpr (S == Scheme::w4a4) v = mx_quantize_quad(v);
         if (r >= count) return;
         if (per_token && r != scale_row) {
@@ -257,9 +259,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   const int per_block = (items + gridDim.x - 1) / gridDim.x;
   const int item_begin = min(items, blockIdx.x * per_block), item_end = min(items, item_begin + per_block);
   const int per_part = (chunks + kParts - 1) / kParts;
-  // The chunks [c0, c1) of K slice `slice` of an item's part.
+  // The chunks [p0, p1) of an item's part, and [c0, c1) of its K slice `slice`.
+  auto part_chunks = [&](int part, int& p0, int& p1) {
+    p0 = min(chunks, part * per_part);
+    p1 = min(chunks, p0 + per_part);
+  };
   auto slice_chunks = [&](int part, int slice, int& c0, int& c1) {
-    const int p0 = min(chunks, part * per_part), p1 = min(chunks, p0 + per_part);
+    int p0, p1;
+    part_chunks(part, p0, p1);
     const int per_slice = (p1 - p0 + kSplit - 1) / kSplit;
     c0 = min(p1, p0 + slice * per_slice);
     c1 = min(p1, c0 + per_slice);
@@ -349,7 +356,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   const uint32_t ring = smem_address(smem) + slice * kSlots * R::slot_bytes;
   const uint32_t word_offset = (threadIdx.x % 128) * 16;
   const uint32_t scale_offset = kWordBytesPerChunk + (slice_warp * 8 + g) * 4;
-  int use = 0, staged_first = -1;
+  // A pass stages the rows' values of its part of K only (two-part down: half a row per block).
+  int use = 0, staged_key = -1;
   for (int item = item_begin; item < item_end; ++item) {
     const int slot = item / kParts / tiles, tile = item / kParts % tiles, part = item % kParts;
     const int expert = routing.experts()[slot];
@@ -358,23 +366,26 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
     const int last = routing.pair_begin()[slot + 1];
     for (int first = routing.pair_begin()[slot]; first < last; first += kTokensPerPass) {
       const int count = min(kTokensPerPass, last - first);
-      if (first != staged_first) {
+      const int key = first * kParts + part;
+      if (key != staged_key) {
         consumers_sync();  // the previous tokens' readers are done
         if constexpr (!kGateUp) {
           wait_for_previous_grid();  // gate_up's intermediates, and their largest value
-          if (staged_first < 0 && threadIdx.x == 0) stamp(1);
+          if (staged_key < 0 && threadIdx.x == 0) stamp(1);
           if constexpr (per_tensor) a_scale = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
         }
         look_up_pass<kGateUp>(a, routing, first, count, k, s_pairs, s_rows);
         if (per_token && threadIdx.x < count) s_row_max[threadIdx.x] = 0;
         consumers_sync();
-        const bool block_first = staged_first < 0;
-        stage_rows<S>(staged, s_rows, count, k, a_scale, s_row_max, [] { consumers_sync(); }, [&] {
+        const bool block_first = staged_key < 0;
+        int p0, p1;
+        part_chunks(part, p0, p1);
+        stage_rows<S>(staged, s_rows, count, k, p0 * kChunkK, p1 * kChunkK, a_scale, s_row_max, [] { consumers_sync(); }, [&] {
           if (block_first && (kGateUp || holds_for_rows)) first_loads_issued();
         });
         consumers_sync();
-        if (staged_first < 0 && threadIdx.x == 0) stamp(4);
-        staged_first = first;
+        if (staged_key < 0 && threadIdx.x == 0) stamp(4);
+        staged_key = key;
       }
       // Lane group g reads token g's row, or the last staged one (whose products it never stores).
       const uint32_t b_address = smem_address(staged) + min(g, count - 1) * row_bytes + t * 32;
