@@ -380,9 +380,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
         const bool block_first = staged_key < 0;
         int p0, p1;
         part_chunks(part, p0, p1);
-        stage_rows<S>(staged, s_rows, count, k, p0 * kChunkK, p1 * kChunkK, a_scale, s_row_max, [] { consumers_sync(); }, [&] {
+        const auto loads_issued = [&] {
           if (block_first && (kGateUp || holds_for_rows)) first_loads_issued();
-        });
+        };
+        stage_rows<S>(staged, s_rows, count, k, p0 * kChunkK, p1 * kChunkK, a_scale, s_row_max,
+                      [] { consumers_sync(); }, loads_issued);
         consumers_sync();
         if (staged_key < 0 && threadIdx.x == 0) stamp(4);
         staged_key = key;
