@@ -38,7 +38,9 @@ def event_time(block, e):
 
 
 def point_name(point):
-    return f"{point['shape']} {point['scheme']} {point['backend']} T={point['tokens']}"
+    # Files that gather several builds' recordings label each point with its build.
+    build = f" [{point['build']}]" if "build" in point else ""
+    return f"{point['shape']} {point['scheme']} {point['backend']} T={point['tokens']}{build}"
 
 
 def summarize(point, blocks_of):
