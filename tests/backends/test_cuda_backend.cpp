@@ -523,6 +523,34 @@ TEST(CudaSmallBatchEdges, GraphReplayGivesTheSameBits) {
   }
 }
 
+// The caller's routing (no router logits: the route kernel runs only where an FP8 scheme needs the
+// hidden states' magnitudes) gives the bits of the layer's own routing, scales included, for every
+// scheme, run after run (the per-token pairs' maxima start from zero each time).
+TEST(CudaSmallBatchEdges, CallersRoutingGivesTheOwnRoutingsBits) {
+  REQUIRE_GPU();
+  const MoeLayer& layer = test::shared_layer({256, 192, 16, 4});
+  for (const std::string backend : kSmallBatchBackends) {
+    for (Scheme scheme : declaration(backend).schemes) {
+      if (!cannot_run_here(backend, scheme).empty()) continue;
+      SCOPED_TRACE(backend + " " + std::string(scheme_name(scheme)));
+      auto moe = prepare_small_batch(backend, layer, scheme);
+      moe->poison_buffers_for_test(true);
+      for (int tokens : {1, 3, 9}) {
+        const auto x = random_hidden(tokens, 256, test::fresh_seed());
+        const MoeOutput own = moe->forward(x, tokens, nullptr);
+        ASSERT_TRUE(test::all_finite(own.output));
+        for (int run = 0; run < 2; ++run) {
+          const MoeOutput given = moe->forward(x, tokens, &own.routing);
+          EXPECT_EQ(given.output, own.output) << "T=" << tokens << " run " << run;
+          EXPECT_EQ(given.scales.hidden_rows, own.scales.hidden_rows) << "T=" << tokens;
+          EXPECT_EQ(given.scales.intermediate_rows, own.scales.intermediate_rows) << "T=" << tokens;
+          EXPECT_EQ(given.scales.hidden, own.scales.hidden) << "T=" << tokens;
+        }
+      }
+    }
+  }
+}
+
 TEST(CudaBackend, Sm90GraphReplayGivesTheSameBits) {
   REQUIRE_GPU();
   if (const std::string why = cannot_run_here("cuda_sm90", Scheme::w4a16); !why.empty()) GTEST_SKIP() << why;

@@ -300,7 +300,10 @@ class CudaMoeImpl final : public CudaMoe {
     expert_ids_.reserve(P * sizeof(int32_t));
     expert_weights_.reserve(P * sizeof(float));
     tensor_scales_.reserve(2 * sizeof(float));
-    if (scheme_traits(scheme_).scale == ScaleGranularity::per_token) row_scales_.reserve((T + P) * sizeof(float));
+    if (scheme_traits(scheme_).scale == ScaleGranularity::per_token) {
+      row_scales_.reserve((T + P) * sizeof(float));
+      pair_max_bits_.reserve(P * sizeof(uint32_t));
+    }
     intermediate_.reserve(P * I * sizeof(float));
     pair_out_.reserve(kDownMaxParts * P * H * sizeof(float));
     decode_control_.reserve(sizeof(DecodeControl));
@@ -315,7 +318,8 @@ class CudaMoeImpl final : public CudaMoe {
     const int64_t T = tokens, H = shape_.hidden;
     if (poison_) {
       for (DeviceBuffer* b :
-           {&logits_, &expert_ids_, &expert_weights_, &tensor_scales_, &intermediate_, &pair_out_, &row_scales_}) {
+           {&logits_, &expert_ids_, &expert_weights_, &tensor_scales_, &intermediate_, &pair_out_, &row_scales_,
+            &pair_max_bits_}) {
         MXMOE_CUDA_CHECK(cudaMemsetAsync(b->as<void>(), 0xFF, b->bytes(), stream));
       }
       MXMOE_CUDA_CHECK(cudaMemsetAsync(out, 0xFF, T * H * sizeof(float), stream));
@@ -349,6 +353,7 @@ class CudaMoeImpl final : public CudaMoe {
     a.combine_counts = decode_counts_.as<uint32_t>();
     a.tensor_scales = tensor_scales_.as<float>();
     a.row_scales = row_scales_.as<float>();
+    a.pair_max_bits = pair_max_bits_.as<uint32_t>();
     a.out = out;
     a.gate_up_grid = decode_grids_.gate_up_for(tokens);
     a.down_grid = decode_grids_.down_for(tokens);
@@ -535,7 +540,7 @@ class CudaMoeImpl final : public CudaMoe {
   DeviceBuffer gate_up_bias_, down_bias_, router_weight_, router_weight_parts_, router_bias_;
   DeviceBuffer input_, output_, logits_, expert_ids_, expert_weights_, counts_, pair_offsets_, tile_offsets_, source_rows_,
       position_, amax_, tensor_scales_, x_quantized_, intermediate_, y_quantized_, pair_out_, partial_, row_scales_;
-  DeviceBuffer decode_control_, decode_counts_;
+  DeviceBuffer decode_control_, decode_counts_, pair_max_bits_;
   DeviceBuffer given_routing_;
 };
 

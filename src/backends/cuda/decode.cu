@@ -30,23 +30,68 @@ __host__ __device__ constexpr int staged_row_bytes(int k, bool fp8) { return k *
 // ---------------------------------------------------------------------------------------------
 // 1. Route.
 
+// FP8 schemes: the largest |x| of each of the block's kLogitTokens tokens (along blockIdx.y), from a
+// column of blocks beside the router's, so that it costs the route kernel no time: w4a8_token's
+// scale per token (row_scales[t], for gate_up and the caller), w4a8's over the tensor
+// (amax_bits[0]). Every thread has its loads of all the tokens in flight at once. The column's first
+// block also readies what gate_up gathers: w4a8's largest intermediate, w4a8_token's per pair, start
+// from zero (the previous run's down has read them).
+__device__ __forceinline__ void hidden_magnitudes_block(const DecodeLayerArgs& a) {
+  const bool per_token = a.scheme == Scheme::w4a8_token;
+  if (blockIdx.y == 0) {
+    if (per_token) {
+      for (int p = threadIdx.x; p < a.tokens * a.top_k; p += kRouteThreads) a.pair_max_bits[p] = 0;
+    } else if (threadIdx.x == 0) {
+      a.control->amax_bits[1] = 0;
+    }
+  }
+  const int t0 = blockIdx.y * kLogitTokens, count = min(kLogitTokens, a.tokens - t0);
+  const int quads = a.hidden / 4;  // a multiple of 32, as the router takes it
+  const float4* xs = reinterpret_cast<const float4*>(a.x + static_cast<int64_t>(t0) * a.hidden);
+  float m[kLogitTokens] = {};
+#pragma unroll 4
+  for (int q = threadIdx.x; q < quads; q += kRouteThreads) {
+#pragma unroll
+    for (int t = 0; t < kLogitTokens; ++t) {
+      if (t >= count) continue;
+      const float4 v = xs[static_cast<int64_t>(t) * quads + q];
+      m[t] = fmaxf(m[t], fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+    }
+  }
+  __shared__ uint32_t warp_max[kRouteThreads / 32][kLogitTokens];
+#pragma unroll
+  for (int t = 0; t < kLogitTokens; ++t) {
+    const uint32_t most = __reduce_max_sync(0xFFFFFFFFu, __float_as_uint(m[t]));  // non-negative: bits order as values
+    if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32][t] = most;
+  }
+  __syncthreads();
+  if (per_token && threadIdx.x < count) {
+    uint32_t most = 0;
+#pragma unroll
+    for (int w = 0; w < kRouteThreads / 32; ++w) most = max(most, warp_max[w][threadIdx.x]);
+    a.row_scales[t0 + threadIdx.x] = fp8_scale_from_bits(most);
+  } else if (!per_token && threadIdx.x == 0) {
+    uint32_t most = 0;
+    for (int t = 0; t < count; ++t) {
+#pragma unroll
+      for (int w = 0; w < kRouteThreads / 32; ++w) most = max(most, warp_max[w][t]);
+    }
+    atomicMax(&a.control->amax_bits[0], most);
+  }
+}
+
+// The grid: a block per (expert, kLogitTokens tokens) for the logits (none for the caller's
+// routing), and for the FP8 schemes one more column of blocks for the hidden states' magnitudes.
 __global__ void __launch_bounds__(kRouteThreads) decode_route_kernel(DecodeLayerArgs a) {
   allow_dependent_launch();
-  if (threadIdx.x == 0) MXMOE_STAMP(decode_route, 0);  // events: 0 start, 1 logits written
-  if (!a.given_ids) router_logits_block(a.x, a.router_weight, a.router_bias, a.tokens, a.hidden, a.experts, a.logits);
-  if (threadIdx.x == 0) MXMOE_STAMP(decode_route, 1);
-  if (a.scheme != Scheme::w4a8) return;
-  // The hidden states' largest magnitude, a slice per block.
-  const int blocks = gridDim.x * gridDim.y, block = blockIdx.y * gridDim.x + blockIdx.x;
-  if (block == 0 && threadIdx.x == 0) a.control->amax_bits[1] = 0;  // gate_up gathers the intermediate's next
-  const int64_t n = static_cast<int64_t>(a.tokens) * a.hidden;
-  float m = 0.0f;
-  for (int64_t i = static_cast<int64_t>(block) * kRouteThreads + threadIdx.x; i < n;
-       i += static_cast<int64_t>(blocks) * kRouteThreads) {
-    m = fmaxf(m, fabsf(a.x[i]));
+  if (threadIdx.x == 0) MXMOE_STAMP(decode_route, 0);  // events: 0 start, 1 logits (or magnitudes) written
+  const bool fp8 = a.scheme == Scheme::w4a8 || a.scheme == Scheme::w4a8_token;
+  if (fp8 && blockIdx.x == gridDim.x - 1) {
+    hidden_magnitudes_block(a);
+  } else {
+    router_logits_block(a.x, a.router_weight, a.router_bias, a.tokens, a.hidden, a.experts, a.logits);
   }
-  __shared__ uint32_t warp_max[kRouteThreads / 32];
-  block_max_into<kRouteThreads>(&a.control->amax_bits[0], m, warp_max, [] { __syncthreads(); });
+  if (threadIdx.x == 0) MXMOE_STAMP(decode_route, 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -59,11 +104,10 @@ struct Act {
 };
 
 // Quantizes `count` rows of `k` fp32 values (rows[r]) into the staged format of the scheme: w4a8
-// under the tensor's `scale`, w4a8_token under each row's own (its largest magnitude, gathered into
-// row_bits by a first read of the rows).
+// under the tensor's `scale`, w4a8_token under each row's own (row_scales[r]).
 template <Scheme S>
 __device__ __forceinline__ void stage_rows(unsigned char* staged, int row_bytes, const float* const* rows, int count,
-                                           int k, float scale, uint32_t* row_bits) {
+                                           int k, float scale, const float* row_scales) {
   if constexpr (S == Scheme::w4a4) {
     // The OCP MX rule per 32-value block, one warp per block; values stored dequantized as bf16.
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, blocks_per_row = k / 32;
@@ -78,24 +122,11 @@ __device__ __forceinline__ void stage_rows(unsigned char* staged, int row_bytes,
     }
   } else {
     const int quads = k / 4;
-    if constexpr (Act<S>::per_token) {
-      // Whole warps per step (row_max_into takes every lane).
-      for (int base = threadIdx.x - threadIdx.x % 32; base < count * quads; base += kThreads) {
-        const int i = base + threadIdx.x % 32;
-        float m = 0.0f;
-        if (i < count * quads) {
-          const float4 v = reinterpret_cast<const float4*>(rows[i / quads])[i % quads];
-          m = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-        }
-        row_max_into(row_bits, min(i / quads, count - 1), m);
-      }
-      __syncthreads();
-    }
     for (int i = threadIdx.x; i < count * quads; i += kThreads) {
       const int r = i / quads, c = i % quads;
       const float4 v = reinterpret_cast<const float4*>(rows[r])[c];
       if constexpr (Act<S>::fp8) {
-        if constexpr (Act<S>::per_token) scale = fp8_scale_from_bits(row_bits[r]);
+        if constexpr (Act<S>::per_token) scale = row_scales[r];
         const uint32_t q =
             fp8_e4m3_codes_x2(v.x / scale, v.y / scale) | fp8_e4m3_codes_x2(v.z / scale, v.w / scale) << 16;
         reinterpret_cast<uint32_t*>(staged + r * row_bytes)[c] = q;
@@ -138,7 +169,7 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
   __shared__ const float* s_rows[kChunkTokens];
   __shared__ int32_t s_pairs[kChunkTokens];
   __shared__ bool s_complete[kChunkTokens];
-  __shared__ uint32_t s_row_max[kChunkTokens];  // w4a8_token: the staged rows' largest magnitudes
+  __shared__ float s_row_scale[kChunkTokens];  // w4a8_token: the staged rows' scales
   __shared__ float2 s_partial[kSplit > 1 ? kSplit - 1 : 1][kGroups][32];
 
   // gate_up reads the route's logits; down's routing reads them too (final before gate_up got past
@@ -158,7 +189,7 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
   const float* bias = kGateUp ? a.gate_up_bias : a.down_bias;
   // w4a8: tokens enter gate_up scaled by the hidden states' scale; the intermediate's scale comes
   // from the largest value gate_up wrote (read once gate_up is done). w4a8_token: each staged row
-  // under its own (s_row_max); the tensor scales are 1.
+  // under its own (s_row_scale); the tensor scales are 1.
   constexpr bool per_tensor = fp8 && !per_token;
   float a_scale = per_tensor && kGateUp ? fp8_scale_from_bits(__ldcg(&a.control->amax_bits[0])) : 1.0f;
   if (blockIdx.x == 0 && threadIdx.x == 0) {  // the scales, for the caller
@@ -220,10 +251,9 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
           wait_for_previous_grid();  // gate_up's intermediates and their largest magnitude
           if (per_tensor) a_scale = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
         }
-        look_up_pass<kGateUp>(a, routing, first, count, k, s_pairs, s_rows);
-        if (per_token && threadIdx.x < count) s_row_max[threadIdx.x] = 0;
+        look_up_pass<kGateUp>(a, routing, first, count, k, s_pairs, s_rows, per_token ? s_row_scale : nullptr);
         __syncthreads();
-        stage_rows<S>(staged, row_bytes, s_rows, count, k, a_scale, s_row_max);
+        stage_rows<S>(staged, row_bytes, s_rows, count, k, a_scale, s_row_scale);
         __syncthreads();
         staged_first = first;
       }
@@ -307,25 +337,32 @@ __global__ void __launch_bounds__(kThreads, 2) decode_expert_kernel(DecodeLayerA
 
       // Epilogue: C fragment elements 0 and 1 are token lane / 4, columns 2 (lane % 4) and + 1.
       const int r = lane / 4;
+      float pair_max = 0.0f;  // w4a8_token: the largest |y| this lane wrote for pair s_pairs[r]
 #pragma unroll
       for (int g = 0; g < 2; ++g) {
         const int col = (group0 + g) * 8 + 2 * c;
         if (split == 0 && has_rows[g] && r < count) {
           const int p = s_pairs[r];
-          const float scale = per_token ? fp8_scale_from_bits(s_row_max[r]) : a_scale;
+          const float scale = per_token ? s_row_scale[r] : a_scale;
           const float v0 = acc[g][0] * scale + bias[static_cast<int64_t>(expert) * n + col];
           const float v1 = acc[g][1] * scale + bias[static_cast<int64_t>(expert) * n + col + 1];
           if constexpr (kGateUp) {
             const float y = swiglu(v0, v1, a.alpha, a.limit);
             a.intermediate_out[static_cast<int64_t>(p) * (n / 2) + col / 2] = y;
             intermediate_max = fmaxf(intermediate_max, fabsf(y));
+            pair_max = fmaxf(pair_max, fabsf(y));
           } else {
             *reinterpret_cast<float2*>(a.pair_out + static_cast<int64_t>(p) * n + col) = make_float2(v0, v1);
           }
         }
       }
-      if (per_token && tile == 0 && threadIdx.x < count) {
-        publish_row_scale<kGateUp>(a, s_pairs[threadIdx.x], fp8_scale_from_bits(s_row_max[threadIdx.x]));
+      if constexpr (kGateUp && per_token) {  // one atomic per warp and pair: the lanes of row r, then lane 4 r
+        pair_max = fmaxf(pair_max, __shfl_xor_sync(0xFFFFFFFFu, pair_max, 1));
+        pair_max = fmaxf(pair_max, __shfl_xor_sync(0xFFFFFFFFu, pair_max, 2));
+        if (c == 0 && pair_max > 0.0f) atomicMax(&a.pair_max_bits[s_pairs[r]], __float_as_uint(pair_max));
+      }
+      if (!kGateUp && per_token && tile == 0 && threadIdx.x < count) {  // for the caller
+        a.row_scales[a.tokens + s_pairs[threadIdx.x]] = s_row_scale[threadIdx.x];
       }
       if constexpr (!kGateUp) {
         sum_completed_tokens<kThreads>(a, routing, s_pairs, s_complete, count, tile, tiles, tile * 8 * kGroups,
@@ -434,8 +471,10 @@ const SmallBatchExperts& generic_small_batch_experts() {
 void launch_decode_layer(const DecodeLayerArgs& a, const SmallBatchExperts& experts, cudaStream_t stream) {
   if (a.tokens == 0) return;
   if (a.tokens > kDecodeMaxTokens) throw CudaError("small-batch path: more than kDecodeMaxTokens tokens");
-  if (!a.given_ids || a.scheme == Scheme::w4a8) {
-    const dim3 route_grid(a.experts, (a.tokens + kLogitTokens - 1) / kLogitTokens);
+  const int logit_blocks = a.given_ids ? 0 : a.experts;
+  const int magnitude_blocks = a.scheme == Scheme::w4a8 || a.scheme == Scheme::w4a8_token ? 1 : 0;
+  if (logit_blocks + magnitude_blocks > 0) {
+    const dim3 route_grid(logit_blocks + magnitude_blocks, (a.tokens + kLogitTokens - 1) / kLogitTokens);
     decode_route_kernel<<<route_grid, kRouteThreads, 0, stream>>>(a);
     MXMOE_CUDA_CHECK_LAUNCH("decode_route_kernel");
   }

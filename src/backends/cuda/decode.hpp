@@ -1,14 +1,16 @@
 // The small-batch path of the CUDA backends: for a few tokens the layer is a stream of expert
 // weights, so it runs as three kernels and no scratch passes:
-//   1. route (shared by every GEMM family): the router logits, a block per (expert, 8 tokens) (and
-//      the w4a8 hidden states' largest magnitude); none when the caller gives the routing (unless
-//      w4a8 needs that magnitude);
+//   1. route (shared by every GEMM family): the router logits, a block per (expert, 8 tokens), and
+//      for the FP8 schemes a column of blocks beside them for the hidden states' largest magnitudes
+//      (w4a8's of the tensor, w4a8_token's of each token); without logits for the caller's routing,
+//      and none at all unless an FP8 scheme needs the magnitudes;
 //   2. gate_up: a persistent grid over (active expert, row tile) items streaming the expert's MXFP4
 //      weights into tensor-core fragments, tokens gathered and quantized into shared memory; SwiGLU
 //      in the epilogue. Each block first takes the top-k from the logits and lists the active
 //      experts and their pairs in its own shared memory (decode_device.cuh: every block builds the
-//      same tables, so none waits on a serial step). Per-token FP8 (w4a8_token) takes each staged
-//      row's scale from the row as the block stages it: no pass and no other block is waited on;
+//      same tables, so none waits on a serial step). Per-token FP8 (w4a8_token): a token's scale
+//      comes from the route kernel (its largest |x|), and the epilogue gathers each pair's largest
+//      |intermediate| for down's scale, so a block reads each row it stages once;
 //   3. down: the same over (active expert, 64 rows of H); its blocks build the routing and start
 //      streaming weights while gate_up finishes (they wait for it only to read the intermediates);
 //      the block that completes a token's k experts for a row tile sums them in slot order, so the
@@ -63,6 +65,9 @@ struct DecodeLayerArgs {
   uint32_t* combine_counts = nullptr;  // [T][H / kDecodeDownRows], zeroed once when allocated
   float* tensor_scales = nullptr;    // [2]
   float* row_scales = nullptr;       // per-token schemes: [T] the tokens', then [T k] the pairs' (pair order)
+  // Per-token schemes: [T k] each pair's largest |intermediate| (float bits), zeroed by the route
+  // kernel and gathered by gate_up (atomicMax: non-negative floats order as their bits do).
+  uint32_t* pair_max_bits = nullptr;
   float* out = nullptr;              // [T][H]
   int gate_up_grid = 0, down_grid = 0;  // the family's grids for this batch (DecodeGrids)
   // Every weight scale code is at most 128: the decode's 2^126 and the block scale are one bf16
@@ -97,8 +102,8 @@ struct SmallBatchExperts {
 // The generic family's: mma.sync fragments loaded straight from the generic layout (layout.hpp).
 const SmallBatchExperts& generic_small_batch_experts();
 
-// The whole small-batch layer: the route kernel (not for the caller's routing, unless w4a8 needs
-// the hidden states' largest magnitude), then the family's expert kernels.
+// The whole small-batch layer: the route kernel (not for the caller's routing, unless an FP8
+// scheme needs the hidden states' largest magnitudes), then the family's expert kernels.
 void launch_decode_layer(const DecodeLayerArgs& args, const SmallBatchExperts& experts, cudaStream_t stream);
 
 }  // namespace mxmoe::cuda

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "backends/cuda/decode.hpp"
+#include "backends/cuda/device_utils.cuh"
 #include "backends/cuda/routing.cuh"
 
 namespace mxmoe::cuda {
@@ -215,44 +216,23 @@ __device__ __forceinline__ void block_max_into(uint32_t* target, float value, ui
   }
 }
 
-// Per-token FP8 (w4a8_token): each staged row's largest magnitude, gathered in shared memory while
-// the block stages the row (row_bits[row], zeroed before; non-negative floats order as their bits),
-// so a row's scale needs no pass and no other block. Called by every lane of a warp, each with the
-// row its values belong to and their largest magnitude (0 for none): one shared atomic per warp
-// where all of its lanes hold one row.
-__device__ __forceinline__ void row_max_into(uint32_t* row_bits, int row, float m) {
-  const uint32_t bits = __float_as_uint(m);
-  if (__all_sync(0xFFFFFFFFu, row == __shfl_sync(0xFFFFFFFFu, row, 0))) {
-    const uint32_t most = __reduce_max_sync(0xFFFFFFFFu, bits);
-    if (threadIdx.x % 32 == 0) atomicMax(&row_bits[row], most);
-  } else {
-    atomicMax(&row_bits[row], bits);
-  }
-}
-
-// A staged row's per-token scale for the caller (DecodeLayerArgs::row_scales), by the pass of the
-// expert's first row tile that staged it: a pair's from down, a token's from the gate_up pass of
-// its slot-0 pair, so that each is written once.
-template <bool kGateUp>
-__device__ __forceinline__ void publish_row_scale(const DecodeLayerArgs& a, int pair, float scale) {
-  if constexpr (kGateUp) {
-    if (pair % a.top_k == 0) a.row_scales[pair / a.top_k] = scale;
-  } else {
-    a.row_scales[a.tokens + pair] = scale;
-  }
-}
-
 // Threads 0 .. count - 1 look up the pairs first .. first + count - 1 of the sorted pairs into
 // s_pairs, and into s_rows the fp32 row each one's GEMM reads (k values): its token's hidden state
-// for gate_up, its own intermediate for down.
+// for gate_up, its own intermediate for down. Per-token schemes (s_row_scales given) also look up
+// the row's FP8 scale: a token's from the route kernel, a pair's from the largest |intermediate|
+// gate_up gathered (down looks up only once gate_up is done).
 template <bool kGateUp>
 __device__ __forceinline__ void look_up_pass(const DecodeLayerArgs& a, const BlockRouting& r, int first, int count,
-                                             int k, int32_t* s_pairs, const float** s_rows) {
+                                             int k, int32_t* s_pairs, const float** s_rows, float* s_row_scales) {
   if (threadIdx.x >= count) return;
   const int p = r.sorted_pairs()[first + threadIdx.x];
   s_pairs[threadIdx.x] = p;
   s_rows[threadIdx.x] =
       kGateUp ? a.x + static_cast<int64_t>(p / a.top_k) * k : a.intermediate_out + static_cast<int64_t>(p) * k;
+  if (s_row_scales) {
+    s_row_scales[threadIdx.x] =
+        kGateUp ? __ldcg(&a.row_scales[p / a.top_k]) : fp8_scale_from_bits(__ldcg(&a.pair_max_bits[p]));
+  }
 }
 
 // The top-k sum: once a block has written its pairs' rows of one row tile of H, the block that

@@ -50,10 +50,11 @@ struct Ring {
   static constexpr int slot_bytes = kChunksPerSlot * kChunkBytes;
   static constexpr int barriers_offset = kSplit * kSlots * slot_bytes;
   static constexpr int partials_offset = barriers_offset + 2 * kSplit * kSlots * 8;  // [kSplit - 1][4 warps][32] float4
-  // A pass's rows, pairs, rows' largest magnitudes (w4a8_token) and flags.
+  // A pass's rows, pairs, rows' scales (w4a8_token), then down's flags or gate_up's pairs' largest
+  // intermediates (w4a8_token).
   static constexpr int pass_offset = partials_offset + (kSplit - 1) * 4 * 32 * 16;
   static constexpr int staged_offset = pass_offset + 160;
-  static_assert(kTokensPerPass * (8 + 4 + 4 + 1) <= 160);
+  static_assert(kTokensPerPass * (8 + 4 + 4 + 4) <= 160);
 };
 
 // Staged rows are 16 bytes longer than their values, so the eight rows a quarter-warp reads sit in
@@ -114,9 +115,8 @@ __device__ __forceinline__ float4 mx_quantize_quad(float4 v) {
 }
 
 // The values [k_begin, k_end) of `count` rows of `k` fp32 values as the scheme's GEMM input (the
-// ends multiples of 64, kChunkK): w4a16 rounds them to bf16; w4a8 takes
-// their FP8 values under the tensor's `scale`, w4a8_token under each row's own (its largest
-// magnitude, gathered into row_bits by a first read of the rows); w4a4 quantizes each 32-value
+// ends multiples of 64, kChunkK): w4a16 rounds them to bf16; w4a8 takes their FP8 values under the
+// tensor's `scale`, w4a8_token under each row's own (row_scales[r]); w4a4 quantizes each 32-value
 // block by the OCP MX rule first, its values exact in bf16. Each thread has kStageLoads 16-byte
 // loads in flight before it converts: the rows come from L2 or memory, and one round trip per value
 // would put the whole staging on the critical path (w4a4 took a 32-value block per warp and load:
@@ -124,77 +124,54 @@ __device__ __forceinline__ float4 mx_quantize_quad(float4 v) {
 constexpr int kStageLoads = 4;
 
 // `loads_issued` runs once per thread, warp-uniformly: after the warp's first round of loads is
-// issued, or at the end for a warp with none. `sync` is the consumers' barrier (between w4a8_token's
-// two reads).
-template <Scheme S, class Sync, class LoadsIssued>
+// issued, or at the end for a warp with none.
+template <Scheme S, class LoadsIssued>
 __device__ void stage_rows(unsigned char* staged, const float* const* rows, int count, int k, int k_begin, int k_end,
-                           float scale, uint32_t* row_bits, Sync sync, LoadsIssued loads_issued) {
+                           float scale, const float* row_scales, LoadsIssued loads_issued) {
   constexpr bool per_token = S == Scheme::w4a8_token, fp8 = per_token || S == Scheme::w4a8;
   const int row_bytes = staged_row_bytes(k);
-  // The rows in rounds, per warp: kStageLoads loads per lane in flight, then `use(r, c, v)` (quad c
-  // of row r) by every lane of a warp with quads left (lanes past the rows too: r >= count). A
-  // lane's quads are kConsumers apart: one division per round finds the first one's row, steps find
-  // the others (a division by the runtime `quads` per quad was about 25 instructions of code each,
-  // and the layer's time grows with its kernels' code: docs/PERFORMANCE.md, thirty-first session).
-  // A warp's 32 quads of a round are four whole 32-value blocks (the range's ends are multiples of
-  // 64: no block straddles two rows).
-  const auto rounds = [&](int quad_begin, int quad_end, auto use, auto after_first_loads) {
-    const int quads = quad_end - quad_begin, total = count * quads;
-    bool first_round = true;
-    for (int base = threadIdx.x - threadIdx.x % 32; base < total; base += kStageLoads * kConsumers) {
-      int r[kStageLoads], c[kStageLoads];
-      r[0] = (base + threadIdx.x % 32) / quads;
-      c[0] = base + threadIdx.x % 32 - r[0] * quads;
+  // The rows in rounds, per warp: kStageLoads loads per lane in flight, then each lane converts its
+  // quads (lanes past the rows too, r >= count: w4a4's shuffles take the whole warp). A lane's quads
+  // are kConsumers apart: one division per round finds the first one's row, steps find the others
+  // (a division by the runtime `quads` per quad was about 25 instructions of code each, and the
+  // layer's time grows with its kernels' code: docs/PERFORMANCE.md, thirty-first session). A warp's
+  // 32 quads of a round are four whole 32-value blocks (the range's ends are multiples of 64: no
+  // block straddles two rows).
+  const int quad_begin = k_begin / 4, quads = k_end / 4 - quad_begin, total = count * quads;
+  bool first_round = true;
+  for (int base = threadIdx.x - threadIdx.x % 32; base < total; base += kStageLoads * kConsumers) {
+    int r[kStageLoads], c[kStageLoads];
+    r[0] = (base + threadIdx.x % 32) / quads;
+    c[0] = base + threadIdx.x % 32 - r[0] * quads;
 #pragma unroll
-      for (int u = 1; u < kStageLoads; ++u) {
-        r[u] = r[u - 1];
-        for (c[u] = c[u - 1] + kConsumers; c[u] >= quads; c[u] -= quads) ++r[u];
-      }
-      float4 v[kStageLoads];
-#pragma unroll
-      for (int u = 0; u < kStageLoads; ++u) {
-        v[u] = r[u] < count ? reinterpret_cast<const float4*>(rows[r[u]])[quad_begin + c[u]]
-                            : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      }
-      __syncwarp();
-      if (first_round) after_first_loads();
-      first_round = false;
-#pragma unroll
-      for (int u = 0; u < kStageLoads; ++u) {
-        if (base + u * kConsumers >= total) break;  // warp-uniform: the warp's quads are all past the rows
-        use(r[u], quad_begin + c[u], v[u]);
-      }
+    for (int u = 1; u < kStageLoads; ++u) {
+      r[u] = r[u - 1];
+      for (c[u] = c[u - 1] + kConsumers; c[u] >= quads; c[u] -= quads) ++r[u];
     }
-    if (first_round) after_first_loads();  // a warp with no rows to load
-  };
-  if constexpr (per_token) {  // the scale is the whole row's
-    rounds(
-        0, k / 4, [&](int r, int, float4 v) {
-          const float m = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-          row_max_into(row_bits, min(r, count - 1), r < count ? m : 0.0f);
-        },
-        loads_issued);
-    sync();
+    float4 v[kStageLoads];
+#pragma unroll
+    for (int u = 0; u < kStageLoads; ++u) {
+      v[u] = r[u] < count ? reinterpret_cast<const float4*>(rows[r[u]])[quad_begin + c[u]]
+                          : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    __syncwarp();
+    if (first_round) loads_issued();
+    first_round = false;
+#pragma unroll
+    for (int u = 0; u < kStageLoads; ++u) {
+      if (base + u * kConsumers >= total) break;  // warp-uniform: the warp's quads are all past the rows
+      if constexpr (S == Scheme::w4a4) v[u] = mx_quantize_quad(v[u]);
+      if (r[u] >= count) continue;
+      const float row_scale = per_token ? row_scales[r[u]] : scale;
+      unsigned char* row = staged + r[u] * row_bytes;
+      const int k4 = (quad_begin + c[u]) * 4;
+      *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4)) =
+          fp8 ? fp8_bf16_pair(v[u].x, v[u].y, row_scale) : bf16_pair(v[u].x, v[u].y);
+      *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4 + 2)) =
+          fp8 ? fp8_bf16_pair(v[u].z, v[u].w, row_scale) : bf16_pair(v[u].z, v[u].w);
+    }
   }
-  int scale_row = -1;
-  rounds(
-      k_begin / 4, k_end / 4, [&](int r, int c, float4 v) {
-        if constexpr (S == Scheme::w4a4) v = mx_quantize_quad(v);
-        if (r >= count) return;
-        if (per_token && r != scale_row) {
-          scale_row = r;
-          scale = fp8_scale_from_bits(row_bits[r]);
-        }
-        unsigned char* row = staged + r * row_bytes;
-        const int k4 = c * 4;
-        *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4)) =
-            fp8 ? fp8_bf16_pair(v.x, v.y, scale) : bf16_pair(v.x, v.y);
-        *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4 + 2)) =
-            fp8 ? fp8_bf16_pair(v.z, v.w, scale) : bf16_pair(v.z, v.w);
-      },
-      [&] {
-        if constexpr (!per_token) loads_issued();
-      });
+  if (first_round) loads_issued();  // a warp with no rows to load
 }
 
 // kParts: the K parts each (expert, tile) item is cut in (down only; 2 when, even with every pair on
@@ -218,8 +195,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   // All of the block's shared memory is dynamic (smem_bytes), so that the host can count it exactly.
   const float** s_rows = reinterpret_cast<const float**>(smem + R::pass_offset);
   int32_t* s_pairs = reinterpret_cast<int32_t*>(smem + R::pass_offset + 8 * kTokensPerPass);
-  uint32_t* s_row_max = reinterpret_cast<uint32_t*>(smem + R::pass_offset + 12 * kTokensPerPass);
-  bool* s_complete = reinterpret_cast<bool*>(smem + R::pass_offset + 16 * kTokensPerPass);
+  float* s_row_scale = reinterpret_cast<float*>(smem + R::pass_offset + 12 * kTokensPerPass);
+  bool* s_complete = reinterpret_cast<bool*>(smem + R::pass_offset + 16 * kTokensPerPass);        // down
+  uint32_t* s_pair_max = reinterpret_cast<uint32_t*>(smem + R::pass_offset + 16 * kTokensPerPass);  // gate_up
   auto s_partial = reinterpret_cast<float4 (*)[4][32]>(smem + R::partials_offset);
 
   // Timeline events (decode_gate_up, decode_down): 0 start, 1 waited (gate_up: for the route; down:
@@ -280,7 +258,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   constexpr bool holds_for_rows = !kGateUp && kParts > 1;
   // w4a8: tokens enter gate_up under the hidden states' scale (the route kernel's largest |x|), down
   // under the intermediate's (the largest value gate_up wrote, read once gate_up is done).
-  // w4a8_token: each staged row under its own (s_row_max); the tensor scales are 1.
+  // w4a8_token: each staged row under its own (s_row_scale); the tensor scales are 1.
   float a_scale = per_tensor && kGateUp ? fp8_scale_from_bits(__ldcg(&a.control->amax_bits[0])) : 1.0f;
   if (kGateUp && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[0] = a_scale;  // for the caller
   if (!kGateUp && !per_tensor && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[1] = 1.0f;
@@ -374,8 +352,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
           if (staged_key < 0 && threadIdx.x == 0) stamp(1);
           if constexpr (per_tensor) a_scale = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
         }
-        look_up_pass<kGateUp>(a, routing, first, count, k, s_pairs, s_rows);
-        if (per_token && threadIdx.x < count) s_row_max[threadIdx.x] = 0;
+        look_up_pass<kGateUp>(a, routing, first, count, k, s_pairs, s_rows, per_token ? s_row_scale : nullptr);
+        if (kGateUp && per_token && threadIdx.x < kTokensPerPass) s_pair_max[threadIdx.x] = 0;
         consumers_sync();
         const bool block_first = staged_key < 0;
         int p0, p1;
@@ -383,8 +361,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
         const auto loads_issued = [&] {
           if (block_first && (kGateUp || holds_for_rows)) first_loads_issued();
         };
-        stage_rows<S>(staged, s_rows, count, k, p0 * kChunkK, p1 * kChunkK, a_scale, s_row_max,
-                      [] { consumers_sync(); }, loads_issued);
+        stage_rows<S>(staged, s_rows, count, k, p0 * kChunkK, p1 * kChunkK, a_scale, s_row_scale, loads_issued);
         consumers_sync();
         if (staged_key < 0 && threadIdx.x == 0) stamp(4);
         staged_key = key;
@@ -431,18 +408,20 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
 
       // C fragment: acc[i] is row g, acc[2 + i] row g + 8 of the warp's 16, both for token 2t + i.
       if (slice == 0) {
+        float pair_max[2] = {0.0f, 0.0f};  // w4a8_token: the largest |y| this lane wrote for token 2t + i
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
           const int column = 2 * t + i;
           if (column >= count) continue;
           const int64_t p = s_pairs[column];
-          const float scale = per_token ? fp8_scale_from_bits(s_row_max[column]) : a_scale;
+          const float scale = per_token ? s_row_scale[column] : a_scale;
           if constexpr (kGateUp) {  // rows g and g + 8 are the gate and linear rows of one unit
             const int unit = tile * (kTileRows / 2) + slice_warp * 8 + g;
             const float* bias = a.gate_up_bias + static_cast<int64_t>(expert) * n + 2 * unit;
             const float y = swiglu(acc[i] * scale + bias[0], acc[2 + i] * scale + bias[1], a.alpha, a.limit);
             a.intermediate_out[p * (n / 2) + unit] = y;
             intermediate_max = fmaxf(intermediate_max, fabsf(y));
+            pair_max[i] = fabsf(y);
           } else {
             const int h = tile * kTileRows + slice_warp * 16 + g;
             const float* bias = a.down_bias + static_cast<int64_t>(expert) * n + h;
@@ -451,12 +430,27 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
             out[8] = part == 0 ? acc[2 + i] * scale + bias[8] : acc[2 + i] * scale;
           }
         }
+        if constexpr (kGateUp && per_token) {  // the warp's eight units of each token (lanes g), then one shared atomic
+#pragma unroll
+          for (int i = 0; i < 2; ++i) {
+#pragma unroll
+            for (int offset = 4; offset < 32; offset *= 2) {
+              pair_max[i] = fmaxf(pair_max[i], __shfl_xor_sync(0xFFFFFFFFu, pair_max[i], offset));
+            }
+            if (g == 0 && pair_max[i] > 0.0f) atomicMax(&s_pair_max[2 * t + i], __float_as_uint(pair_max[i]));
+          }
+        }
       }
-      if (per_token && tile == 0 && part == 0 && threadIdx.x < count) {
-        publish_row_scale<kGateUp>(a, s_pairs[threadIdx.x], fp8_scale_from_bits(s_row_max[threadIdx.x]));
+      if (!kGateUp && per_token && tile == 0 && part == 0 && threadIdx.x < count) {  // for the caller
+        a.row_scales[a.tokens + s_pairs[threadIdx.x]] = s_row_scale[threadIdx.x];
       }
       if constexpr (kGateUp) {
-        consumers_sync();  // s_partial is read before the next item writes it
+        consumers_sync();  // s_partial is read before the next item writes it, and s_pair_max is complete
+        if (per_token && threadIdx.x < count) {  // the item's share of its pairs' largest |y|: one atomic each
+          const uint32_t most = s_pair_max[threadIdx.x];
+          if (most != 0) atomicMax(&a.pair_max_bits[s_pairs[threadIdx.x]], most);
+          s_pair_max[threadIdx.x] = 0;
+        }
       } else {
         sum_completed_tokens<kConsumers>(a, routing, s_pairs, s_complete, count, tile, tiles, tile * kTileRows, kTileRows, n,
                                          kParts, [] { consumers_sync(); });
