@@ -419,26 +419,33 @@ TEST(CudaBackend, LargeBlockScalesTakeTheUnfoldedDecode) {
   }
 }
 
-TEST(CudaSmallBatchEdges, EveryTokenOnTheSameExperts) {
-  REQUIRE_GPU();
-  MoeLayer layer = test::shared_layer({256, 192, 16, 4});
-  for (int e = 0; e < 4; ++e) layer.router_bias[e] = 1000.0f;  // experts 0-3 win for every token
+// `check` on the small-batch path of every CUDA backend for each scheme it runs here, its buffers poisoned.
+void for_each_small_batch_path(const MoeLayer& layer, const std::function<void(cuda::CudaMoe&, Scheme)>& check) {
   for (const std::string backend : kSmallBatchBackends) {
     for (Scheme scheme : declaration(backend).schemes) {
       if (!cannot_run_here(backend, scheme).empty()) continue;
       SCOPED_TRACE(backend + " " + std::string(scheme_name(scheme)));
       auto moe = prepare_small_batch(backend, layer, scheme);
       moe->poison_buffers_for_test(true);
-      for (int tokens : {9, 64}) {
-        expect_matches_reference(*moe, layer, scheme, tokens, test::fresh_seed(), HiddenDistribution::normal, 0,
-                                 [&](const MoeOutput& got) {
-                                   for (int t = 0; t < tokens; ++t) {
-                                     EXPECT_EQ(test::token_experts(got.routing, t, 4), (std::set<int>{0, 1, 2, 3}));
-                                   }
-                                 });
-      }
+      check(*moe, scheme);
     }
   }
+}
+
+TEST(CudaSmallBatchEdges, EveryTokenOnTheSameExperts) {
+  REQUIRE_GPU();
+  MoeLayer layer = test::shared_layer({256, 192, 16, 4});
+  for (int e = 0; e < 4; ++e) layer.router_bias[e] = 1000.0f;  // experts 0-3 win for every token
+  for_each_small_batch_path(layer, [&](cuda::CudaMoe& moe, Scheme scheme) {
+    for (int tokens : {9, 64}) {
+      expect_matches_reference(moe, layer, scheme, tokens, test::fresh_seed(), HiddenDistribution::normal, 0,
+                               [&](const MoeOutput& got) {
+                                 for (int t = 0; t < tokens; ++t) {
+                                   EXPECT_EQ(test::token_experts(got.routing, t, 4), (std::set<int>{0, 1, 2, 3}));
+                                 }
+                               });
+    }
+  });
 }
 
 // Both paths on one batch: the same router code gives the same routing bits, and the outputs
@@ -528,27 +535,20 @@ TEST(CudaSmallBatchEdges, GraphReplayGivesTheSameBits) {
 // scheme, run after run (the per-token pairs' maxima start from zero each time).
 TEST(CudaSmallBatchEdges, CallersRoutingGivesTheOwnRoutingsBits) {
   REQUIRE_GPU();
-  const MoeLayer& layer = test::shared_layer({256, 192, 16, 4});
-  for (const std::string backend : kSmallBatchBackends) {
-    for (Scheme scheme : declaration(backend).schemes) {
-      if (!cannot_run_here(backend, scheme).empty()) continue;
-      SCOPED_TRACE(backend + " " + std::string(scheme_name(scheme)));
-      auto moe = prepare_small_batch(backend, layer, scheme);
-      moe->poison_buffers_for_test(true);
-      for (int tokens : {1, 3, 9}) {
-        const auto x = random_hidden(tokens, 256, test::fresh_seed());
-        const MoeOutput own = moe->forward(x, tokens, nullptr);
-        ASSERT_TRUE(test::all_finite(own.output));
-        for (int run = 0; run < 2; ++run) {
-          const MoeOutput given = moe->forward(x, tokens, &own.routing);
-          EXPECT_EQ(given.output, own.output) << "T=" << tokens << " run " << run;
-          EXPECT_EQ(given.scales.hidden_rows, own.scales.hidden_rows) << "T=" << tokens;
-          EXPECT_EQ(given.scales.intermediate_rows, own.scales.intermediate_rows) << "T=" << tokens;
-          EXPECT_EQ(given.scales.hidden, own.scales.hidden) << "T=" << tokens;
-        }
+  for_each_small_batch_path(test::shared_layer({256, 192, 16, 4}), [](cuda::CudaMoe& moe, Scheme) {
+    for (int tokens : {1, 3, 9}) {
+      const auto x = random_hidden(tokens, 256, test::fresh_seed());
+      const MoeOutput own = moe.forward(x, tokens, nullptr);
+      ASSERT_TRUE(test::all_finite(own.output));
+      for (int run = 0; run < 2; ++run) {
+        const MoeOutput given = moe.forward(x, tokens, &own.routing);
+        EXPECT_EQ(given.output, own.output) << "T=" << tokens << " run " << run;
+        EXPECT_EQ(given.scales.hidden_rows, own.scales.hidden_rows) << "T=" << tokens;
+        EXPECT_EQ(given.scales.intermediate_rows, own.scales.intermediate_rows) << "T=" << tokens;
+        EXPECT_EQ(given.scales.hidden, own.scales.hidden) << "T=" << tokens;
       }
     }
-  }
+  });
 }
 
 TEST(CudaBackend, Sm90GraphReplayGivesTheSameBits) {
