@@ -65,44 +65,78 @@ __device__ __forceinline__ void store_fp8(void* out, int64_t i, float v, float s
   }
 }
 
-// x under the tensor's dynamic scale (fp8_unit), four values per step (16-byte loads; 8-byte or
-// 4-byte stores), the last n % 4 one at a time.
-template <bool kValuesAsBf16>
-__global__ void quantize_fp8_kernel(const float* x, int64_t n, const uint32_t* amax_bits, void* out,
+// Activations as a pass reads them: fp32, or bf16 bits (exact in fp32).
+__device__ __forceinline__ float activation_value(const float* x, int64_t i) { return x[i]; }
+__device__ __forceinline__ float activation_value(const uint16_t* x, int64_t i) { return codec::bf16_value(x[i]); }
+// The values of one 16-byte load: four fp32 or eight bf16.
+__device__ __forceinline__ void activation_values(uint4 raw, float (&v)[4]) {
+  v[0] = __uint_as_float(raw.x), v[1] = __uint_as_float(raw.y), v[2] = __uint_as_float(raw.z), v[3] = __uint_as_float(raw.w);
+}
+__device__ __forceinline__ void activation_values(uint4 raw, float (&v)[8]) {
+  const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    v[2 * w] = __uint_as_float(words[w] << 16);
+    v[2 * w + 1] = __uint_as_float(words[w] & 0xFFFF0000u);
+  }
+}
+
+// x (fp32 or bf16) under the tensor's dynamic scale (fp8_unit), a 16-byte load of values per step
+// (the stream's bytes in flight: with 8-byte loads of bf16 the pass ran at three quarters of fp32's
+// bandwidth), the last n % kStep one at a time.
+template <class In, bool kValuesAsBf16>
+__global__ void quantize_fp8_kernel(const In* x, int64_t n, const uint32_t* amax_bits, void* out,
                                     float* tensor_scale) {
+  constexpr int kStep = 16 / sizeof(In), kUnitBytes = kValuesAsBf16 ? 2 : 1, kWords = kStep * kUnitBytes / 4;
+  using Units = std::conditional_t<kWords == 1, uint32_t, std::conditional_t<kWords == 2, uint2, uint4>>;
   wait_for_previous_grid();
   allow_dependent_launch();
   const float scale = fp8_scale_from_bits(*amax_bits);
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = scale;
-  const int64_t quads = n / 4, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t steps = n / kStep, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  for (int64_t i = first; i < quads; i += stride) {
-    const float4 v = reinterpret_cast<const float4*>(x)[i];
-    const uint32_t c0 = fp8_unit<kValuesAsBf16>(v.x, scale), c1 = fp8_unit<kValuesAsBf16>(v.y, scale),
-                   c2 = fp8_unit<kValuesAsBf16>(v.z, scale), c3 = fp8_unit<kValuesAsBf16>(v.w, scale);
-    if constexpr (kValuesAsBf16) {
-      reinterpret_cast<uint2*>(out)[i] = make_uint2(c0 | c1 << 16, c2 | c3 << 16);
-    } else {
-      reinterpret_cast<uint32_t*>(out)[i] = c0 | c1 << 8 | c2 << 16 | c3 << 24;
+  for (int64_t i = first; i < steps; i += stride) {
+    float v[kStep];
+    activation_values(reinterpret_cast<const uint4*>(x)[i], v);
+    uint32_t words[kWords] = {};
+#pragma unroll
+    for (int u = 0; u < kStep; ++u) {
+      words[u * kUnitBytes / 4] |= fp8_unit<kValuesAsBf16>(v[u], scale) << (8 * (u * kUnitBytes % 4));
     }
+    reinterpret_cast<Units*>(out)[i] = *reinterpret_cast<const Units*>(words);
   }
-  for (int64_t i = 4 * quads + first; i < n; i += stride) store_fp8<kValuesAsBf16>(out, i, x[i], scale);
+  for (int64_t i = kStep * steps + first; i < n; i += stride) {
+    store_fp8<kValuesAsBf16>(out, i, activation_value(x, i), scale);
+  }
 }
 
 // Per-token FP8 (w4a8_token): each row under its own dynamic scale, its amax / 448 (written to
-// row_scales), as quantize_fp8_kernel does for the whole tensor. One block per row at a time.
+// row_scales), as quantize_fp8_kernel does for the whole tensor. One block per row at a time, in
+// 16-byte loads (cols a multiple of 4), each thread's first kHeld quads kept in registers for the
+// conversion: the rows are read once up to kHeld x 4 x blockDim values (one scalar load per value
+// and a second read of the row made the per-token passes 2-2.5x the per-tensor ones).
 template <bool kValuesAsBf16>
 __global__ void quantize_fp8_rows_kernel(const float* x, int64_t rows, int cols, void* out, float* row_scales,
                                          float* tensor_scale) {
+  constexpr int kHeld = 4;
+  using Units = std::conditional_t<kValuesAsBf16, uint2, uint32_t>;  // a quad's codes
   __shared__ float warp_max[32];
   wait_for_previous_grid();
   allow_dependent_launch();
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = 1.0f;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32, quads = cols / 4;
+  const auto largest = [](float m, float4 v) { return fmaxf(fmaxf(m, fmaxf(fabsf(v.x), fabsf(v.y))), fmaxf(fabsf(v.z), fabsf(v.w))); };
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const float* row = x + r * cols;
+    const float4* row = reinterpret_cast<const float4*>(x + r * cols);
+    float4 held[kHeld];
     float m = 0.0f;
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) m = fmaxf(m, fabsf(row[c]));
+#pragma unroll
+    for (int u = 0; u < kHeld; ++u) {
+      const int q = threadIdx.x + u * blockDim.x;
+      held[u] = q < quads ? row[q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      m = largest(m, held[u]);
+    }
+    for (int q = threadIdx.x + kHeld * blockDim.x; q < quads; q += blockDim.x) m = largest(m, row[q]);
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, offset));
     if (lane == 0) warp_max[warp] = m;
@@ -111,9 +145,22 @@ __global__ void quantize_fp8_rows_kernel(const float* x, int64_t rows, int cols,
     for (int w = 0; w < warps; ++w) m = fmaxf(m, warp_max[w]);
     const float scale = codec::fp8_dynamic_scale(m);
     if (threadIdx.x == 0) row_scales[r] = scale;
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-      store_fp8<kValuesAsBf16>(out, r * cols + c, row[c], scale);
+    Units* codes = reinterpret_cast<Units*>(static_cast<unsigned char*>(out) + r * cols * (kValuesAsBf16 ? 2 : 1));
+    const auto convert = [&](int q, float4 v) {
+      const uint32_t c0 = fp8_unit<kValuesAsBf16>(v.x, scale), c1 = fp8_unit<kValuesAsBf16>(v.y, scale),
+                     c2 = fp8_unit<kValuesAsBf16>(v.z, scale), c3 = fp8_unit<kValuesAsBf16>(v.w, scale);
+      if constexpr (kValuesAsBf16) {
+        codes[q] = make_uint2(c0 | c1 << 16, c2 | c3 << 16);
+      } else {
+        codes[q] = c0 | c1 << 8 | c2 << 16 | c3 << 24;
+      }
+    };
+#pragma unroll
+    for (int u = 0; u < kHeld; ++u) {
+      const int q = threadIdx.x + u * blockDim.x;
+      if (q < quads) convert(q, held[u]);
     }
+    for (int q = threadIdx.x + kHeld * blockDim.x; q < quads; q += blockDim.x) convert(q, row[q]);
     __syncthreads();  // warp_max is read by every thread before the next row writes it
   }
 }
@@ -222,6 +269,14 @@ __global__ void fp8_codes_kernel(const float* in, int n, uint8_t* codes, float* 
   }
 }
 
+template <class In>
+void launch_quantize_fp8(const In* x, int64_t n, const uint32_t* amax_bits, void* out, float* tensor_scale,
+                         bool fp8_as_bf16, bool overlap, cudaStream_t stream) {
+  launch_after_previous(fp8_as_bf16 ? quantize_fp8_kernel<In, true> : quantize_fp8_kernel<In, false>,
+                        dim3(blocks_for(n, 256)), dim3(256), 0, overlap, stream, x, n, amax_bits, out, tensor_scale);
+  MXMOE_CUDA_CHECK_LAUNCH("quantize_fp8_kernel");
+}
+
 }  // namespace
 
 void launch_abs_max(const float* x, int64_t n, uint32_t* amax_bits, cudaStream_t stream) {
@@ -239,11 +294,7 @@ void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, 
                             static_cast<uint16_t*>(out), tensor_scale);
       MXMOE_CUDA_CHECK_LAUNCH("quantize_bf16_kernel");
       return;
-    case Scheme::w4a8:
-      launch_after_previous(fp8_as_bf16 ? quantize_fp8_kernel<true> : quantize_fp8_kernel<false>, dim3(blocks_for(n, 256)),
-                            dim3(256), 0, overlap, stream, x, n, amax_bits, out, tensor_scale);
-      MXMOE_CUDA_CHECK_LAUNCH("quantize_fp8_kernel");
-      return;
+    case Scheme::w4a8: return launch_quantize_fp8(x, n, amax_bits, out, tensor_scale, fp8_as_bf16, overlap, stream);
     case Scheme::w4a4:
       if (cols % 32) throw CudaError("w4a4 quantization needs a multiple of 32 columns");
       launch_after_previous(quantize_mxfp4_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, overlap, stream, x, n / 32,
@@ -260,10 +311,19 @@ void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, 
 void launch_quantize_rows(const float* x, int64_t rows, int64_t cols, void* out, float* row_scales, float* tensor_scale,
                           bool fp8_as_bf16, bool overlap, cudaStream_t stream) {
   if (rows == 0) return;
+  if (cols % 4 != 0) throw CudaError("per-token FP8 quantization needs a multiple of 4 columns");
   launch_after_previous(fp8_as_bf16 ? quantize_fp8_rows_kernel<true> : quantize_fp8_rows_kernel<false>,
                         dim3(blocks_for(rows, 1, 8192)), dim3(256), 0, overlap, stream, x, rows, static_cast<int>(cols),
                         out, row_scales, tensor_scale);
   MXMOE_CUDA_CHECK_LAUNCH("quantize_fp8_rows_kernel");
+}
+
+void launch_quantize(Scheme scheme, const uint16_t* x_bf16, int64_t rows, int64_t cols, const uint32_t* amax_bits,
+                     void* out, float* tensor_scale, bool fp8_as_bf16, bool overlap, cudaStream_t stream) {
+  if (scheme != Scheme::w4a8) {
+    throw CudaError("bf16 activations are quantized for w4a8 only, not " + std::string(scheme_name(scheme)));
+  }
+  launch_quantize_fp8(x_bf16, rows * cols, amax_bits, out, tensor_scale, fp8_as_bf16, overlap, stream);
 }
 
 void launch_combine(const float* pair_out, const int32_t* position, const float* weights, int tokens, int hidden,

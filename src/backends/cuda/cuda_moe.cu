@@ -379,6 +379,9 @@ class CudaMoeImpl final : public CudaMoe {
     const int tile_rows = gemm_plan.tile_rows;
     const int max_tiles = static_cast<int>((P + tile_rows - 1) / tile_rows + active_bound);
     const bool fused_intermediate = gemms_.writes_down_input(scheme_);
+    // Per-tensor FP8's gate_up on the FP8 layout writes its units in bf16 for the quantization pass,
+    // and their largest magnitude (gemm_family.hpp).
+    const bool bf16_intermediate = fp8_words && !per_token;
 
     const bool small_batch_router = !gemms_.tiled_router || tokens <= kSmallRouterTokens;
     const int64_t logit_slices =
@@ -394,7 +397,7 @@ class CudaMoeImpl final : public CudaMoe {
     amax_.reserve(2 * sizeof(uint32_t));
     tensor_scales_.reserve(2 * sizeof(float));
     x_quantized_.reserve(T * H * activation_bytes);
-    if (!fused_intermediate) intermediate_.reserve(P * I * sizeof(float));
+    if (!fused_intermediate) intermediate_.reserve(P * I * (bf16_intermediate ? sizeof(uint16_t) : sizeof(float)));
     y_quantized_.reserve(P * I * activation_bytes);
     pair_out_.reserve(P * H * sizeof(float));
     if (per_token) row_scales_.reserve((T + P) * sizeof(float));  // the tokens', then the sorted pairs'
@@ -473,6 +476,8 @@ class CudaMoeImpl final : public CudaMoe {
     if (fused_intermediate) {
       gate_up.out_activations = y_quantized_.as<uint16_t>();
       gate_up.out_scale = scales + 1;
+    } else if (bf16_intermediate) {
+      gate_up.out_activations = intermediate_.as<uint16_t>();
     }
     gate_up.out_amax = amax_in_gate_up ? amax + 1 : nullptr;
     gate_up.folded_scales = folded_scales_;
@@ -485,7 +490,10 @@ class CudaMoeImpl final : public CudaMoe {
     gate_up.pairs = static_cast<int>(P);
     gemms_.launch(gate_up, gemm_plan, stream);
 
-    if (per_token) {
+    if (bf16_intermediate) {  // its largest magnitude came with it (writes_out_amax)
+      launch_quantize(scheme_, intermediate_.as<uint16_t>(), P, I, amax + 1, y_quantized_.as<void>(), scales + 1,
+                      fp8_as_bf16, overlap, stream);
+    } else if (per_token) {
       launch_quantize_rows(intermediate_.as<float>(), P, I, y_quantized_.as<void>(), y_row_scales, scales + 1, fp8_as_bf16,
                            overlap, stream);
     } else if (!fused_intermediate) {

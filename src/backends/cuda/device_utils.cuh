@@ -69,11 +69,16 @@ __device__ __forceinline__ void mma_e4m3_16832(float (&c)[4], const uint32_t (&a
 
 __device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) { return *reinterpret_cast<uint32_t*>(&v); }
 __device__ __forceinline__ __nv_bfloat162 bits_bf16x2(uint32_t v) { return *reinterpret_cast<__nv_bfloat162*>(&v); }
-// Four floats rounded to bf16 (codec::bf16_bits), packed in order for one 8-byte store.
-__device__ __forceinline__ uint2 bf16x4_bits(float4 v) {
-  return make_uint2(codec::bf16_bits(v.x) | static_cast<uint32_t>(codec::bf16_bits(v.y)) << 16,
-                    codec::bf16_bits(v.z) | static_cast<uint32_t>(codec::bf16_bits(v.w)) << 16);
+// Two floats rounded to bf16 as codec::bf16_bits rounds them (to nearest, ties to even), lo in the
+// low half, by one conversion instruction instead of about six integer ones each; a NaN becomes
+// the canonical NaN (still a NaN; the codec keeps its sign).
+__device__ __forceinline__ uint32_t bf16x2_rn(float lo, float hi) {
+  uint32_t pair;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(pair) : "f"(hi), "f"(lo));
+  return pair;
 }
+// Four floats rounded to bf16 (bf16x2_rn), packed in order for one 8-byte store.
+__device__ __forceinline__ uint2 bf16x4_bits(float4 v) { return make_uint2(bf16x2_rn(v.x, v.y), bf16x2_rn(v.z, v.w)); }
 
 // Two E2M1 codes (bits 0-3 and 16-19 of v) -> bf16x2 of their values times `scale2`.
 // The codes' bits placed in a bf16's exponent and top mantissa bit read as value * 2^-126 (code 1,

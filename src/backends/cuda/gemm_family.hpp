@@ -22,7 +22,9 @@ struct GemmBatchPlan {
   int gate_up_splits = 1;
   int down_splits = 1;
   // FP8-activation schemes: whether this batch's GEMMs take FP8 codes from the family's fp8_words
-  // (PackedWeights), where it packed them; else their values in bf16 from `words`.
+  // (PackedWeights), where it packed them; else their values in bf16 from `words`. Then per-tensor
+  // FP8's gate_up writes its SwiGLU units in bf16 (GemmProblem::out_activations) for the
+  // quantization pass.
   bool fp8_operands = false;
 };
 
@@ -45,7 +47,7 @@ struct GemmFamily {
   // Whether gate_up writes the down GEMM's input (bf16) itself under this scheme, so the batch needs
   // no fp32 intermediate and no quantization pass.
   bool (*writes_down_input)(Scheme scheme) = nullptr;
-  // Whether gate_up honours GemmProblem::out_amax, so the pipeline needs no pass over the fp32
+  // Whether gate_up honours GemmProblem::out_amax, so the pipeline needs no pass over the
   // intermediate for its per-tensor FP8 scale.
   bool writes_out_amax = false;
   // The small-batch path's expert kernels for this layout (decode.hpp); null: the family has none.

@@ -64,9 +64,15 @@ void launch_quantize(Scheme scheme, const float* x, int64_t rows, int64_t cols, 
                      float* tensor_scale, bool fp8_as_bf16, bool overlap, cudaStream_t stream);
 
 // Per-token FP8 (w4a8_token): row r of [rows, cols] under its own scale, its amax / 448, written to
-// row_scales[r]; *tensor_scale = 1. fp8_as_bf16 as for launch_quantize.
+// row_scales[r]; *tensor_scale = 1. fp8_as_bf16 as for launch_quantize. cols a multiple of 4 (a
+// layer's dims are of 32).
 void launch_quantize_rows(const float* x, int64_t rows, int64_t cols, void* out, float* row_scales, float* tensor_scale,
                           bool fp8_as_bf16, bool overlap, cudaStream_t stream);
+
+// w4a8's quantization of bf16 values (bits), as the sm90 FP8 gate_up writes its intermediate: half
+// the bytes of fp32 to read. *amax_bits is the largest of the values before their rounding to bf16.
+void launch_quantize(Scheme scheme, const uint16_t* x_bf16, int64_t rows, int64_t cols, const uint32_t* amax_bits,
+                     void* out, float* tensor_scale, bool fp8_as_bf16, bool overlap, cudaStream_t stream);
 
 struct GemmProblem {
   const uint32_t* weights = nullptr;  // packed by the GEMM family (gemm_family.hpp)
@@ -87,10 +93,12 @@ struct GemmProblem {
   const float* a_row_scales = nullptr;
   float* out = nullptr;               // gate_up: [pairs][N/2] SwiGLU units; down: [pairs][N]
   // gate_up of a family that writes the down GEMM's input itself (gemm_family.hpp): bf16 SwiGLU
-  // units [pairs][N/2] here instead of `out`, and 1 (their tensor scale) stored at *out_scale.
+  // units [pairs][N/2] here instead of `out`, and 1 (their tensor scale) stored at *out_scale. Also
+  // per-tensor FP8's gate_up on a family's FP8 layout (GemmBatchPlan::fp8_operands): the units in
+  // bf16 for the quantization pass (out_scale unused).
   uint16_t* out_activations = nullptr;
   float* out_scale = nullptr;
-  // gate_up writing fp32 `out` for a per-tensor FP8 quantization pass, in a family that fuses it
+  // gate_up writing its units for a per-tensor FP8 quantization pass, in a family that fuses it
   // (GemmFamily::writes_out_amax): the largest |value| written, as float bits, atomicMax'ed here.
   uint32_t* out_amax = nullptr;
   bool folded_scales = false;         // every weight scale code <= 128 (device_utils.cuh)

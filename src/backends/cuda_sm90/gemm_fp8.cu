@@ -55,7 +55,9 @@ struct Fp8Config {
   static constexpr int stage_bytes = (activation_bytes + weight_bytes + 1023) / 1024 * 1024;  // swizzle atoms 1024-aligned
   static constexpr int copies = BN * 8 / 128;  // each producer thread's 16-byte activation copies per stage
   static constexpr int barriers_offset = stages * stage_bytes;
-  static constexpr int smem_bytes = barriers_offset + 2 * stages * 8 + 1024;  // + alignment
+  // Per-token schemes: each consumer warpgroup's pairs' scales of its last two items (consume).
+  static constexpr int scales_offset = barriers_offset + 2 * stages * 8;
+  static constexpr int smem_bytes = scales_offset + consumers * 2 * BN * 4 + 1024;  // + alignment
   // As in gemm.cu: up to width 64 an expert's pairs mostly fit one tile, so its weights stream
   // through L2 once, evict-first, and leave it to the activation rows that other CTAs read again.
   static constexpr bool weights_read_once = BN < 128;
@@ -100,6 +102,7 @@ struct Ring {
   uint64_t* empty;
   unsigned char* smem;
   int step = 0;  // the item's first step, counted over the CTA's items
+  int items = 0;  // the consumers' items so far
   __device__ int stage(int s) const { return (step + s) % C::stages; }
   __device__ uint32_t parity(int s) const { return ((step + s) / C::stages) & 1; }
 };
@@ -215,6 +218,18 @@ __device__ __forceinline__ float consume(const GemmProblem& p, Ring<C>& ring, co
   // Each thread releases its own reads (racecheck does not follow __syncwarp and lane 0's arrival).
   auto release = [&](int s) { barrier_arrive(&ring.empty[ring.stage(s)]); };
 
+  // Per-token schemes: the item's pairs' activation scales, loaded now (their round trips under the
+  // MMAs) and staged in shared memory for the epilogue, which reads each 16 times. Looked up there,
+  // through a_rows per value, they stalled the epilogue while the tensor cores waited.
+  constexpr int kScalesPerThread = (kN + 127) / 128;
+  const bool row_scales = p.a_row_scales != nullptr;
+  float scales[kScalesPerThread];
+#pragma unroll
+  for (int u = 0; u < kScalesPerThread; ++u) {
+    const int column = thread + 128 * u;
+    scales[u] = row_scales && column < item.rows ? row_activation_scale(p, item.row0 + column) : 0.0f;
+  }
+
   float acc[1][kN / 2];
   zero(acc);
   uint32_t a[2][2 * C::records][4];
@@ -237,7 +252,18 @@ __device__ __forceinline__ float consume(const GemmProblem& p, Ring<C>& ring, co
   fence_operands(acc);
   release(steps.count - 1);
   ring.step += steps.count;
-  return store_tiles<kGateUp, true, kN>(p, acc, row_tile, stores, item.expert, item.row0, item.rows);
+  // Two buffers by item: a thread writes the next item's only after every thread of the warpgroup
+  // passed this barrier of this one, that is, was done reading the last item's.
+  float* staged = reinterpret_cast<float*>(ring.smem + C::scales_offset) + (warp_group * 2 + ring.items++ % 2) * C::BN;
+  if (row_scales) {
+#pragma unroll
+    for (int u = 0; u < kScalesPerThread; ++u) {
+      if (thread + 128 * u < kN) staged[thread + 128 * u] = scales[u];
+    }
+    asm volatile("bar.sync %0, 128;\n" ::"r"(1 + warp_group) : "memory");  // the warpgroup's own barrier
+  }
+  return store_tiles<kGateUp, true, kN>(p, acc, row_tile, stores, item.expert, item.row0, item.rows,
+                                        [&](int column) { return staged[column]; });
 }
 
 // An item with at most half of C::BN pairs (an expert's last tile) runs at half the MMA width.
@@ -357,7 +383,9 @@ void launch_both(const GemmProblem& p, cudaStream_t stream) {
 
 void launch_fp8(const GemmProblem& p, int variant, cudaStream_t stream) {
   if (p.row_factors == nullptr) throw CudaError("the sm90 FP8 kernels need the FP8 layout's row factors");
-  if (p.out_activations != nullptr) throw CudaError("the sm90 FP8 kernels write gate_up's output in fp32 only");
+  if (p.gate_up && (p.a_row_scales == nullptr) != (p.out_activations != nullptr)) {
+    throw CudaError("the sm90 FP8 gate_up writes per-tensor FP8's units in bf16 (out_activations), per-token's in fp32");
+  }
   // The sort's tile width (gemm.cu's variants), 64 to 256 (tile_widths.hpp: narrower tiles run on
   // bf16 tensor cores). One CTA per SM, a row tile per consumer warpgroup, and the producer's spare
   // registers with the consumers (below 56 the producer spills). Measured on an H200

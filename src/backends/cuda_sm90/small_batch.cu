@@ -87,10 +87,6 @@ __device__ __forceinline__ int staged_pair_offset(int k) {
   return (k / 64) * 128 + (j % 8) / 2 * 32 + (k % 64) / 16 * 8 + j / 8 * 4;
 }
 
-__device__ __forceinline__ uint32_t bf16_pair(float lo, float hi) {
-  return codec::bf16_bits(lo) | static_cast<uint32_t>(codec::bf16_bits(hi)) << 16;
-}
-
 // The FP8 E4M3 values of lo / scale and hi / scale as a bf16 pair (w4a8's activations; exact in
 // bf16, the scale goes after the MMA): two values per conversion instruction, each way. An E4M3
 // value is exact in f16 and then in f32, whose upper half is then its bf16.
@@ -166,9 +162,9 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
       unsigned char* row = staged + r[u] * row_bytes;
       const int k4 = (quad_begin + c[u]) * 4;
       *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4)) =
-          fp8 ? fp8_bf16_pair(v[u].x, v[u].y, row_scale) : bf16_pair(v[u].x, v[u].y);
+          fp8 ? fp8_bf16_pair(v[u].x, v[u].y, row_scale) : bf16x2_rn(v[u].x, v[u].y);
       *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4 + 2)) =
-          fp8 ? fp8_bf16_pair(v[u].z, v[u].w, row_scale) : bf16_pair(v[u].z, v[u].w);
+          fp8 ? fp8_bf16_pair(v[u].z, v[u].w, row_scale) : bf16x2_rn(v[u].z, v[u].w);
     }
   }
   if (first_round) loads_issued();  // a warp with no rows to load

@@ -92,13 +92,13 @@ __device__ __forceinline__ void warpgroup_row_tiles(int first, int row_tiles, in
 __device__ __forceinline__ int swizzled_chunk(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
 
 // store_tiles with the launch's choices fixed: kRowScales, each pair's activation scale from
-// p.a_row_scales (else the tensor's); kBf16Out, gate_up writes p.out_activations in bf16 (else
+// column_scale (else the tensor's); kBf16Out, gate_up writes p.out_activations in bf16 (else
 // fp32 to p.out). Columns past the item's pairs hold sums of zero-filled rows: computed with the
 // others, never stored.
-template <bool kGateUp, bool kRowFactors, bool kRowScales, bool kBf16Out, int kN, int kMTiles>
+template <bool kGateUp, bool kRowFactors, bool kRowScales, bool kBf16Out, int kN, int kMTiles, class ColumnScale>
 __device__ __forceinline__ float store_tiles_as(const GemmProblem& p, float (&acc)[kMTiles][kN / 2],
                                                 const int (&row_tile)[kMTiles], const bool (&stores)[kMTiles], int expert,
-                                                int row0, int rows) {
+                                                int row0, int rows, ColumnScale column_scale) {
   const int warp = threadIdx.x % 128 / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const float tensor_scale = kRowScales ? 1.0f : *p.a_scale;
@@ -121,26 +121,33 @@ __device__ __forceinline__ float store_tiles_as(const GemmProblem& p, float (&ac
     const int64_t first = (row0 + 2 * t) * out_stride + (kGateUp ? unit : tile_row);  // column 2t's output
 #pragma unroll
     for (int j = 0; j < kN / 8; ++j) {
+      float units[2];  // gate_up: the SwiGLU units of columns 8j + 2t and 8j + 2t + 1
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         const int column = 8 * j + 2 * t + i;
         const bool real = column < rows;
-        const float a_scale = kRowScales ? (real ? row_activation_scale(p, row0 + column) : 0.0f) : 1.0f;
+        const float a_scale = kRowScales ? (real ? column_scale(column) : 0.0f) : 1.0f;
         const float sum0 = fmaf(acc[m][4 * j + i], scale0 * a_scale, bias0);
         const float sum8 = fmaf(acc[m][4 * j + 2 + i], scale8 * a_scale, bias8);
         const int64_t at = first + (8 * j + i) * out_stride;
         if constexpr (kGateUp) {
-          const float v = swiglu(sum0, sum8, alpha, limit);
-          if constexpr (kBf16Out) {
-            if (real) p.out_activations[at] = codec::bf16_bits(v);
-          } else {
-            if (real) p.out[at] = v;
-            written_max = real ? fmaxf(written_max, fabsf(v)) : written_max;
+          units[i] = swiglu(sum0, sum8, alpha, limit);
+          // For an FP8 pass: the largest of the fp32 values sets its scale (the FP8 kernels' bf16
+          // units are per-tensor FP8's).
+          if constexpr (!kBf16Out || kRowFactors) written_max = real ? fmaxf(written_max, fabsf(units[i])) : written_max;
+          if constexpr (!kBf16Out) {
+            if (real) p.out[at] = units[i];
           }
         } else if (real) {
           p.out[at] = sum0;
           p.out[at + 8] = sum8;
         }
+      }
+      if constexpr (kGateUp && kBf16Out) {  // both units by one conversion, each to its pair's row
+        const uint32_t bits = bf16x2_rn(units[0], units[1]);
+        const int64_t at = first + 8 * j * out_stride;
+        if (8 * j + 2 * t < rows) p.out_activations[at] = static_cast<uint16_t>(bits);
+        if (8 * j + 2 * t + 1 < rows) p.out_activations[at + out_stride] = static_cast<uint16_t>(bits >> 16);
       }
     }
   }
@@ -148,29 +155,36 @@ __device__ __forceinline__ float store_tiles_as(const GemmProblem& p, float (&ac
 }
 
 // Stores a warpgroup's sums of kMTiles row tiles x kN pairs (pairs row0.. of `expert`, `rows` of
-// them real): each sum times its pair's activation scale (and, with kRowFactors, its weight row's
-// factor from p.row_factors: the FP8 layout's reference scale), plus the bias; gate_up pairs a
+// them real): each sum times its pair's activation scale (per-token schemes: column_scale(c), pair
+// row0 + c's, asked for real columns only; else the tensor's) (and, with kRowFactors, its weight
+// row's factor from p.row_factors: the FP8 layout's reference scale), plus the bias; gate_up pairs a
 // thread's rows g and g + 8 (gate, linear) through SwiGLU. Accumulator 4j + i: row g (i < 2) or
 // g + 8 of the warp's 16, pair column 8j + 2t + (i & 1). Returns gate_up's largest |value| written
-// to p.out (for p.out_amax). The launch's choices are taken once, not per value: tested per value,
+// (for p.out_amax). The launch's choices are taken once, not per value: tested per value,
 // they and the IEEE exp and division made ~95 instructions a value while the tensor cores waited
 // (docs/PERFORMANCE.md, twenty-third session).
-template <bool kGateUp, bool kRowFactors, int kN, int kMTiles>
+template <bool kGateUp, bool kRowFactors, int kN, int kMTiles, class ColumnScale>
 __device__ __forceinline__ float store_tiles(const GemmProblem& p, float (&acc)[kMTiles][kN / 2],
                                              const int (&row_tile)[kMTiles], const bool (&stores)[kMTiles], int expert,
-                                             int row0, int rows) {
+                                             int row0, int rows, ColumnScale column_scale) {
   const auto as = [&](auto row_scales, auto bf16_out) {
     return store_tiles_as<kGateUp, kRowFactors, decltype(row_scales)::value, decltype(bf16_out)::value, kN, kMTiles>(
-        p, acc, row_tile, stores, expert, row0, rows);
+        p, acc, row_tile, stores, expert, row0, rows, column_scale);
   };
   using Yes = std::true_type;
   using No = std::false_type;
   const bool row_scales = p.a_row_scales != nullptr;
-  // The FP8 kernels (kRowFactors) write fp32 only: launch_fp8 refuses bf16 activations.
-  if constexpr (kGateUp && !kRowFactors) {
-    if (p.out_activations != nullptr) return row_scales ? as(Yes{}, Yes{}) : as(No{}, Yes{});
+  // The FP8 kernels' (kRowFactors) gate_up writes per-tensor FP8's units in bf16 (half the bytes
+  // for the quantization pass to read) and per-token's, whose rows' scales the pass takes from the
+  // values, in fp32 (launch_fp8 checks): two forms, as before.
+  if constexpr (kGateUp && kRowFactors) {
+    return row_scales ? as(Yes{}, No{}) : as(No{}, Yes{});
+  } else {
+    if constexpr (kGateUp) {
+      if (p.out_activations != nullptr) return row_scales ? as(Yes{}, Yes{}) : as(No{}, Yes{});
+    }
+    return row_scales ? as(Yes{}, No{}) : as(No{}, No{});
   }
-  return row_scales ? as(Yes{}, No{}) : as(No{}, No{});
 }
 
 // gate_up's largest |value| written by the CTA's storing threads, into p.out_amax (uniform: every
