@@ -238,10 +238,17 @@ TEST(CudaFp8, DeviceConversionsMatchTheCodec) {
   REQUIRE_GPU();
   const std::vector<float> cases = fp8_rounding_cases();
   std::vector<uint8_t> codes(cases.size());
-  std::vector<float> values(cases.size());
-  cuda::fp8_codes_for_test(cases.data(), static_cast<int>(cases.size()), codes.data(), values.data());
+  std::vector<float> values(cases.size()), rounded(cases.size());
+  cuda::fp8_codes_for_test(cases.data(), static_cast<int>(cases.size()), codes.data(), values.data(), rounded.data());
   for (size_t i = 0; i < cases.size(); ++i) {
     ASSERT_EQ(static_cast<int>(codes[i]), static_cast<int>(codec::fp8_e4m3_code(cases[i]))) << cases[i];
+    const float expected = codec::fp8_e4m3_value(codec::fp8_e4m3_code(cases[i]));
+    if (std::isnan(expected)) {
+      EXPECT_TRUE(std::isnan(rounded[i])) << cases[i];
+    } else {
+      EXPECT_EQ(rounded[i], expected) << cases[i];  // -0 as -0: its bits
+      EXPECT_EQ(std::signbit(rounded[i]), std::signbit(expected)) << cases[i];
+    }
   }
   for (int code = 0; code < 256; ++code) {
     const float expected = codec::fp8_e4m3_value(static_cast<uint8_t>(code));

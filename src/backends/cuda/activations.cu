@@ -262,10 +262,15 @@ __global__ void decode_codes_kernel(float* out) {
   out[512 + 2 * byte + 1] = codec::fp8_e4m3_value(static_cast<uint8_t>((f8 >> 8) & 0xFF)) * 64.0f;
 }
 
-__global__ void fp8_codes_kernel(const float* in, int n, uint8_t* codes, float* values) {
+__global__ void fp8_codes_kernel(const float* in, int n, uint8_t* codes, float* values, float* rounded) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     codes[i] = codec::fp8_e4m3_code(in[i]);
     values[i] = codec::fp8_e4m3_value(static_cast<uint8_t>(i & 0xFF));
+  }
+  for (int i = 2 * (blockIdx.x * blockDim.x + threadIdx.x); i < n; i += 2 * gridDim.x * blockDim.x) {
+    const float2 v = fp8_e4m3_values_x2(in[i], i + 1 < n ? in[i + 1] : 0.0f);
+    rounded[i] = v.x;
+    if (i + 1 < n) rounded[i + 1] = v.y;
   }
 }
 
@@ -371,13 +376,15 @@ void decode_scaled_codes_for_test(const uint8_t* host_scales, int count, float* 
   MXMOE_CUDA_CHECK(cudaMemcpy(host_out, out.as<void>(), out.bytes(), cudaMemcpyDeviceToHost));
 }
 
-void fp8_codes_for_test(const float* host_in, int n, uint8_t* host_codes, float* host_values) {
-  DeviceBuffer in(n * sizeof(float)), values(n * sizeof(float)), codes(n);
+void fp8_codes_for_test(const float* host_in, int n, uint8_t* host_codes, float* host_values, float* host_rounded) {
+  DeviceBuffer in(n * sizeof(float)), values(n * sizeof(float)), codes(n), rounded(n * sizeof(float));
   MXMOE_CUDA_CHECK(cudaMemcpy(in.as<void>(), host_in, in.bytes(), cudaMemcpyHostToDevice));
-  fp8_codes_kernel<<<blocks_for(n, 256, 4096), 256>>>(in.as<float>(), n, codes.as<uint8_t>(), values.as<float>());
+  fp8_codes_kernel<<<blocks_for(n, 256, 4096), 256>>>(in.as<float>(), n, codes.as<uint8_t>(), values.as<float>(),
+                                                     rounded.as<float>());
   MXMOE_CUDA_CHECK_LAUNCH("fp8_codes_kernel");
   MXMOE_CUDA_CHECK(cudaMemcpy(host_codes, codes.as<void>(), n, cudaMemcpyDeviceToHost));
   MXMOE_CUDA_CHECK(cudaMemcpy(host_values, values.as<void>(), values.bytes(), cudaMemcpyDeviceToHost));
+  MXMOE_CUDA_CHECK(cudaMemcpy(host_rounded, rounded.as<void>(), rounded.bytes(), cudaMemcpyDeviceToHost));
 }
 
 }  // namespace mxmoe::cuda

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -165,6 +166,19 @@ __device__ __forceinline__ uint32_t fp8_e4m3_codes_x2(float lo, float hi) {
   return codes;
 #else
   return codec::fp8_e4m3_code(lo) | static_cast<uint32_t>(codec::fp8_e4m3_code(hi)) << 8;
+#endif
+}
+
+// The E4M3 values of lo and hi as fp32 (codec::fp8_e4m3_value of their codes): exact, so that a
+// kernel can carry FP8 activations as plain floats. On sm_89 and newer a conversion each way for both.
+__device__ __forceinline__ float2 fp8_e4m3_values_x2(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  const uint16_t codes = static_cast<uint16_t>(fp8_e4m3_codes_x2(lo, hi));
+  uint32_t halves;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(halves) : "h"(codes));
+  return __half22float2(*reinterpret_cast<const __half2*>(&halves));
+#else
+  return make_float2(codec::fp8_e4m3_value(codec::fp8_e4m3_code(lo)), codec::fp8_e4m3_value(codec::fp8_e4m3_code(hi)));
 #endif
 }
 

@@ -134,7 +134,8 @@ void decode_all_codes_for_test(float* host_out);
 // Test hook: all 256 packed bytes through the two-step and the folded bf16 decoders at each of
 // `count` scale codes; 1024 floats per scale (two-step first), low nibble first.
 void decode_scaled_codes_for_test(const uint8_t* scales, int count, float* host_out);
-// Test hook: codec::fp8_e4m3_code of each input and fp8_e4m3_value of code i % 256, on the device.
-void fp8_codes_for_test(const float* host_in, int n, uint8_t* host_codes, float* host_values);
+// Test hook: codec::fp8_e4m3_code of each input and fp8_e4m3_value of code i % 256, on the device,
+// and each input's E4M3 value by the kernels' conversion instructions (fp8_e4m3_values_x2).
+void fp8_codes_for_test(const float* host_in, int n, uint8_t* host_codes, float* host_values, float* host_rounded);
 
 }  // namespace mxmoe::cuda

@@ -88,13 +88,10 @@ __device__ __forceinline__ int staged_pair_offset(int k) {
 }
 
 // The FP8 E4M3 values of lo / scale and hi / scale as a bf16 pair (w4a8's activations; exact in
-// bf16, the scale goes after the MMA): two values per conversion instruction, each way. An E4M3
-// value is exact in f16 and then in f32, whose upper half is then its bf16.
+// bf16, the scale goes after the MMA): an E4M3 value is exact in f32, whose upper half is then
+// its bf16.
 __device__ __forceinline__ uint32_t fp8_bf16_pair(float lo, float hi, float scale) {
-  const uint16_t codes = static_cast<uint16_t>(fp8_e4m3_codes_x2(lo / scale, hi / scale));
-  uint32_t halves;
-  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(halves) : "h"(codes));
-  const float2 values = __half22float2(*reinterpret_cast<const __half2*>(&halves));
+  const float2 values = fp8_e4m3_values_x2(lo / scale, hi / scale);
   return __byte_perm(__float_as_uint(values.x), __float_as_uint(values.y), 0x7632);
 }
 
@@ -112,18 +109,23 @@ __device__ __forceinline__ float4 mx_quantize_quad(float4 v) {
 
 // The values [k_begin, k_end) of `count` rows of `k` fp32 values as the scheme's GEMM input (the
 // ends multiples of 64, kChunkK): w4a16 rounds them to bf16; w4a8 takes their FP8 values under the
-// tensor's `scale`, w4a8_token under each row's own (row_scales[r]); w4a4 quantizes each 32-value
-// block by the OCP MX rule first, its values exact in bf16. Each thread has kStageLoads 16-byte
-// loads in flight before it converts: the rows come from L2 or memory, and one round trip per value
-// would put the whole staging on the critical path (w4a4 took a 32-value block per warp and load:
-// 12 us more than w4a16 at T=1 on an H100, docs/PERFORMANCE.md, nineteenth session).
+// tensor's scale (from its largest magnitude's bits, *tensor_max_bits, and writes it to
+// row_scales[r] for the epilogue), w4a8_token under each row's own (row_scales[r]); w4a4 quantizes
+// each 32-value block by the OCP MX rule first, its values exact in bf16. Each thread has
+// kStageLoads 16-byte loads in flight before it converts: the rows come from L2 or memory, and one
+// round trip per value would put the whole staging on the critical path (w4a4 took a 32-value
+// block per warp and load: 12 us more than w4a16 at T=1 on an H100, docs/PERFORMANCE.md,
+// nineteenth session).
 constexpr int kStageLoads = 4;
 
+// w4a8's tensor maximum is loaded with the rows, so that the round trips overlap: loaded (and
+// divided) before the staging, it held every block's first row loads, and so its first weight
+// copy, back by one more trip to L2 (0.4 us at T=1: docs/PERFORMANCE.md, thirty-fifth session).
 // `loads_issued` runs once per thread, warp-uniformly: after the warp's first round of loads is
 // issued, or at the end for a warp with none.
 template <Scheme S, class LoadsIssued>
 __device__ void stage_rows(unsigned char* staged, const float* const* rows, int count, int k, int k_begin, int k_end,
-                           float scale, const float* row_scales, LoadsIssued loads_issued) {
+                           const uint32_t* tensor_max_bits, float* row_scales, LoadsIssued loads_issued) {
   constexpr bool per_token = S == Scheme::w4a8_token, fp8 = per_token || S == Scheme::w4a8;
   const int row_bytes = staged_row_bytes(k);
   // The rows in rounds, per warp: kStageLoads loads per lane in flight, then each lane converts its
@@ -150,6 +152,7 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
       v[u] = r[u] < count ? reinterpret_cast<const float4*>(rows[r[u]])[quad_begin + c[u]]
                           : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
+    const uint32_t max_bits = fp8 && !per_token ? __ldcg(tensor_max_bits) : 0u;
     __syncwarp();
     if (first_round) loads_issued();
     first_round = false;
@@ -158,7 +161,8 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
       if (base + u * kConsumers >= total) break;  // warp-uniform: the warp's quads are all past the rows
       if constexpr (S == Scheme::w4a4) v[u] = mx_quantize_quad(v[u]);
       if (r[u] >= count) continue;
-      const float row_scale = per_token ? row_scales[r[u]] : scale;
+      const float row_scale = per_token ? row_scales[r[u]] : fp8_scale_from_bits(max_bits);
+      if (fp8 && !per_token && c[u] == 0) row_scales[r[u]] = row_scale;
       unsigned char* row = staged + r[u] * row_bytes;
       const int k4 = (quad_begin + c[u]) * 4;
       *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4)) =
@@ -252,12 +256,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
   // H200; holding every down kernel cost w4a8_token's T=2 1.4-2.2% (docs/PERFORMANCE.md,
   // thirty-second session).
   constexpr bool holds_for_rows = !kGateUp && kParts > 1;
-  // w4a8: tokens enter gate_up under the hidden states' scale (the route kernel's largest |x|), down
-  // under the intermediate's (the largest value gate_up wrote, read once gate_up is done).
-  // w4a8_token: each staged row under its own (s_row_scale); the tensor scales are 1.
-  float a_scale = per_tensor && kGateUp ? fp8_scale_from_bits(__ldcg(&a.control->amax_bits[0])) : 1.0f;
-  if (kGateUp && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[0] = a_scale;  // for the caller
-  if (!kGateUp && !per_tensor && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[1] = 1.0f;
+  // The staged rows' scales (s_row_scale): w4a8's tokens enter gate_up under the hidden states'
+  // scale (the route kernel's largest |x|), down under the intermediate's (the largest value gate_up
+  // wrote, read once gate_up is done), both from their staging; w4a8_token's rows each under its
+  // own (a token's from the route kernel, a pair's from gate_up's largest |y| of the pair: looked up
+  // with the pass), the tensor scales then 1.
+  constexpr bool fp8 = per_tensor || per_token;
+  const uint32_t* tensor_max_bits = &a.control->amax_bits[kGateUp ? 0 : 1];
+  if (!per_tensor && blockIdx.x == 0 && threadIdx.x == 0) a.tensor_scales[kGateUp ? 0 : 1] = 1.0f;  // for the caller
   float intermediate_max = 0.0f;
   auto passes = [&](int item) {
     const int slot = item / kParts / tiles;
@@ -346,7 +352,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
         if constexpr (!kGateUp) {
           wait_for_previous_grid();  // gate_up's intermediates, and their largest value
           if (staged_key < 0 && threadIdx.x == 0) stamp(1);
-          if constexpr (per_tensor) a_scale = fp8_scale_from_bits(__ldcg(&a.control->amax_bits[1]));
         }
         look_up_pass<kGateUp>(a, routing, first, count, k, s_pairs, s_rows, per_token ? s_row_scale : nullptr);
         if (kGateUp && per_token && threadIdx.x < kTokensPerPass) s_pair_max[threadIdx.x] = 0;
@@ -357,8 +362,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
         const auto loads_issued = [&] {
           if (block_first && (kGateUp || holds_for_rows)) first_loads_issued();
         };
-        stage_rows<S>(staged, s_rows, count, k, p0 * kChunkK, p1 * kChunkK, a_scale, s_row_scale, loads_issued);
+        stage_rows<S>(staged, s_rows, count, k, p0 * kChunkK, p1 * kChunkK, tensor_max_bits, s_row_scale,
+                      loads_issued);
         consumers_sync();
+        if (kGateUp && per_tensor && block_first && blockIdx.x == 0 && threadIdx.x == 0) {
+          a.tensor_scales[0] = s_row_scale[0];  // for the caller
+        }
         if (staged_key < 0 && threadIdx.x == 0) stamp(4);
         staged_key = key;
       }
@@ -410,7 +419,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) small_batch_kernel(Decod
           const int column = 2 * t + i;
           if (column >= count) continue;
           const int64_t p = s_pairs[column];
-          const float scale = per_token ? s_row_scale[column] : a_scale;
+          const float scale = fp8 ? s_row_scale[column] : 1.0f;
           if constexpr (kGateUp) {  // rows g and g + 8 are the gate and linear rows of one unit
             const int unit = tile * (kTileRows / 2) + slice_warp * 8 + g;
             const float* bias = a.gate_up_bias + static_cast<int64_t>(expert) * n + 2 * unit;
