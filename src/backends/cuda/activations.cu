@@ -125,7 +125,6 @@ __global__ void quantize_fp8_rows_kernel(const float* x, int64_t rows, int cols,
   allow_dependent_launch();
   if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = 1.0f;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32, quads = cols / 4;
-  const auto largest = [](float m, float4 v) { return fmaxf(fmaxf(m, fmaxf(fabsf(v.x), fabsf(v.y))), fmaxf(fabsf(v.z), fabsf(v.w))); };
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float4* row = reinterpret_cast<const float4*>(x + r * cols);
     float4 held[kHeld];
@@ -134,9 +133,9 @@ __global__ void quantize_fp8_rows_kernel(const float* x, int64_t rows, int cols,
     for (int u = 0; u < kHeld; ++u) {
       const int q = threadIdx.x + u * blockDim.x;
       held[u] = q < quads ? row[q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      m = largest(m, held[u]);
+      m = fmaxf(m, abs_max(held[u]));
     }
-    for (int q = threadIdx.x + kHeld * blockDim.x; q < quads; q += blockDim.x) m = largest(m, row[q]);
+    for (int q = threadIdx.x + kHeld * blockDim.x; q < quads; q += blockDim.x) m = fmaxf(m, abs_max(row[q]));
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, offset));
     if (lane == 0) warp_max[warp] = m;

@@ -55,7 +55,7 @@ __device__ __forceinline__ void hidden_magnitudes_block(const DecodeLayerArgs& a
     for (int t = 0; t < kLogitTokens; ++t) {
       if (t >= count) continue;
       const float4 v = xs[static_cast<int64_t>(t) * quads + q];
-      m[t] = fmaxf(m[t], fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+      m[t] = fmaxf(m[t], abs_max(v));
     }
   }
   __shared__ uint32_t warp_max[kRouteThreads / 32][kLogitTokens];

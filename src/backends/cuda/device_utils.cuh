@@ -70,6 +70,11 @@ __device__ __forceinline__ void mma_e4m3_16832(float (&c)[4], const uint32_t (&a
 
 __device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) { return *reinterpret_cast<uint32_t*>(&v); }
 __device__ __forceinline__ __nv_bfloat162 bits_bf16x2(uint32_t v) { return *reinterpret_cast<__nv_bfloat162*>(&v); }
+// The largest magnitude of four values (fmaxf: a NaN counts only if all four are NaN).
+__device__ __forceinline__ float abs_max(float4 v) {
+  return fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+}
+
 // Two floats rounded to bf16 as codec::bf16_bits rounds them (to nearest, ties to even), lo in the
 // low half, by one conversion instruction instead of about six integer ones each; a NaN becomes
 // the canonical NaN (still a NaN; the codec keeps its sign).

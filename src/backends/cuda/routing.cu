@@ -93,7 +93,7 @@ __device__ __forceinline__ float bf16_and_max_of_tile(const float (*tile)[kTiled
   for (int i = 0; i < kSteps; ++i) {
     const int index = threadIdx.x + i * kThreads, row = index / 8, quad = index % 8;
     const float4 v = *reinterpret_cast<const float4*>(&tile[row][4 * quad]);
-    m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+    m = fmaxf(m, abs_max(v));
     if (x_bf16 != nullptr && row0 + row < count) {
       *reinterpret_cast<uint2*>(x_bf16 + static_cast<int64_t>(row0 + row) * hidden + k0 + 4 * quad) = bf16x4_bits(v);
     }

@@ -99,7 +99,7 @@ __device__ __forceinline__ uint32_t fp8_bf16_pair(float lo, float hi, float scal
 // by the OCP MX rule (codec): the block's largest magnitude sets its shared exponent. Every lane of
 // the warp calls it (its shuffles take the whole warp).
 __device__ __forceinline__ float4 mx_quantize_quad(float4 v) {
-  float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+  float amax = abs_max(v);
 #pragma unroll
   for (int offset = 4; offset > 0; offset /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, offset));
   const int shared = codec::mx_shared_exponent(amax);
