@@ -101,6 +101,28 @@ MXMOE_HD float f16_value(uint16_t h) {
 // value, by IEEE float division on host and device alike), or 1 for an all-zero tensor.
 MXMOE_HD float fp8_dynamic_scale(float amax) { return amax > 0.0f ? amax / 448.0f : 1.0f; }
 
+// Many values divided by one FP8 scale (finite, positive) without a division each, for |a| up to
+// 448 x scale (the values whose largest set it): quotient(a) is a / scale as IEEE division rounds
+// it wherever that is 2^-11 or more in magnitude, and below that it rounds, as a / scale does, to
+// a's signed zero E4M3 code (fp8_e4m3_code). Markstein's correction: with y = 1 / b correctly
+// rounded and q = a y, the residual q b - a is exact by one FMA while it does not underflow, and
+// q - (q b - a) y is the correctly rounded a / b. For quotients of 2^-11 and more the residual is
+// exact when b >= 2^-90, so a smaller scale is taken 2^64 times larger, and a with it (exact). Four
+// multiply-adds per value where an IEEE division is about ten instructions and a branch to its slow
+// path, in the GPU stagings and passes that quantize activations (tests/format: against a / scale
+// over scales from the smallest subnormal up; docs/PERFORMANCE.md, thirty-sixth session).
+struct Fp8Divisor {
+  float factor, scale, reciprocal;
+  MXMOE_HD explicit Fp8Divisor(float s)
+      : factor(s < 0x1p-90f ? 0x1p64f : 1.0f), scale(s * factor), reciprocal(1.0f / scale) {}
+  MXMOE_HD float quotient(float a) const {
+    a *= factor;
+    const float q = a * reciprocal;
+    const float residual = fmaf(q, scale, -a);  // q b - a, not a - q b: a zero a keeps its sign below
+    return fmaf(-residual, reciprocal, q);
+  }
+};
+
 // RNE to FP8 E4M3 with saturation at +-448 (and for +-Inf); NaN -> the NaN code.
 MXMOE_HD uint8_t fp8_e4m3_code(float v) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890

@@ -260,6 +260,90 @@ TEST(CudaFp8, DeviceConversionsMatchTheCodec) {
   }
 }
 
+// The quantization passes divide by the FP8 scale through its reciprocal (codec::Fp8Divisor): the
+// same codes as the codec's IEEE division, value by value, per tensor (fp32 and bf16 inputs) and per
+// row, on rows whose values sit just either side of every E4M3 rounding tie under scales that are
+// not powers of two, rows of spread magnitudes, subnormal values, signed zeros, and rows whose
+// largest value is tiny (a scale below 2^-90) or huge.
+TEST(CudaFp8, QuantizationPassesDivideAsTheCodec) {
+  REQUIRE_GPU();
+  constexpr int kCols = 2880;
+  std::mt19937 rng(20261204);
+  std::uniform_real_distribution<float> unit(1.0f, 2.0f);
+  std::vector<float> x;
+  const float row_maxima[] = {3.7f, 1.0f / 3.0f, 0x1.234p-100f, 0x1.fffffep-95f, 0x1.5p-130f, 1.7e37f, 448.0f};
+  for (const float row_max : row_maxima) {
+    const float scale = codec::fp8_dynamic_scale(row_max);
+    std::vector<float> row = {row_max, 0.0f, -0.0f, std::numeric_limits<float>::denorm_min(), -0x1p-140f};
+    for (int c = 0; c < 0x7E && row.size() + 6 <= kCols; ++c) {  // around each tie a / scale = midpoint
+      const float mid = (codec::fp8_e4m3_value(static_cast<uint8_t>(c)) + codec::fp8_e4m3_value(static_cast<uint8_t>(c + 1))) / 2;
+      const float a = mid * scale;
+      for (const float v : {a, std::nextafter(a, 0.0f), std::nextafter(a, 1e38f)}) {
+        if (!(std::fabs(v) <= row_max)) continue;  // the row's largest stays row_max
+        row.push_back(v);
+        row.push_back(-v);
+      }
+    }
+    while (row.size() < kCols) {  // magnitudes over 24 binades below the row's largest
+      const float v = row_max * std::ldexp(unit(rng) / 2, -static_cast<int>(rng() % 24));
+      row.push_back(rng() & 1 ? v : -v);
+    }
+    x.insert(x.end(), row.begin(), row.begin() + kCols);
+  }
+  const int rows = static_cast<int>(x.size() / kCols);
+  const auto device_copy = [](const void* host, size_t bytes) {
+    cuda::DeviceBuffer b(bytes);
+    MXMOE_CUDA_CHECK(cudaMemcpy(b.as<void>(), host, bytes, cudaMemcpyHostToDevice));
+    return b;
+  };
+  const auto host_copy = [](const cuda::DeviceBuffer& b, void* host, size_t bytes) {
+    MXMOE_CUDA_CHECK(cudaMemcpy(host, b.as<void>(), bytes, cudaMemcpyDeviceToHost));
+  };
+  const size_t n = x.size();
+  cuda::DeviceBuffer d_x = device_copy(x.data(), n * sizeof(float)), codes(n), row_scales(rows * sizeof(float)),
+                     tensor_scale(sizeof(float));
+  std::vector<uint8_t> got(n);
+
+  // Per row: each row's scale, then its codes.
+  cuda::launch_quantize_rows(d_x.as<float>(), rows, kCols, codes.as<void>(), row_scales.as<float>(),
+                             tensor_scale.as<float>(), false, false, nullptr);
+  std::vector<float> got_scales(rows);
+  host_copy(codes, got.data(), n);
+  host_copy(row_scales, got_scales.data(), rows * sizeof(float));
+  for (int r = 0; r < rows; ++r) {
+    const float scale = codec::fp8_dynamic_scale(row_maxima[r]);
+    ASSERT_EQ(got_scales[r], scale) << "row " << r;
+    for (int c = 0; c < kCols; ++c) {
+      const float v = x[static_cast<size_t>(r) * kCols + c];
+      ASSERT_EQ(int(got[static_cast<size_t>(r) * kCols + c]), int(float_to_fp8_e4m3(v / scale))) << "row " << r << ": " << v;
+    }
+  }
+
+  // Per tensor, fp32 and bf16 inputs, each row taken as a tensor of its own.
+  for (int r = 0; r < rows; ++r) {
+    const float* row = x.data() + static_cast<size_t>(r) * kCols;
+    std::vector<uint16_t> row_bf16(kCols);
+    for (int c = 0; c < kCols; ++c) row_bf16[c] = codec::bf16_bits(row[c]);
+    const uint32_t amax_bits = codec::float_bits(row_maxima[r]);
+    cuda::DeviceBuffer d_amax = device_copy(&amax_bits, 4), d_bf16 = device_copy(row_bf16.data(), kCols * 2);
+    const float scale = codec::fp8_dynamic_scale(row_maxima[r]);
+    for (const bool bf16_in : {false, true}) {
+      if (bf16_in) {
+        cuda::launch_quantize(Scheme::w4a8, d_bf16.as<uint16_t>(), 1, kCols, d_amax.as<uint32_t>(), codes.as<void>(),
+                              tensor_scale.as<float>(), false, false, nullptr);
+      } else {
+        cuda::launch_quantize(Scheme::w4a8, d_x.as<float>() + static_cast<size_t>(r) * kCols, 1, kCols,
+                              d_amax.as<uint32_t>(), codes.as<void>(), tensor_scale.as<float>(), false, false, nullptr);
+      }
+      host_copy(codes, got.data(), kCols);
+      for (int c = 0; c < kCols; ++c) {
+        const float v = bf16_in ? codec::bf16_value(row_bf16[c]) : row[c];
+        ASSERT_EQ(int(got[c]), int(float_to_fp8_e4m3(v / scale))) << "tensor " << r << (bf16_in ? " (bf16): " : ": ") << v;
+      }
+    }
+  }
+}
+
 // Why this GPU cannot run the backend's code, or "".
 std::string cannot_run_here(const std::string& backend, Scheme scheme) {
   const DeviceSpec gpu = DeviceSpec::detect();

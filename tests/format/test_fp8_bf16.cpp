@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "mxmoe/codecs.hpp"
 #include "mxmoe/format.hpp"
 
 namespace mxmoe {
@@ -128,6 +129,48 @@ TEST(Fp8Tensor, StaticScaleSaturatesAndBadInputsAreErrors) {
   EXPECT_THROW(fp8_dynamic_scale(x), std::domain_error);
   x[1] = kInf;
   EXPECT_THROW(fp8_dynamic_scale(x), std::domain_error);
+}
+
+// The GPU stagings' division by reciprocal (codec::Fp8Divisor) against IEEE division, over scales
+// from the smallest subnormal to the largest an fp32 maximum gives, and every binade of quotients
+// from far below E4M3's smallest value to 448: the same E4M3 codes everywhere (zeros' signs too),
+// the same bits from 2^-11 up.
+TEST(Fp8Divisor, QuotientsRoundAsIeeeDivision) {
+  std::vector<float> scales = {std::ldexp(1.0f, -149), 0x1p-91f, 0x1p-90f, std::nextafter(0x1p-90f, 1.0f),
+                               std::nextafter(0x1p-90f, 0.0f), 1.0f, 0x1.fffffep119f};
+  for (int e = -140; e <= 118; e += 9) {
+    scales.push_back(std::ldexp(1.0f, e));
+    scales.push_back(std::ldexp(0x1.fffffep0f, e));      // an all-ones significand
+    scales.push_back(codec::fp8_dynamic_scale(std::ldexp(1.3717f, e + 9)));
+  }
+  uint32_t seed = 12345;
+  const auto next = [&seed] { return seed = seed * 1664525u + 1013904223u; };
+  int64_t checked = 0;
+  for (const float scale : scales) {
+    const codec::Fp8Divisor divisor(scale);
+    const auto check = [&](float a) {
+      const float expected = a / scale, got = divisor.quotient(a);
+      ASSERT_EQ(codec::fp8_e4m3_code(got), codec::fp8_e4m3_code(expected)) << a << " / " << scale;
+      if (std::fabs(expected) >= 0x1p-11f) ASSERT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(expected)) << a << " / " << scale;
+      ++checked;
+    };
+    check(0.0f);
+    check(-0.0f);
+    if (std::isfinite(448.0f * scale)) {
+      check(448.0f * scale);
+      check(-448.0f * scale);
+    }
+    for (int binade = -30; binade <= 8; ++binade) {  // quotients in [2^binade, 2^(binade + 1))
+      const float low = std::ldexp(scale, binade);
+      if (low == 0.0f || !std::isfinite(low)) continue;
+      for (int i = 0; i < 3000; ++i) {
+        const float a = low * (1.0f + static_cast<float>(next() >> 9) * 0x1p-23f);
+        if (std::isfinite(a) && std::fabs(a) <= 448.0f * scale) check((next() & 1) ? a : -a);
+      }
+    }
+    for (int i = 0; i < 2000; ++i) check(std::bit_cast<float>(next() & 0x807FFFFFu));  // subnormal values
+  }
+  EXPECT_GT(checked, 1000000);
 }
 
 }  // namespace

@@ -50,14 +50,14 @@ __global__ void quantize_bf16_kernel(const float* x, int64_t n, uint16_t* out, f
 // value fits bf16's exponent and mantissa), for GEMMs that run FP8 schemes on bf16 tensor cores; the
 // scale goes after the MMA either way.
 template <bool kValuesAsBf16>
-__device__ __forceinline__ uint32_t fp8_unit(float v, float scale) {
-  const uint8_t code = codec::fp8_e4m3_code(v / scale);
+__device__ __forceinline__ uint32_t fp8_unit(float v, const codec::Fp8Divisor& scale) {
+  const uint8_t code = codec::fp8_e4m3_code(scale.quotient(v));
   if constexpr (kValuesAsBf16) return codec::bf16_bits(codec::fp8_e4m3_value(code));
   return code;
 }
 
 template <bool kValuesAsBf16>
-__device__ __forceinline__ void store_fp8(void* out, int64_t i, float v, float scale) {
+__device__ __forceinline__ void store_fp8(void* out, int64_t i, float v, const codec::Fp8Divisor& scale) {
   if constexpr (kValuesAsBf16) {
     static_cast<uint16_t*>(out)[i] = static_cast<uint16_t>(fp8_unit<true>(v, scale));
   } else {
@@ -91,8 +91,9 @@ __global__ void quantize_fp8_kernel(const In* x, int64_t n, const uint32_t* amax
   using Units = std::conditional_t<kWords == 1, uint32_t, std::conditional_t<kWords == 2, uint2, uint4>>;
   wait_for_previous_grid();
   allow_dependent_launch();
-  const float scale = fp8_scale_from_bits(*amax_bits);
-  if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = scale;
+  const float tensor = fp8_scale_from_bits(*amax_bits);
+  if (blockIdx.x == 0 && threadIdx.x == 0) *tensor_scale = tensor;
+  const codec::Fp8Divisor scale(tensor);
   const int64_t steps = n / kStep, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   for (int64_t i = first; i < steps; i += stride) {
@@ -142,8 +143,9 @@ __global__ void quantize_fp8_rows_kernel(const float* x, int64_t rows, int cols,
     __syncthreads();
     m = 0.0f;
     for (int w = 0; w < warps; ++w) m = fmaxf(m, warp_max[w]);
-    const float scale = codec::fp8_dynamic_scale(m);
-    if (threadIdx.x == 0) row_scales[r] = scale;
+    const float row_scale = codec::fp8_dynamic_scale(m);
+    if (threadIdx.x == 0) row_scales[r] = row_scale;
+    const codec::Fp8Divisor scale(row_scale);
     Units* codes = reinterpret_cast<Units*>(static_cast<unsigned char*>(out) + r * cols * (kValuesAsBf16 ? 2 : 1));
     const auto convert = [&](int q, float4 v) {
       const uint32_t c0 = fp8_unit<kValuesAsBf16>(v.x, scale), c1 = fp8_unit<kValuesAsBf16>(v.y, scale),

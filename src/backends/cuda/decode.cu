@@ -126,9 +126,9 @@ __device__ __forceinline__ void stage_rows(unsigned char* staged, int row_bytes,
       const int r = i / quads, c = i % quads;
       const float4 v = reinterpret_cast<const float4*>(rows[r])[c];
       if constexpr (Act<S>::fp8) {
-        if constexpr (Act<S>::per_token) scale = row_scales[r];
-        const uint32_t q =
-            fp8_e4m3_codes_x2(v.x / scale, v.y / scale) | fp8_e4m3_codes_x2(v.z / scale, v.w / scale) << 16;
+        const codec::Fp8Divisor divisor(Act<S>::per_token ? row_scales[r] : scale);
+        const uint32_t q = fp8_e4m3_codes_x2(divisor.quotient(v.x), divisor.quotient(v.y)) |
+                           fp8_e4m3_codes_x2(divisor.quotient(v.z), divisor.quotient(v.w)) << 16;
         reinterpret_cast<uint32_t*>(staged + r * row_bytes)[c] = q;
       } else {
         reinterpret_cast<uint2*>(staged + r * row_bytes)[c] = bf16x4_bits(v);

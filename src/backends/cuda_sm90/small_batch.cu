@@ -90,8 +90,8 @@ __device__ __forceinline__ int staged_pair_offset(int k) {
 // The FP8 E4M3 values of lo / scale and hi / scale as a bf16 pair (w4a8's activations; exact in
 // bf16, the scale goes after the MMA): an E4M3 value is exact in f32, whose upper half is then
 // its bf16.
-__device__ __forceinline__ uint32_t fp8_bf16_pair(float lo, float hi, float scale) {
-  const float2 values = fp8_e4m3_values_x2(lo / scale, hi / scale);
+__device__ __forceinline__ uint32_t fp8_bf16_pair(float lo, float hi, const codec::Fp8Divisor& scale) {
+  const float2 values = fp8_e4m3_values_x2(scale.quotient(lo), scale.quotient(hi));
   return __byte_perm(__float_as_uint(values.x), __float_as_uint(values.y), 0x7632);
 }
 
@@ -161,14 +161,20 @@ __device__ void stage_rows(unsigned char* staged, const float* const* rows, int 
       if (base + u * kConsumers >= total) break;  // warp-uniform: the warp's quads are all past the rows
       if constexpr (S == Scheme::w4a4) v[u] = mx_quantize_quad(v[u]);
       if (r[u] >= count) continue;
-      const float row_scale = per_token ? row_scales[r[u]] : fp8_scale_from_bits(max_bits);
-      if (fp8 && !per_token && c[u] == 0) row_scales[r[u]] = row_scale;
       unsigned char* row = staged + r[u] * row_bytes;
       const int k4 = (quad_begin + c[u]) * 4;
-      *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4)) =
-          fp8 ? fp8_bf16_pair(v[u].x, v[u].y, row_scale) : bf16x2_rn(v[u].x, v[u].y);
-      *reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4 + 2)) =
-          fp8 ? fp8_bf16_pair(v[u].z, v[u].w, row_scale) : bf16x2_rn(v[u].z, v[u].w);
+      uint32_t* low = reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4));
+      uint32_t* high = reinterpret_cast<uint32_t*>(row + staged_pair_offset(k4 + 2));
+      if constexpr (fp8) {
+        const float row_scale = per_token ? row_scales[r[u]] : fp8_scale_from_bits(max_bits);
+        if (!per_token && c[u] == 0) row_scales[r[u]] = row_scale;
+        const codec::Fp8Divisor divisor(row_scale);
+        *low = fp8_bf16_pair(v[u].x, v[u].y, divisor);
+        *high = fp8_bf16_pair(v[u].z, v[u].w, divisor);
+      } else {
+        *low = bf16x2_rn(v[u].x, v[u].y);
+        *high = bf16x2_rn(v[u].z, v[u].w);
+      }
     }
   }
   if (first_round) loads_issued();  // a warp with no rows to load
