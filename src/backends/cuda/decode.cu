@@ -122,11 +122,12 @@ __device__ __forceinline__ void stage_rows(unsigned char* staged, int row_bytes,
     }
   } else {
     const int quads = k / 4;
+    const codec::Fp8Divisor tensor_divisor(scale);  // w4a8's, the same for every row
     for (int i = threadIdx.x; i < count * quads; i += kThreads) {
       const int r = i / quads, c = i % quads;
       const float4 v = reinterpret_cast<const float4*>(rows[r])[c];
       if constexpr (Act<S>::fp8) {
-        const codec::Fp8Divisor divisor(Act<S>::per_token ? row_scales[r] : scale);
+        const codec::Fp8Divisor divisor = Act<S>::per_token ? codec::Fp8Divisor(row_scales[r]) : tensor_divisor;
         const uint32_t q = fp8_e4m3_codes_x2(divisor.quotient(v.x), divisor.quotient(v.y)) |
                            fp8_e4m3_codes_x2(divisor.quotient(v.z), divisor.quotient(v.w)) << 16;
         reinterpret_cast<uint32_t*>(staged + r * row_bytes)[c] = q;
