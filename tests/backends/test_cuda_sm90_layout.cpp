@@ -7,7 +7,9 @@
 #ifdef MXMOE_WITH_CUDA
 #include <random>
 
+#include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda_sm90/family.hpp"
+#include "backends/cuda_sm90/gemm_fp8.hpp"
 #include "backends/cuda_sm90/layout.hpp"
 #include "backends/cuda_sm90/layout_fp8.hpp"
 #include "backends/cuda_sm90/tile_widths.hpp"
@@ -300,6 +302,25 @@ TEST(CudaSm90Plan, TilesOf256PairsOnlyOnFp8CoresWithTheFp8Layout) {
     SCOPED_TRACE(scheme_name(scheme));
     EXPECT_EQ(width(scheme, 4 * 8192, true), 128) << "bf16 cores have no tile of 256";
     EXPECT_FALSE(family.plan(scheme, 4 * 8192, 32, shape, 132, true).fp8_operands);
+  }
+}
+
+// The FP8 kernels' producer holds each activation row's place in 32 bits of 16-byte units: a batch
+// past that is refused by name before anything launches (so this runs without a GPU), never read
+// from a wrapped address.
+TEST(CudaSm90Fp8, RefusesActivationsPastItsRowAddressing) {
+  const float factor = 1.0f;
+  cuda::GemmProblem p;
+  p.row_factors = &factor;
+  p.k = 2880;
+  p.pairs = static_cast<int>((int64_t{1} << 36) / p.k + 1);  // one row past 2^32 units of 16 bytes
+  for (int variant : {64, 128, 256}) {
+    try {
+      cuda::sm90::launch_fp8(p, variant, nullptr);
+      ADD_FAILURE() << "tile width " << variant << ": " << p.pairs << " rows of " << p.k << " bytes were launched";
+    } catch (const cuda::CudaError& e) {
+      EXPECT_NE(std::string(e.what()).find("run the batch in parts"), std::string::npos) << e.what();
+    }
   }
 }
 

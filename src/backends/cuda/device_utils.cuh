@@ -21,6 +21,11 @@ __device__ __forceinline__ void cp_async_16(void* smem, const void* global, bool
                "r"(valid ? 16 : 0));
 }
 
+// The same at a shared-memory address, the first `bytes` (16 or 0) read and the rest zero-filled.
+__device__ __forceinline__ void cp_async_16(uint32_t smem, const void* global, uint32_t bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(global), "r"(bytes));
+}
+
 __device__ __forceinline__ void cp_async_8(void* smem, const void* global, bool valid) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smem_address(smem)), "l"(global),
                "r"(valid ? 8 : 0));

@@ -215,8 +215,12 @@ __device__ __forceinline__ void run_tile(const GemmProblem& p, unsigned char* sm
   cp_async_wait<0>();
   if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(gate_up, 5) : MXMOE_STAMP(down, 5);
 
-  const float written_max = store_tiles<kGateUp, false, kN>(
-      p, acc, row_tile, stores, expert, row0, rows, [&](int column) { return row_activation_scale(p, row0 + column); });
+  RowOperands operands[C::m_tiles];
+#pragma unroll
+  for (int m = 0; m < C::m_tiles; ++m) operands[m] = row_operands<kGateUp, false>(p, row_tile[m], expert);
+  const float written_max = store_tiles<kGateUp, false, kN>(p, acc, row_tile, stores, operands, row0, rows, [&](int column) {
+    return row_activation_scale(p, row0 + column);
+  });
   if (kGateUp) publish_written_max(p, written_max);  // uniform: every thread of the CTA gets here
   if (threadIdx.x == 0) kGateUp ? MXMOE_STAMP(gate_up, 6) : MXMOE_STAMP(down, 6);
 }

@@ -17,6 +17,8 @@
 #include "backends/cuda_sm90/gemm_fp8.hpp"
 
 #include <algorithm>
+#include <cstdint>
+#include <string>
 #include <utility>
 
 #include "backends/cuda/cuda_check.hpp"
@@ -53,7 +55,6 @@ struct Fp8Config {
   static constexpr int activation_bytes = BN * step_k;
   static constexpr int weight_bytes = tiles * records * kChunkBytes;
   static constexpr int stage_bytes = (activation_bytes + weight_bytes + 1023) / 1024 * 1024;  // swizzle atoms 1024-aligned
-  static constexpr int copies = BN * 8 / 128;  // each producer thread's 16-byte activation copies per stage
   static constexpr int barriers_offset = stages * stage_bytes;
   // Per-token schemes: each consumer warpgroup's pairs' scales of its last two items (consume).
   static constexpr int scales_offset = barriers_offset + 2 * stages * 8;
@@ -61,7 +62,7 @@ struct Fp8Config {
   // As in gemm.cu: up to width 64 an expert's pairs mostly fit one tile, so its weights stream
   // through L2 once, evict-first, and leave it to the activation rows that other CTAs read again.
   static constexpr bool weights_read_once = BN < 128;
-  static_assert(BN % 16 == 0 && BN <= 256 && copies >= 1 && BN * 8 % 128 == 0);
+  static_assert(BN % 32 == 0 && BN <= 256);  // the producer's rows: 32 per round of its 128 threads
   static_assert(smem_bytes * min_blocks <= 227 * 1024);
 };
 
@@ -147,31 +148,53 @@ __device__ __forceinline__ void produce(const GemmProblem& p, Ring<C>& ring, con
   for (int s = 0; s < prefetched; ++s) issue_weights(s);
   if (!kGateUp && first) wait_for_previous_grid();
 
+  // A thread brings 16-byte chunks c and c + 4 of rows r0 + j * kRowStep: one address for two
+  // copies, each row's held as 32 bits (in 16-byte units: launch_fp8 checks that they fit; 64-bit
+  // pointers made the producer spill), and every row with r0's swizzle, so the shared addresses
+  // are two registers plus constants.
   const unsigned char* a_base = static_cast<const unsigned char*>(p.a);
-  const int c = thread % 8;
-  const unsigned char* source[C::copies];
+  const int c = thread % 4, r0 = thread / 4;
+  constexpr int kRowStep = 128 / 4;
+  static_assert(kRowStep % 8 == 0 && kN % kRowStep == 0);
+  constexpr int kRows = kN / kRowStep;  // the rows the MMAs read
+  const uint32_t low_offset = swizzled_chunk(r0, c), high_offset = low_offset ^ 64;  // chunk c + 4: bit 2 flipped
+  // Rows past the item's pairs are zero-filled (0 bytes read) from row 0, an address that exists.
+  uint32_t source[kRows];  // 16-byte units from p.a
+  uint32_t real_rows = 0;  // bit j: row j is one of the item's pairs
 #pragma unroll
-  for (int j = 0; j < C::copies; ++j) {
-    const int r = (thread + j * 128) / 8;
-    const bool valid = r < item.rows;
-    const int64_t source_row = valid ? (p.a_rows ? p.a_rows[item.row0 + r] : item.row0 + r) : -1;
-    source[j] = valid ? a_base + source_row * p.k + c * 16 : nullptr;
+  for (int j = 0; j < kRows; ++j) {
+    const int r = r0 + j * kRowStep;
+    const bool real = r < item.rows;
+    const int64_t source_row = real ? (p.a_rows ? p.a_rows[item.row0 + r] : item.row0 + r) : 0;
+    source[j] = static_cast<uint32_t>((source_row * p.k + c * 16) / 16);
+    real_rows |= uint32_t{real} << j;
   }
+  const bool full_tile = item.rows >= kN;
   for (int s = 0; s < steps.count; ++s) {
     const int stage = ring.stage(s);
     // The stage's previous round, released by every consumer thread (a fresh barrier passes
     // parity 1).
     barrier_wait(&ring.empty[stage], ring.parity(s) ^ 1);
     if (s >= prefetched) issue_weights(s);
-    unsigned char* rows = ring.smem + stage * C::stage_bytes;
-    const bool k_valid = s * C::step_k + c * 16 < p.k;
+    const uint32_t rows = smem_address(ring.smem + stage * C::stage_bytes);
+    const uint32_t k_units = s * (C::step_k / 16);
+    if (full_tile && !steps.half(s)) {  // every step of a full tile but an odd chunk count's last
 #pragma unroll
-    for (int j = 0; j < C::copies; ++j) {
-      const int r = (thread + j * 128) / 8;
-      if (kN < C::BN && r >= kN) continue;  // rows the MMAs do not read
-      // Rows past the item's pairs and k past K are zero-filled (never stored; zeros for the MMAs).
-      const bool valid = source[j] != nullptr && k_valid;
-      cp_async_16(rows + swizzled_chunk(r, c), valid ? source[j] + s * C::step_k : a_base, valid);
+      for (int j = 0; j < kRows; ++j) {
+        const unsigned char* row = a_base + static_cast<uint64_t>(source[j] + k_units) * 16;
+        cp_async_16(rows + low_offset + j * kRowStep * 128, row, 16u);
+        cp_async_16(rows + high_offset + j * kRowStep * 128, row + 64, 16u);
+      }
+    } else {
+      // Rows past the pairs and K past its end (the half step's second 64 bytes) are zero-filled.
+      const uint32_t high_bytes = steps.half(s) ? 0u : 16u;
+#pragma unroll
+      for (int j = 0; j < kRows; ++j) {
+        const unsigned char* row = a_base + static_cast<uint64_t>(source[j] + k_units) * 16;
+        const bool real = real_rows >> j & 1;
+        cp_async_16(rows + low_offset + j * kRowStep * 128, row, real ? 16u : 0u);
+        cp_async_16(rows + high_offset + j * kRowStep * 128, row + 64, real ? high_bytes : 0u);
+      }
     }
     if (steps.half(s)) {
       // The step's second record is not brought: zeros in its words decode to zero fragments under
@@ -230,6 +253,9 @@ __device__ __forceinline__ float consume(const GemmProblem& p, Ring<C>& ring, co
     scales[u] = row_scales && column < item.rows ? row_activation_scale(p, item.row0 + column) : 0.0f;
   }
 
+  // The epilogue's row operands, as the scales, loaded before the MMAs.
+  const RowOperands operands[1] = {row_operands<kGateUp, true>(p, row_tile[0], item.expert)};
+
   float acc[1][kN / 2];
   zero(acc);
   uint32_t a[2][2 * C::records][4];
@@ -262,7 +288,7 @@ __device__ __forceinline__ float consume(const GemmProblem& p, Ring<C>& ring, co
     }
     asm volatile("bar.sync %0, 128;\n" ::"r"(1 + warp_group) : "memory");  // the warpgroup's own barrier
   }
-  return store_tiles<kGateUp, true, kN>(p, acc, row_tile, stores, item.expert, item.row0, item.rows,
+  return store_tiles<kGateUp, true, kN>(p, acc, row_tile, stores, operands, item.row0, item.rows,
                                         [&](int column) { return staged[column]; });
 }
 
@@ -396,6 +422,10 @@ void launch_fp8(const GemmProblem& p, int variant, cudaStream_t stream) {
   // six at 64 spill), six stages (seven 1.5-2% slower at width 128). At width 256 two warpgroups,
   // each m64n256k32 (128 sums a thread, with the producer's registers: three would not hold them),
   // four stages (five the same).
+  if (static_cast<int64_t>(p.pairs) * p.k / 16 > UINT32_MAX) {
+    throw CudaError("the sm90 FP8 kernels address their activations in 32-bit 16-byte units: " + std::to_string(p.pairs) +
+                    " rows of " + std::to_string(p.k) + " bytes are too many; run the batch in parts");
+  }
   switch (variant) {
     case 64: return launch_both<Fp8Config<64, 3, 6, 1, 56>>(p, stream);
     case 128: return launch_both<Fp8Config<128, 3, 6, 1, 56>>(p, stream);

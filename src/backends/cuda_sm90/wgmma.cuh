@@ -91,33 +91,48 @@ __device__ __forceinline__ void warpgroup_row_tiles(int first, int row_tiles, in
 // The 16-byte chunk c of activation row r in a stage of 128-byte swizzled rows.
 __device__ __forceinline__ int swizzled_chunk(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
 
+// The epilogue's operands of a thread's rows g and g + 8 of one row tile (gate_up: its unit's gate
+// and linear): the sums' scales (with kRowFactors, the FP8 layout's row factor, times the tensor
+// scale where no per-token scales replace it) and the biases. Loaded where the epilogue would wait
+// for them, or before the MMAs (the persistent FP8 kernels), their round trips under them.
+struct RowOperands {
+  float scale0, scale8, bias0, bias8;
+};
+template <bool kGateUp, bool kRowFactors>
+__device__ __forceinline__ RowOperands row_operands(const GemmProblem& p, int row_tile, int expert) {
+  const int warp = threadIdx.x % 128 / 32, g = threadIdx.x % 32 / 4;
+  const int tile_row = row_tile * kTileRows + warp * 16 + g;  // the thread's first row; the second is 8 on
+  const float tensor_scale = p.a_row_scales != nullptr ? 1.0f : *p.a_scale;
+  const int64_t rows = static_cast<int64_t>(expert) * p.n;  // the expert's first row
+  // The FP8 layout's row factors are powers of two: folded into the tensor scale, the sums round
+  // as they did multiplied by each in turn.
+  const float factor0 = kRowFactors ? p.row_factors[rows + tile_row] : 1.0f;
+  const float factor8 = kRowFactors ? p.row_factors[rows + tile_row + 8] : 1.0f;
+  const int unit = row_tile * (kTileRows / 2) + warp * 8 + g;
+  const float* bias = p.bias + rows + (kGateUp ? 2 * unit : tile_row);
+  return {factor0 * tensor_scale, factor8 * tensor_scale, bias[0], bias[kGateUp ? 1 : 8]};
+}
+
 // store_tiles with the launch's choices fixed: kRowScales, each pair's activation scale from
 // column_scale (else the tensor's); kBf16Out, gate_up writes p.out_activations in bf16 (else
 // fp32 to p.out). Columns past the item's pairs hold sums of zero-filled rows: computed with the
 // others, never stored.
 template <bool kGateUp, bool kRowFactors, bool kRowScales, bool kBf16Out, int kN, int kMTiles, class ColumnScale>
 __device__ __forceinline__ float store_tiles_as(const GemmProblem& p, float (&acc)[kMTiles][kN / 2],
-                                                const int (&row_tile)[kMTiles], const bool (&stores)[kMTiles], int expert,
-                                                int row0, int rows, ColumnScale column_scale) {
+                                                const int (&row_tile)[kMTiles], const bool (&stores)[kMTiles],
+                                                const RowOperands (&operands)[kMTiles], int row0, int rows,
+                                                ColumnScale column_scale) {
   const int warp = threadIdx.x % 128 / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
-  const float tensor_scale = kRowScales ? 1.0f : *p.a_scale;
   const float alpha = p.alpha, limit = p.limit;
   const int64_t out_stride = kGateUp ? p.n / 2 : p.n;  // between pairs' rows of the output
   float written_max = 0.0f;
 #pragma unroll
   for (int m = 0; m < kMTiles; ++m) {
     if (!stores[m]) continue;
+    const auto [scale0, scale8, bias0, bias8] = operands[m];
     const int tile_row = row_tile[m] * kTileRows + warp * 16 + g;  // the thread's first row; the second is 8 on
-    // The FP8 layout's row factors are powers of two: folded into the tensor scale, the sums round
-    // as they did multiplied by each in turn.
-    const float* factor = p.row_factors + static_cast<int64_t>(expert) * p.n + tile_row;
-    const float scale0 = (kRowFactors ? factor[0] : 1.0f) * tensor_scale;
-    const float scale8 = (kRowFactors ? factor[8] : 1.0f) * tensor_scale;
-    // gate_up: the unit's (gate, linear) bias pair; down: the biases of rows g and g + 8.
     const int unit = row_tile[m] * (kTileRows / 2) + warp * 8 + g;
-    const float* bias = p.bias + static_cast<int64_t>(expert) * p.n + (kGateUp ? 2 * unit : tile_row);
-    const float bias0 = bias[0], bias8 = bias[kGateUp ? 1 : 8];
     const int64_t first = (row0 + 2 * t) * out_stride + (kGateUp ? unit : tile_row);  // column 2t's output
 #pragma unroll
     for (int j = 0; j < kN / 8; ++j) {
@@ -154,10 +169,10 @@ __device__ __forceinline__ float store_tiles_as(const GemmProblem& p, float (&ac
   return written_max;
 }
 
-// Stores a warpgroup's sums of kMTiles row tiles x kN pairs (pairs row0.. of `expert`, `rows` of
-// them real): each sum times its pair's activation scale (per-token schemes: column_scale(c), pair
-// row0 + c's, asked for real columns only; else the tensor's) (and, with kRowFactors, its weight
-// row's factor from p.row_factors: the FP8 layout's reference scale), plus the bias; gate_up pairs a
+// Stores a warpgroup's sums of kMTiles row tiles x kN pairs (pairs row0.., `rows` of them real,
+// with each tile's row_operands): each sum times its pair's activation scale (per-token schemes:
+// column_scale(c), pair row0 + c's, asked for real columns only; else the tensor's) (and, with
+// kRowFactors, its weight row's factor: the FP8 layout's reference scale), plus the bias; gate_up pairs a
 // thread's rows g and g + 8 (gate, linear) through SwiGLU. Accumulator 4j + i: row g (i < 2) or
 // g + 8 of the warp's 16, pair column 8j + 2t + (i & 1). Returns gate_up's largest |value| written
 // (for p.out_amax). The launch's choices are taken once, not per value: tested per value,
@@ -165,11 +180,12 @@ __device__ __forceinline__ float store_tiles_as(const GemmProblem& p, float (&ac
 // (docs/PERFORMANCE.md, twenty-third session).
 template <bool kGateUp, bool kRowFactors, int kN, int kMTiles, class ColumnScale>
 __device__ __forceinline__ float store_tiles(const GemmProblem& p, float (&acc)[kMTiles][kN / 2],
-                                             const int (&row_tile)[kMTiles], const bool (&stores)[kMTiles], int expert,
-                                             int row0, int rows, ColumnScale column_scale) {
+                                             const int (&row_tile)[kMTiles], const bool (&stores)[kMTiles],
+                                             const RowOperands (&operands)[kMTiles], int row0, int rows,
+                                             ColumnScale column_scale) {
   const auto as = [&](auto row_scales, auto bf16_out) {
     return store_tiles_as<kGateUp, kRowFactors, decltype(row_scales)::value, decltype(bf16_out)::value, kN, kMTiles>(
-        p, acc, row_tile, stores, expert, row0, rows, column_scale);
+        p, acc, row_tile, stores, operands, row0, rows, column_scale);
   };
   using Yes = std::true_type;
   using No = std::false_type;
