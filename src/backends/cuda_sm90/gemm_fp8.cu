@@ -178,22 +178,21 @@ __device__ __forceinline__ void produce(const GemmProblem& p, Ring<C>& ring, con
     if (s >= prefetched) issue_weights(s);
     const uint32_t rows = smem_address(ring.smem + stage * C::stage_bytes);
     const uint32_t k_units = s * (C::step_k / 16);
+    auto copy_row = [&](int j, uint32_t low_bytes, uint32_t high_bytes) {
+      const unsigned char* row = a_base + static_cast<uint64_t>(source[j] + k_units) * 16;
+      cp_async_16(rows + low_offset + j * kRowStep * 128, row, low_bytes);
+      cp_async_16(rows + high_offset + j * kRowStep * 128, row + 64, high_bytes);
+    };
     if (full_tile && !steps.half(s)) {  // every step of a full tile but an odd chunk count's last
 #pragma unroll
-      for (int j = 0; j < kRows; ++j) {
-        const unsigned char* row = a_base + static_cast<uint64_t>(source[j] + k_units) * 16;
-        cp_async_16(rows + low_offset + j * kRowStep * 128, row, 16u);
-        cp_async_16(rows + high_offset + j * kRowStep * 128, row + 64, 16u);
-      }
+      for (int j = 0; j < kRows; ++j) copy_row(j, 16u, 16u);
     } else {
       // Rows past the pairs and K past its end (the half step's second 64 bytes) are zero-filled.
       const uint32_t high_bytes = steps.half(s) ? 0u : 16u;
 #pragma unroll
       for (int j = 0; j < kRows; ++j) {
-        const unsigned char* row = a_base + static_cast<uint64_t>(source[j] + k_units) * 16;
         const bool real = real_rows >> j & 1;
-        cp_async_16(rows + low_offset + j * kRowStep * 128, row, real ? 16u : 0u);
-        cp_async_16(rows + high_offset + j * kRowStep * 128, row + 64, real ? high_bytes : 0u);
+        copy_row(j, real ? 16u : 0u, real ? high_bytes : 0u);
       }
     }
     if (steps.half(s)) {

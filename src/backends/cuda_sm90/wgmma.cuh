@@ -103,13 +103,13 @@ __device__ __forceinline__ RowOperands row_operands(const GemmProblem& p, int ro
   const int warp = threadIdx.x % 128 / 32, g = threadIdx.x % 32 / 4;
   const int tile_row = row_tile * kTileRows + warp * 16 + g;  // the thread's first row; the second is 8 on
   const float tensor_scale = p.a_row_scales != nullptr ? 1.0f : *p.a_scale;
-  const int64_t rows = static_cast<int64_t>(expert) * p.n;  // the expert's first row
+  const int64_t expert_row0 = static_cast<int64_t>(expert) * p.n;
   // The FP8 layout's row factors are powers of two: folded into the tensor scale, the sums round
   // as they did multiplied by each in turn.
-  const float factor0 = kRowFactors ? p.row_factors[rows + tile_row] : 1.0f;
-  const float factor8 = kRowFactors ? p.row_factors[rows + tile_row + 8] : 1.0f;
+  const float factor0 = kRowFactors ? p.row_factors[expert_row0 + tile_row] : 1.0f;
+  const float factor8 = kRowFactors ? p.row_factors[expert_row0 + tile_row + 8] : 1.0f;
   const int unit = row_tile * (kTileRows / 2) + warp * 8 + g;
-  const float* bias = p.bias + rows + (kGateUp ? 2 * unit : tile_row);
+  const float* bias = p.bias + expert_row0 + (kGateUp ? 2 * unit : tile_row);
   return {factor0 * tensor_scale, factor8 * tensor_scale, bias[0], bias[kGateUp ? 1 : 8]};
 }
 
