@@ -15,15 +15,14 @@ __device__ __forceinline__ uint32_t smem_address(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// 16 bytes global -> shared, zero-filled when `valid` is false.
-__device__ __forceinline__ void cp_async_16(void* smem, const void* global, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(smem)), "l"(global),
-               "r"(valid ? 16 : 0));
-}
-
-// The same at a shared-memory address, the first `bytes` (16 or 0) read and the rest zero-filled.
+// 16 bytes global -> shared at a shared-memory address, the first `bytes` (16 or 0) read and the
+// rest zero-filled.
 __device__ __forceinline__ void cp_async_16(uint32_t smem, const void* global, uint32_t bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(global), "r"(bytes));
+}
+// The same by pointer, zero-filled when `valid` is false.
+__device__ __forceinline__ void cp_async_16(void* smem, const void* global, bool valid) {
+  cp_async_16(smem_address(smem), global, valid ? 16u : 0u);
 }
 
 __device__ __forceinline__ void cp_async_8(void* smem, const void* global, bool valid) {
