@@ -84,7 +84,7 @@ __device__ __forceinline__ void decode_record(uint32_t words_address, uint32_t s
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       uint32_t low, high;
-      fp8_table((scale_bytes >> (8 * (2 * h + s))) & 0xFFu, low, high);
+      fp8_table(byte_permute(scale_bytes, 0, 0x4440u | (2 * h + s)), low, high);  // the byte: one prmt, not a shift and a mask
       decode_fp8_word(word[2 * s + h], low, high, a[h], a[2 + h]);
     }
   }
@@ -104,8 +104,10 @@ struct Ring {
   unsigned char* smem;
   int step = 0;  // the item's first step, counted over the CTA's items
   int items = 0;  // the consumers' items so far
-  __device__ int stage(int s) const { return (step + s) % C::stages; }
-  __device__ uint32_t parity(int s) const { return ((step + s) / C::stages) & 1; }
+  // Unsigned: with a power-of-two ring the stage is a mask and the phase a shift (signed, each took
+  // four instructions, three times a step).
+  __device__ int stage(int s) const { return static_cast<int>(static_cast<uint32_t>(step + s) % C::stages); }
+  __device__ uint32_t parity(int s) const { return (static_cast<uint32_t>(step + s) / C::stages) & 1; }
 };
 
 // K in steps of C::step_k; K an odd number of chunks: the last step holds one record (its second

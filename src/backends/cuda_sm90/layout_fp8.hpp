@@ -42,10 +42,14 @@ struct Fp8PackedWeights {
 // `t` at its padded dims (multiples of 64), in the FP8 layout.
 Fp8PackedWeights pack_fp8_weights(const detail::PaddedMxfp4& t, bool gate_up);
 
-// __byte_perm on the device; the same on the host, for the tests that read the layout back.
+// prmt on the device; the same on the host, for the tests that read the layout back. In asm: the
+// compiler knows that __byte_perm reads 16 bits of its selector and would mask two selectors cut
+// from one word apart (three instructions, not two).
 MXMOE_HD uint32_t byte_permute(uint32_t a, uint32_t b, uint32_t selector) {
 #if defined(__CUDA_ARCH__)
-  return __byte_perm(a, b, selector);
+  uint32_t out;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(out) : "r"(a), "r"(b), "r"(selector));
+  return out;
 #else
   const uint64_t bytes = a | static_cast<uint64_t>(b) << 32;
   uint32_t out = 0;
